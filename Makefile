@@ -47,7 +47,7 @@ $(PY_STAMP): requirements.txt pyproject.toml $(SYS_STAMP)
 	@echo ">> installing Python packages into $(VENV)"
 	@$(BIN)/python -m pip install -q --upgrade pip
 	@$(BIN)/python -m pip install -q -r requirements.txt
-	@$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	@$(BIN)/python -m pip install -q --no-deps -e .
 	@touch $@
 
 demo: deps

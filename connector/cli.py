@@ -1,0 +1,51 @@
+"""The ``multiall`` command line: ``multiall pools check|show`` (more parts plug in here).
+
+Errors are printed without a traceback and the exit status says what happened:
+0 fine, 1 the model has problems (invalid or conflicting), 2 usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from . import __version__
+from .pools_cmd import add_pools_parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser; each part adds its own sub-commands."""
+    parser = argparse.ArgumentParser(
+        prog="multiall",
+        description="MultiAll: keep pools of servers in sync (TakeConnector CLI).",
+    )
+    parser.add_argument("--version", action="version", version=f"multiall {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    add_pools_parser(sub)
+    return parser
+
+
+def emit_json(data: Any) -> None:
+    """Machine-readable output: one JSON document on stdout."""
+    json.dump(data, sys.stdout, indent=2, sort_keys=False, default=str)
+    sys.stdout.write("\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``multiall`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

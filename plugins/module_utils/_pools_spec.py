@@ -1,0 +1,370 @@
+# -*- coding: utf-8 -*-
+# Copyright: TakeLAN MultiAll developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The shape of a pools file: every key MultiAll accepts, and what it must hold.
+
+One table per section so that a reader (and ``docs/pools.md``) can see the whole
+format in one place. Shorthands are normalised here: ``nginx: "1.22*"`` under
+``packages`` becomes ``nginx: {version: "1.22*"}``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import posixpath
+import re
+from typing import Any
+
+from ._located_yaml import LocatedDict
+from ._schema import Field
+
+NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+POOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+)
+_LOOKS_NUMERIC = re.compile(r"^[0-9.]+$")
+
+# Rules whose metric is "higher is worse" need warn < crit; "lower is worse"
+# (e.g. how many peers are reachable) need warn > crit.
+HIGHER_IS_WORSE = frozenset({"cpu", "load", "memory", "swap", "disk", "process_count"})
+LOWER_IS_WORSE = frozenset({"peer"})
+
+SECTIONS = ("baseline", "files", "packages", "services", "databases", "dns", "vars")
+
+
+def check_node_name(name: str) -> str | None:
+    """Node names are host names in inventories and DNS labels."""
+    if not NODE_NAME.match(name):
+        return (
+            f"node name {name!r} is not valid: use letters, digits, '.', '-' and '_', "
+            "starting with a letter or digit"
+        )
+    return None
+
+
+def check_pool_name(name: str) -> str | None:
+    """Pool names become Ansible group names ``pool_<name>``."""
+    if not POOL_NAME.match(name):
+        return (
+            f"pool name {name!r} is not valid: it becomes the Ansible group 'pool_{name}', "
+            "so use letters, digits and '_' (not starting with a digit)"
+        )
+    return None
+
+
+def check_address(value: str) -> str | None:
+    """An IP address or a DNS host name; a dotted number that is no IP is a typo."""
+    try:
+        ipaddress.ip_address(value)
+        return None
+    except ValueError:
+        pass
+    if _LOOKS_NUMERIC.match(value) or not _HOSTNAME.match(value):
+        return f"{value!r} is not an IP address or host name (e.g. 198.18.0.11 or web1.example.net)"
+    return None
+
+
+def check_abs_path(value: str) -> str | None:
+    """Declared trees must be absolute and normalised so they cannot escape."""
+    if not value.startswith("/"):
+        return f"path {value!r} must be absolute (start with '/')"
+    if ".." in value.split("/"):
+        return f"path {value!r} must not contain '..'"
+    if posixpath.normpath(value) != value.rstrip("/") and value != "/":
+        return f"path {value!r} is not normalised; write {posixpath.normpath(value)!r}"
+    return None
+
+
+def check_mode(value: str) -> str | None:
+    """File modes are octal strings, quoted so YAML does not turn 0644 into 420."""
+    if not re.match(r"^0?[0-7]{3,4}$", value):
+        return f"mode {value!r} must be an octal string such as '0644'"
+    return None
+
+
+def _str(**kw: Any) -> Field:
+    return Field("str", **kw)
+
+
+def _int(**kw: Any) -> Field:
+    return Field("int", **kw)
+
+
+def _num(**kw: Any) -> Field:
+    return Field("number", **kw)
+
+
+def _bool(**kw: Any) -> Field:
+    return Field("bool", **kw)
+
+
+def _str_list(**kw: Any) -> Field:
+    return Field("list", item=_str(), **kw)
+
+
+def _mode() -> Field:
+    return _str(check=check_mode, expect="an octal mode string such as '0644'")
+
+
+_PORT = {"minimum": 1, "maximum": 65535}
+
+# Parameters each baseline rule kind accepts besides the common ones.
+BASELINE_KINDS: dict[str, dict[str, Field]] = {
+    "cpu": {},
+    "load": {"per_cpu": _bool()},
+    "memory": {},
+    "swap": {},
+    "disk": {"mount": _str(check=check_abs_path), "inodes": _bool()},
+    "process": {
+        "name": _str(),
+        "cmdline": _str(),
+        "user": _str(),
+        "min": _int(minimum=0),
+        "max": _int(minimum=0),
+    },
+    "port": {
+        "port": _int(required=True, **_PORT),
+        "proto": _str(choices=("tcp", "udp")),
+        "address": _str(),
+    },
+    "tcp": {"host": _str(required=True), "port": _int(required=True, **_PORT)},
+    "http": {
+        "url": _str(required=True),
+        "status": _int(minimum=100, maximum=599),
+        "match": _str(),
+    },
+    "dns": {
+        "name": _str(required=True),
+        "type": _str(),
+        "expect": _str_list(),
+        "server": _str(),
+    },
+    "file": {
+        "path": _str(required=True, check=check_abs_path),
+        "mode": _mode(),
+        "owner": _str(),
+        "checksum": _str(),
+        "max_age": _num(minimum=0),
+    },
+    "package": {"name": _str(required=True), "version": _str()},
+    "service": {"name": _str(required=True)},
+    "command": {"command": Field("any", required=True)},
+    "peer": {},
+}
+
+_BASELINE_COMMON: dict[str, Field] = {
+    "kind": _str(required=True, choices=tuple(sorted(BASELINE_KINDS))),
+    "warn": _num(),
+    "crit": _num(),
+    "interval": _num(minimum=0.1),
+    "timeout": _num(minimum=0.1),
+    "for": _int(minimum=1),
+    "enabled": _bool(),
+    "description": _str(),
+}
+
+
+def _baseline_extra(rule: Any) -> dict[str, Field]:
+    kind = rule.get("kind") if isinstance(rule, dict) else None
+    return BASELINE_KINDS.get(kind, {}) if isinstance(kind, str) else {}
+
+
+def _check_thresholds(rule: Any) -> str | None:
+    if not isinstance(rule, dict):
+        return None
+    warn, crit, kind = rule.get("warn"), rule.get("crit"), rule.get("kind")
+    if not isinstance(warn, (int, float)) or not isinstance(crit, (int, float)):
+        return None
+    if kind in HIGHER_IS_WORSE and warn > crit:
+        return f"warn ({warn}) is above crit ({crit}); for '{kind}' higher is worse, so warn <= crit"
+    if kind in LOWER_IS_WORSE and warn < crit:
+        return f"warn ({warn}) is below crit ({crit}); for '{kind}' lower is worse, so warn >= crit"
+    return None
+
+
+BASELINE_RULE = Field(
+    "object",
+    keys=_BASELINE_COMMON,
+    extra_keys=_baseline_extra,
+    check=_check_thresholds,
+    expect="a rule mapping with at least 'kind'",
+)
+
+
+def _shorthand(key: str) -> Any:
+    """``name: "x"`` -> ``name: {key: "x"}`` and ``name:`` (null) -> ``name: {}``."""
+
+    def normalise(value: Any) -> Any:
+        if value is None:
+            return LocatedDict()
+        if isinstance(value, str):
+            out = LocatedDict({key: value})
+            return out
+        return value
+
+    return normalise
+
+
+FILE_TREE = Field(
+    "object",
+    normalise=_shorthand("source"),
+    keys={
+        "source": _str(),
+        "owner": _str(),
+        "group": _str(),
+        "mode": _mode(),
+        "exclude": _str_list(),
+        "delete": _bool(),
+    },
+)
+
+PACKAGE = Field(
+    "object",
+    normalise=_shorthand("version"),
+    keys={
+        "version": _str(),
+        "state": _str(choices=("present", "absent", "latest")),
+        "hold": _bool(),
+    },
+    expect="a version string or a mapping (version, state, hold)",
+)
+
+SERVICE = Field(
+    "object",
+    normalise=_shorthand("state"),
+    keys={"state": _str(choices=("started", "stopped")), "enabled": _bool()},
+    expect="a state string or a mapping (state, enabled)",
+)
+
+DATABASE = Field(
+    "object",
+    keys={
+        "engine": _str(required=True, choices=("sqlite", "postgresql")),
+        "path": _str(check=check_abs_path),
+        "dsn": _str(),
+        "tables": _str_list(),
+        "policy": Field(
+            "object",
+            keys={
+                "mode": _str(choices=("realtime", "interval", "manual")),
+                "interval": _num(minimum=0.1),
+            },
+        ),
+    },
+)
+
+DNS_RECORD = Field(
+    "object",
+    keys={
+        "name": _str(required=True),
+        "type": _str(required=True, choices=("A", "AAAA", "CNAME", "SRV", "TXT", "MX")),
+        "value": _str(required=True),
+        "ttl": _int(minimum=0),
+    },
+)
+
+DNS = Field(
+    "object",
+    keys={
+        "zone": _str(required=True),
+        "server": _str(check=check_address),
+        "mode": _str(choices=("update", "rebuild", "push")),
+        "ttl": _int(minimum=0, maximum=86400),
+        "record": _str(),
+        "node_records": _bool(),
+        "key_name": _str(),
+        "records": Field("list", item=DNS_RECORD),
+    },
+)
+
+SETTINGS_FIELDS: dict[str, Field] = {
+    "baseline": Field("map", values=BASELINE_RULE),
+    "files": Field("map", key_check=check_abs_path, values=FILE_TREE),
+    "packages": Field("map", values=PACKAGE),
+    "services": Field("map", values=SERVICE),
+    "databases": Field("map", values=DATABASE),
+    "dns": DNS,
+    "vars": Field("map", values=Field("any")),
+}
+
+SSH_FIELDS: dict[str, Field] = {
+    "ssh_user": _str(),
+    "ssh_port": _int(**_PORT),
+    "ssh_private_key_file": _str(),
+    "ssh_common_args": _str(),
+    "python": _str(),
+}
+
+NODE = Field(
+    "object",
+    keys={
+        "address": _str(required=True, check=check_address),
+        "pools": Field("list", item=_str()),
+        "description": _str(),
+        # Per-node overrides: same sections as a pool; they win over pools.
+        "settings": Field("object", keys={k: v for k, v in SETTINGS_FIELDS.items() if k != "dns"}),
+        **SSH_FIELDS,
+    },
+)
+
+POOL = Field(
+    "object",
+    normalise=lambda v: LocatedDict() if v is None else v,
+    keys={
+        "members": Field("list", item=_str()),
+        "include": Field("list", item=_str()),
+        "description": _str(),
+        **SETTINGS_FIELDS,
+    },
+)
+
+EXCEPTION = Field(
+    "object",
+    keys={
+        "node": _str(),
+        "nodes": _str_list(),
+        "pool": _str(),
+        "reason": _str(),
+        "remove": Field(
+            "object",
+            keys={k: _str_list() for k in SECTIONS if k not in ("dns",)},
+            expect="a mapping of section -> list of item names",
+        ),
+        "override": Field(
+            "object", keys={k: v for k, v in SETTINGS_FIELDS.items() if k != "dns"}
+        ),
+    },
+)
+
+# Keys of the inventory plugin (and Constructable/Cacheable) that may share the file.
+INVENTORY_KEYS = (
+    "plugin",
+    "compose",
+    "groups",
+    "keyed_groups",
+    "strict",
+    "leading_separator",
+    "use_extra_vars",
+    "use_vars_plugins",
+    "cache",
+    "cache_plugin",
+    "cache_timeout",
+    "cache_connection",
+    "cache_prefix",
+    "on_conflict",
+    "with_sources",
+    "group_prefix",
+)
+
+TOP = Field(
+    "object",
+    keys={
+        "defaults": Field("object", keys=dict(SSH_FIELDS)),
+        "nodes": Field("map", key_check=check_node_name, values=NODE),
+        "pools": Field("map", key_check=check_pool_name, values=POOL),
+        "exceptions": Field("list", item=EXCEPTION),
+        **{k: Field("any") for k in INVENTORY_KEYS},
+    },
+    expect="a mapping with 'nodes', 'pools' and optionally 'defaults', 'exceptions'",
+)
