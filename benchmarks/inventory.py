@@ -34,7 +34,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "collection"))
 
-from ansible_collections.takelan.multiall.plugins.module_utils.pools import PoolModel  # noqa: E402
+from ansible_collections.takelan.multiall.plugins.module_utils.pools import PoolModel
 
 
 def generate_model(nodes: int, pools: int, seed: int = 7) -> dict:

@@ -177,7 +177,9 @@ def _check_thresholds(rule: Any) -> str | None:
     if not isinstance(warn, (int, float)) or not isinstance(crit, (int, float)):
         return None
     if kind in HIGHER_IS_WORSE and warn > crit:
-        return f"warn ({warn}) is above crit ({crit}); for '{kind}' higher is worse, so warn <= crit"
+        return (
+            f"warn ({warn}) is above crit ({crit}); for '{kind}' higher is worse, so warn <= crit"
+        )
     if kind in LOWER_IS_WORSE and warn < crit:
         return f"warn ({warn}) is below crit ({crit}); for '{kind}' lower is worse, so warn >= crit"
     return None
@@ -331,9 +333,7 @@ EXCEPTION = Field(
             keys={k: _str_list() for k in SECTIONS if k not in ("dns",)},
             expect="a mapping of section -> list of item names",
         ),
-        "override": Field(
-            "object", keys={k: v for k, v in SETTINGS_FIELDS.items() if k != "dns"}
-        ),
+        "override": Field("object", keys={k: v for k, v in SETTINGS_FIELDS.items() if k != "dns"}),
     },
 )
 

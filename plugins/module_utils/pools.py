@@ -129,7 +129,7 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     return type(a) is type(b) and a == b
 
 
@@ -506,7 +506,9 @@ class PoolModel:
 
     def _require_node(self, node: str) -> None:
         if node not in self.nodes:
-            raise KeyError(f"no node {node!r} in the pool model; declared nodes: {_names(self.nodes)}")
+            raise KeyError(
+                f"no node {node!r} in the pool model; declared nodes: {_names(self.nodes)}"
+            )
 
     def _contribution(self, pool: str) -> dict[str, Any]:
         """What ``pool`` gives each member: included pools first, own keys win.
