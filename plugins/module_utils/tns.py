@@ -1,0 +1,212 @@
+# -*- coding: utf-8 -*-
+# Copyright: TakeLAN MultiAll developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""TNS topology: from Serf membership and peer probes to per-pool verdicts.
+
+Pure logic, no I/O: the daemon feeds it what Serf and the probes saw, the
+tests feed it by hand. Every agent acts on what this says, so the rules are
+kept small and explicit:
+
+* Serf is the source of truth for membership: ``left`` and ``failed`` from
+  Serf always win.
+* Probes only make a verdict *faster*: a Serf-alive member is ``failed`` for a
+  pool when a strict majority of the pool peers that currently observe it say
+  it is unreachable, so one node with a broken link never evicts a healthy peer.
+* The pool **leader** is the lowest name among ``alive`` members (maintenance
+  excluded); **quorum** is a strict majority of the pool's declared members
+  being alive and reachable (maintenance members are reachable, so they count).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+ALIVE = "alive"
+SUSPECT = "suspect"
+FAILED = "failed"
+MAINTENANCE = "maintenance"
+LEFT = "left"
+STATES = (ALIVE, SUSPECT, FAILED, MAINTENANCE, LEFT)
+
+# States in which a member still answers: it counts for quorum.
+_REACHABLE = frozenset({ALIVE, MAINTENANCE})
+
+EVENT_TYPES = (
+    "member_failed",
+    "member_recovered",
+    "maintenance_enter",
+    "maintenance_exit",
+    "sbm_changed",
+    "leader_changed",
+    "quorum_lost",
+    "quorum_regained",
+)
+
+
+@dataclass(frozen=True)
+class SerfMember:
+    """What Serf says of one member (status as Serf names it, plus its tags)."""
+
+    name: str
+    address: str = ""
+    status: str = "alive"  # alive | leaving | left | failed | none
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def in_maintenance(self) -> bool:
+        """The ``maint`` tag is ``1`` or ``1:<reason>`` while in maintenance."""
+        return self.tags.get("maint", "").split(":", 1)[0] == "1"
+
+    @property
+    def maintenance_reason(self) -> str:
+        """The reason given with ``maintenance enter``."""
+        parts = self.tags.get("maint", "").split(":", 1)
+        return parts[1] if len(parts) == 2 and parts[0] == "1" else ""
+
+
+@dataclass(frozen=True)
+class MemberView:
+    """One member as the pool sees it."""
+
+    name: str
+    state: str
+    sbm: str = ""
+    rtt_ms: float | None = None
+    reason: str = ""
+    down_votes: int = 0
+    observers: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly form."""
+        return {
+            "name": self.name,
+            "state": self.state,
+            "sbm": self.sbm,
+            "rtt_ms": self.rtt_ms,
+            "reason": self.reason,
+            "down_votes": self.down_votes,
+            "observers": self.observers,
+        }
+
+
+@dataclass(frozen=True)
+class PoolTopology:
+    """A pool's members, leader and quorum at one moment."""
+
+    pool: str
+    members: dict[str, MemberView]
+    leader: str | None
+    quorum: bool
+    declared: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly form."""
+        return {
+            "pool": self.pool,
+            "leader": self.leader,
+            "quorum": self.quorum,
+            "declared": self.declared,
+            "members": {n: m.as_dict() for n, m in sorted(self.members.items())},
+        }
+
+
+def _serf_state(member: SerfMember | None) -> str:
+    if member is None or member.status in ("none", ""):
+        return FAILED if member is not None else LEFT
+    if member.status in ("left", "leaving"):
+        return LEFT
+    if member.status == "failed":
+        return FAILED
+    if member.in_maintenance:
+        return MAINTENANCE
+    return ALIVE
+
+
+def pool_topology(
+    pool: str,
+    declared: list[str],
+    serf: dict[str, SerfMember],
+    observations: dict[str, dict[str, bool]],
+    rtt_ms: dict[str, float] | None = None,
+) -> PoolTopology:
+    """Compute one pool's topology.
+
+    ``observations[observer][peer]`` is True when ``observer``'s latest probe of
+    ``peer`` succeeded. Only observers that are themselves Serf-alive pool
+    members count, so a dead or removed node's stale reports never decide.
+    """
+    rtt_ms = rtt_ms or {}
+    base = {name: _serf_state(serf.get(name)) for name in declared}
+    voters = [n for n in declared if base[n] in _REACHABLE]
+    members: dict[str, MemberView] = {}
+    for name in declared:
+        state = base[name]
+        member = serf.get(name)
+        votes = observers = 0
+        if state in _REACHABLE:
+            for voter in voters:
+                if voter == name:
+                    continue
+                seen = observations.get(voter, {}).get(name)
+                if seen is None:
+                    continue
+                observers += 1
+                if not seen:
+                    votes += 1
+            if observers and votes * 2 > observers:
+                state = FAILED
+            elif votes:
+                state = SUSPECT if state == ALIVE else state
+        members[name] = MemberView(
+            name=name,
+            state=state,
+            sbm=member.tags.get("sbm", "") if member else "",
+            rtt_ms=rtt_ms.get(name),
+            reason=member.maintenance_reason if member else "",
+            down_votes=votes,
+            observers=observers,
+        )
+    reachable = sum(1 for m in members.values() if m.state in _REACHABLE or m.state == SUSPECT)
+    leaders = sorted(n for n, m in members.items() if m.state in (ALIVE, SUSPECT))
+    return PoolTopology(
+        pool=pool,
+        members=members,
+        leader=leaders[0] if leaders else None,
+        quorum=reachable * 2 > len(declared),
+        declared=len(declared),
+    )
+
+
+def topology_events(old: PoolTopology | None, new: PoolTopology) -> list[dict[str, Any]]:
+    """The events that lead from ``old`` to ``new`` (plain dicts, ready for JSON)."""
+    events: list[dict[str, Any]] = []
+
+    def event(kind: str, **data: Any) -> None:
+        events.append({"type": kind, "pool": new.pool, **data})
+
+    if old is None:
+        return events
+    for name, now in sorted(new.members.items()):
+        before = old.members.get(name)
+        if before is None:
+            continue
+        was_down = before.state in (FAILED, LEFT)
+        is_down = now.state in (FAILED, LEFT)
+        if is_down and not was_down:
+            event("member_failed", member=name, state=now.state)
+        elif was_down and not is_down:
+            event("member_recovered", member=name, state=now.state)
+        if now.state == MAINTENANCE and before.state != MAINTENANCE:
+            event("maintenance_enter", member=name, reason=now.reason)
+        elif before.state == MAINTENANCE and now.state != MAINTENANCE and not is_down:
+            event("maintenance_exit", member=name)
+        if now.sbm != before.sbm and now.sbm and before.sbm:
+            event("sbm_changed", member=name, old=before.sbm, new=now.sbm)
+    if old.leader != new.leader:
+        event("leader_changed", old=old.leader, new=new.leader)
+    if old.quorum and not new.quorum:
+        event("quorum_lost")
+    elif new.quorum and not old.quorum:
+        event("quorum_regained")
+    return events

@@ -1,0 +1,120 @@
+"""TNS topology verdicts: failure by peer majority, leader, quorum, events."""
+
+from __future__ import annotations
+
+from ansible_collections.takelan.multiall.plugins.module_utils.tns import (
+    FAILED,
+    LEFT,
+    MAINTENANCE,
+    SUSPECT,
+    SerfMember,
+    pool_topology,
+    topology_events,
+)
+
+POOL = ["n1", "n2", "n3", "n4", "n5"]
+
+
+def serf(*down: str, maint: dict[str, str] | None = None, status: str = "failed"):
+    maint = maint or {}
+    return {
+        n: SerfMember(
+            n,
+            status=status if n in down else "alive",
+            tags={"maint": f"1:{maint[n]}"} if n in maint else {"sbm": "0"},
+        )
+        for n in POOL
+    }
+
+
+def all_see_all():
+    return {o: {p: True for p in POOL if p != o} for o in POOL}
+
+
+def test_serf_failed_member_is_failed_even_if_probes_say_nothing():
+    topo = pool_topology("web", POOL, serf("n3"), {})
+    assert topo.members["n3"].state == FAILED
+    assert topo.quorum  # 4 of 5
+
+
+def test_peer_majority_marks_member_failed_before_serf_does():
+    obs = all_see_all()
+    for observer in ("n1", "n2", "n4"):
+        obs[observer]["n3"] = False
+    topo = pool_topology("web", POOL, serf(), obs)
+    assert topo.members["n3"].state == FAILED
+    assert (topo.members["n3"].down_votes, topo.members["n3"].observers) == (3, 4)
+
+
+def test_one_node_with_a_broken_link_never_evicts_a_healthy_peer():
+    obs = all_see_all()
+    obs["n1"] = {p: False for p in POOL if p != "n1"}  # n1 sees nobody
+    topo = pool_topology("web", POOL, serf(), obs)
+    assert all(topo.members[p].state == SUSPECT for p in POOL if p != "n1")
+    assert topo.quorum
+    assert topo.leader == "n1"
+
+
+def test_isolated_node_loses_quorum_in_its_own_view():
+    # n1's view after a partition: Serf on n1 marks everyone else failed.
+    topo = pool_topology("web", POOL, serf("n2", "n3", "n4", "n5"), {})
+    assert not topo.quorum
+    assert topo.leader == "n1"
+
+
+def test_leader_is_lowest_alive_non_maintenance_member():
+    topo = pool_topology("web", POOL, serf("n1", maint={"n2": "disk swap"}), all_see_all())
+    assert topo.members["n2"].state == MAINTENANCE
+    assert topo.members["n2"].reason == "disk swap"
+    assert topo.leader == "n3"
+
+
+def test_maintenance_members_count_for_quorum():
+    topo = pool_topology("web", POOL, serf("n1", "n2", maint={"n3": "x"}), {})
+    assert topo.quorum  # n3 (maintenance), n4, n5 = 3 of 5
+
+
+def test_stale_reports_of_a_failed_observer_do_not_count():
+    obs = all_see_all()
+    obs["n5"]["n4"] = False
+    topo = pool_topology("web", POOL, serf("n5"), obs)
+    assert topo.members["n4"].state != FAILED
+    assert topo.members["n4"].down_votes == 0
+
+
+def test_left_member_is_left():
+    topo = pool_topology("web", POOL, serf("n2", status="left"), {})
+    assert topo.members["n2"].state == LEFT
+
+
+def test_events_for_failure_recovery_leader_and_quorum():
+    healthy = pool_topology("web", POOL, serf(), all_see_all())
+    down = pool_topology("web", POOL, serf("n1", "n2", "n3"), {})
+    kinds = [e["type"] for e in topology_events(healthy, down)]
+    assert kinds.count("member_failed") == 3
+    assert "leader_changed" in kinds and "quorum_lost" in kinds
+    back = topology_events(down, healthy)
+    assert [e["type"] for e in back].count("member_recovered") == 3
+    assert "quorum_regained" in [e["type"] for e in back]
+
+
+def test_events_for_maintenance_and_sbm():
+    before = pool_topology("web", POOL, serf(), {})
+    during = pool_topology("web", POOL, serf(maint={"n4": "kernel"}), {})
+    events = topology_events(before, during)
+    assert {
+        "type": "maintenance_enter",
+        "pool": "web",
+        "member": "n4",
+        "reason": "kernel",
+    } in events
+    assert [e["type"] for e in topology_events(during, before)] == ["maintenance_exit"]
+    crit = {n: SerfMember(n, tags={"sbm": "2" if n == "n5" else "0"}) for n in POOL}
+    events = topology_events(before, pool_topology("web", POOL, crit, {}))
+    assert events == [
+        {"type": "sbm_changed", "pool": "web", "member": "n5", "old": "0", "new": "2"}
+    ]
+
+
+def test_first_view_emits_nothing():
+    assert topology_events(None, pool_topology("web", POOL, serf(), {})) == []
