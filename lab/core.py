@@ -522,7 +522,7 @@ class Lab:
             raise LabError(f"loss must be 0-100 %, got {percent}")
         self._nft_delete(node, "ma_loss")
         if percent > 0:
-            pct = int(round(percent))
+            pct = round(percent)
             # numgen's range is 0-99: "< 100" is invalid, and 100 % means drop all.
             rule = "drop" if pct >= 100 else f"numgen random mod 100 < {pct} drop"
             self._nft(

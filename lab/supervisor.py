@@ -17,6 +17,7 @@ the standard library only (it runs under the node's /usr/bin/python3).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import json
 import os
@@ -176,10 +177,8 @@ class Supervisor:
 
 
 def _signal_group(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def serve(supervisor: Supervisor, path: str) -> None:
