@@ -466,17 +466,21 @@ class Lab:
     def _stop_processes(self, info: dict[str, Any]) -> None:
         pid = info.get("pid")
         if pid and _is_our_supervisor(pid):
-            # SIGKILL to a PID namespace's init kills every process in it.
+            # SIGKILL to a PID namespace's init kills every process in it; its
+            # parent (unshare) then reaps it and exits by itself.
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             _wait_gone(pid)
         unshare_pid = info.get("unshare_pid")
-        if unshare_pid and _pid_alive(unshare_pid) and b"unshare" in _cmdline(unshare_pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(unshare_pid, signal.SIGKILL)
-            _wait_gone(unshare_pid)
-        with contextlib.suppress(ChildProcessError, TypeError):
-            os.waitpid(unshare_pid, os.WNOHANG)
+        if unshare_pid and b"unshare" in _cmdline(unshare_pid):
+            _wait_gone(unshare_pid, timeout=2)
+            if _pid_alive(unshare_pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(unshare_pid, signal.SIGKILL)
+                _wait_gone(unshare_pid)
+        if unshare_pid:
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(unshare_pid, os.WNOHANG)  # our own child when up() ran in this process
 
     def _nft(self, node: str, script: str) -> None:
         sh(["ip", "netns", "exec", self._node(node)["netns"], "nft", "-f", "-"], input=script)
