@@ -1,0 +1,255 @@
+"""A small asyncio client for Serf's RPC protocol (msgpack over TCP).
+
+Why our own: ``serfclient`` on PyPI is synchronous and unmaintained since 2018,
+and the daemon is asyncio end to end. The protocol is small: every request is a
+msgpack header ``{"Command", "Seq"}`` followed by an optional body; every
+response is a header ``{"Seq", "Error"}`` followed by a body for the commands
+that have one. A ``stream`` request keeps answering with the same Seq, one
+event per message, until ``stop``.
+
+Serf's Go codec writes byte slices (``Addr``, ``Payload``) as msgpack "raw",
+which is not always UTF-8, so strings are decoded with surrogateescape and
+turned back into bytes where they are bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import itertools
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+# Commands whose response header is followed by a body.
+_WITH_BODY = {
+    "members",
+    "members-filtered",
+    "join",
+    "get-coordinate",
+    "stats",
+    "list-keys",
+    "install-key",
+    "use-key",
+    "remove-key",
+}
+
+
+class SerfError(Exception):
+    """Serf refused a request or the connection broke; the message says which."""
+
+
+@dataclass
+class Member:
+    """One Serf member as the RPC reports it."""
+
+    name: str
+    address: str
+    port: int
+    status: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_rpc(cls, raw: dict[str, Any]) -> Member:
+        addr = raw.get("Addr") or b""
+        if isinstance(addr, str):
+            addr = addr.encode("utf-8", "surrogateescape")
+        try:
+            address = str(ipaddress.ip_address(bytes(addr)))
+            if address.startswith("::ffff:"):
+                address = address[7:]
+        except ValueError:
+            address = ""
+        return cls(
+            name=raw.get("Name", ""),
+            address=address,
+            port=int(raw.get("Port", 0)),
+            status=raw.get("Status", ""),
+            tags=dict(raw.get("Tags") or {}),
+        )
+
+
+class SerfClient:
+    """One RPC connection; safe for concurrent requests from one event loop."""
+
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 7373, auth_key: str | None = None
+    ) -> None:
+        self.host, self.port, self.auth_key = host, port, auth_key
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._seq = itertools.count()
+        self._pending: dict[int, tuple[str, asyncio.Future]] = {}
+        self._streams: dict[int, asyncio.Queue] = {}
+        self._unpacker = msgpack.Unpacker(
+            raw=False, unicode_errors="surrogateescape", strict_map_key=False
+        )
+        self._read_task: asyncio.Task | None = None
+        self._lock = asyncio.Lock()
+
+    async def connect(self, timeout: float = 5.0) -> None:
+        """Open the connection, handshake, and authenticate when a key is set."""
+        try:
+            self._reader, self._writer = await asyncio.wait_for(
+                asyncio.open_connection(self.host, self.port), timeout
+            )
+        except (TimeoutError, OSError) as exc:
+            raise SerfError(
+                f"cannot reach the Serf agent's RPC at {self.host}:{self.port}: {exc}"
+            ) from None
+        self._read_task = asyncio.create_task(self._read_loop(), name="serf-rpc-reader")
+        await self.request("handshake", {"Version": 1})
+        if self.auth_key:
+            await self.request("auth", {"AuthKey": self.auth_key})
+
+    async def close(self) -> None:
+        """Close the connection; pending requests fail with SerfError."""
+        if self._writer is not None:
+            self._writer.close()
+            try:
+                await self._writer.wait_closed()
+            except OSError:
+                pass
+        if self._read_task is not None:
+            self._read_task.cancel()
+        self._fail_all(SerfError("connection closed"))
+
+    async def __aenter__(self) -> SerfClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    def _fail_all(self, exc: Exception) -> None:
+        for _, future in self._pending.values():
+            if not future.done():
+                future.set_exception(exc)
+        self._pending.clear()
+        for queue in self._streams.values():
+            queue.put_nowait(exc)
+
+    async def _send(self, command: str, seq: int, body: dict[str, Any] | None) -> None:
+        if self._writer is None:
+            raise SerfError("not connected")
+        data = msgpack.packb({"Command": command, "Seq": seq}, use_bin_type=False)
+        if body is not None:
+            data += msgpack.packb(body, use_bin_type=True)
+        async with self._lock:
+            self._writer.write(data)
+            await self._writer.drain()
+
+    async def _next(self) -> Any:
+        assert self._reader is not None
+        while True:
+            try:
+                return next(self._unpacker)
+            except StopIteration:
+                chunk = await self._reader.read(65536)
+                if not chunk:
+                    raise SerfError("the Serf agent closed the RPC connection") from None
+                self._unpacker.feed(chunk)
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                header = await self._next()
+                if not isinstance(header, dict) or "Seq" not in header:
+                    raise SerfError(f"unexpected RPC message from Serf: {header!r:.200}")
+                seq, error = header["Seq"], header.get("Error") or ""
+                if seq in self._streams:
+                    queue = self._streams[seq]
+                    if error:
+                        queue.put_nowait(SerfError(error))
+                        continue
+                    pending = self._pending.pop(seq, None)
+                    if pending is not None:  # the stream's acknowledgement carries no body
+                        pending[1].set_result(None)
+                        continue
+                    queue.put_nowait(await self._next())
+                    continue
+                command, future = self._pending.pop(seq, ("", None))  # type: ignore[assignment]
+                body = await self._next() if command in _WITH_BODY and not error else None
+                if future is None or future.done():
+                    continue
+                if error:
+                    future.set_exception(SerfError(f"{command}: {error}"))
+                else:
+                    future.set_result(body)
+        except asyncio.CancelledError:
+            raise
+        except (SerfError, OSError, ValueError, msgpack.ExtraData) as exc:
+            self._fail_all(exc if isinstance(exc, SerfError) else SerfError(str(exc)))
+
+    async def request(
+        self, command: str, body: dict[str, Any] | None = None, timeout: float = 10.0
+    ) -> Any:
+        """Send one command and wait for its answer (the body, or None)."""
+        seq = next(self._seq)
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._pending[seq] = (command, future)
+        await self._send(command, seq, body)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            self._pending.pop(seq, None)
+            raise SerfError(f"{command}: no answer from Serf within {timeout:g} s") from None
+
+    async def members(self) -> list[Member]:
+        """Every member Serf knows, with status and tags."""
+        body = await self.request("members")
+        return [Member.from_rpc(m) for m in body.get("Members", [])]
+
+    async def set_tags(self, tags: dict[str, str], delete: list[str] | None = None) -> None:
+        """Set (and delete) this agent's tags; they gossip to every member."""
+        await self.request("tags", {"Tags": tags, "DeleteTags": delete or []})
+
+    async def join(self, addresses: list[str]) -> int:
+        """Join an existing cluster through any of ``addresses``."""
+        body = await self.request("join", {"Existing": addresses, "Replay": False})
+        return int(body.get("Num", 0))
+
+    async def coordinate(self, node: str) -> dict[str, Any] | None:
+        """A member's Vivaldi network coordinate (None when Serf has none)."""
+        body = await self.request("get-coordinate", {"Node": node})
+        return body.get("Coord") if body and body.get("Ok") else None
+
+    async def stream(
+        self, types: str = "member-join,member-leave,member-failed,member-update,member-reap"
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Yield Serf events as they happen, until the caller stops iterating."""
+        seq = next(self._seq)
+        queue: asyncio.Queue = asyncio.Queue()
+        self._streams[seq] = queue
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._pending[seq] = ("stream", future)
+        await self._send("stream", seq, {"Type": types})
+        try:
+            await asyncio.wait_for(future, 10)
+            while True:
+                item = await queue.get()
+                if isinstance(item, Exception):
+                    raise item
+                if "Members" in item:
+                    item["Members"] = [Member.from_rpc(m) for m in item["Members"]]
+                yield item
+        finally:
+            self._streams.pop(seq, None)
+            if self._writer is not None and not self._writer.is_closing():
+                try:
+                    await self._send("stop", next(self._seq), {"Stop": seq})
+                except (OSError, SerfError):
+                    pass
+
+
+def rtt_ms(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
+    """Estimated round trip between two Vivaldi coordinates, as Serf computes it."""
+    if not a or not b:
+        return None
+    vec = sum((x - y) ** 2 for x, y in zip(a.get("Vec", []), b.get("Vec", []), strict=False)) ** 0.5
+    rtt = vec + a.get("Height", 0) + b.get("Height", 0)
+    adjusted = rtt + a.get("Adjustment", 0) + b.get("Adjustment", 0)
+    seconds = adjusted if adjusted > 0 else rtt
+    return round(seconds * 1000, 3)
