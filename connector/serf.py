@@ -15,6 +15,7 @@ turned back into bytes where they are bytes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import itertools
 from collections.abc import AsyncIterator
@@ -108,10 +109,8 @@ class SerfClient:
         """Close the connection; pending requests fail with SerfError."""
         if self._writer is not None:
             self._writer.close()
-            try:
+            with contextlib.suppress(OSError):
                 await self._writer.wait_closed()
-            except OSError:
-                pass
         if self._read_task is not None:
             self._read_task.cancel()
         self._fail_all(SerfError("connection closed"))
@@ -238,10 +237,8 @@ class SerfClient:
         finally:
             self._streams.pop(seq, None)
             if self._writer is not None and not self._writer.is_closing():
-                try:
+                with contextlib.suppress(OSError, SerfError):
                     await self._send("stop", next(self._seq), {"Stop": seq})
-                except (OSError, SerfError):
-                    pass
 
 
 def rtt_ms(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
