@@ -14,6 +14,7 @@ from typing import Any
 
 from . import __version__
 from .pools_cmd import add_pools_parser
+from .tns_cmd import add_tns_parsers
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     add_pools_parser(sub)
+    add_tns_parsers(sub)
     return parser
 
 

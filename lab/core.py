@@ -138,6 +138,16 @@ class Lab:
     def _node_dir(self, name: str) -> Path:
         return self.state_dir / "nodes" / name
 
+    def node_root(self, name: str) -> Path:
+        """The node's root filesystem as seen from the host (write config into it)."""
+        self._node(name)
+        return self._node_dir(name) / "merged"
+
+    def ctl_path(self, name: str) -> Path:
+        """Host path of the node's /run/lab (sockets and logs the host can reach)."""
+        self._node(name)
+        return self._node_dir(name) / "ctl"
+
     @contextlib.contextmanager
     def _locked(self):
         self.state_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,470 @@
+"""TakeConnector: the per-node daemon (``multiall daemon``).
+
+It supervises the node's Serf agent, follows membership over Serf RPC, probes
+pool peers directly, computes each pool's topology with the shared logic in
+``module_utils/tns.py``, journals every topology event, answers the control
+socket, and hands events to the watcher, which runs playbooks.
+
+asyncio end to end: Serf and the probes are network I/O on the loop; SQLite
+and ansible-runner run in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+from ansible_collections.takelan.multiall.plugins.module_utils.pools import PoolModel, load
+from ansible_collections.takelan.multiall.plugins.module_utils.tns import (
+    PoolTopology,
+    SerfMember,
+    pool_topology,
+    topology_events,
+)
+
+from . import __version__
+from .config import ConnectorConfig
+from .journal import Journal
+from .probe import Prober
+from .serf import SerfClient, SerfError
+from .watcher import Watcher
+
+log = logging.getLogger("multiall.connector")
+
+
+class JsonFormatter(logging.Formatter):
+    """Structured logs: one JSON object per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data = {
+            "ts": round(record.created, 3),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        data.update(getattr(record, "fields", {}))
+        return json.dumps(data)
+
+
+class Connector:
+    """One node's daemon."""
+
+    def __init__(self, cfg: ConnectorConfig) -> None:
+        self.cfg = cfg
+        self.model: PoolModel = load(cfg.pools_file)
+        if cfg.node not in self.model.nodes:
+            raise SystemExit(f"{cfg.source}: node {cfg.node!r} is not in {cfg.pools_file}")
+        self.node = cfg.node
+        self.address = cfg.bind or self.model.effective(self.node).address
+        self.pools = self.model.node_pools(self.node)
+        self.peers = {
+            n: self.model.effective(n).address
+            for p in self.pools
+            for n in self.model.members(p)
+            if n != self.node
+        }
+        self.journal = Journal(os.path.join(cfg.state_dir, "connector.db"))
+        self.serf_members: dict[str, SerfMember] = {}
+        self.coords: dict[str, Any] = {}
+        self.topology: dict[str, PoolTopology] = {}
+        self.dirty = asyncio.Event()
+        self.subscribers: set[asyncio.Queue] = set()
+        self.maint_tag = "0"
+        self.rpc: SerfClient | None = None
+        self.serf_proc: asyncio.subprocess.Process | None = None
+        self.stopping = False
+        secret = cfg.probe.get("secret") or cfg.serf.get("encrypt_key") or "multiall"
+        self.prober = Prober(
+            self.node,
+            self.peers,
+            int(cfg.probe["port"]),
+            secret.encode(),
+            float(cfg.probe["interval"]),
+            float(cfg.probe["dead_after"]),
+            self.dirty.set,
+            self._maint_seen,
+        )
+        self.watcher = Watcher(self, cfg.watcher, self.journal)
+        self.metrics = _Metrics(cfg.metrics)
+
+    # ------------------------------------------------------------------ serf
+    def _serf_argv(self) -> list[str]:
+        os.makedirs(self.cfg.state_dir, exist_ok=True)
+        conf = {"rpc_auth": self.cfg.serf.get("rpc_auth", "")}
+        if self.cfg.serf.get("encrypt_key"):
+            conf["encrypt_key"] = self.cfg.serf["encrypt_key"]
+        path = os.path.join(self.cfg.state_dir, "serf.json")
+        fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(conf, handle)
+        os.replace(path + ".tmp", path)
+        return [
+            self.cfg.serf["binary"],
+            "agent",
+            "-node",
+            self.node,
+            "-bind",
+            f"{self.address}:{self.cfg.serf['port']}",
+            "-rpc-addr",
+            f"127.0.0.1:{self.cfg.serf['rpc_port']}",
+            "-profile",
+            self.cfg.serf["profile"],
+            "-config-file",
+            path,
+            "-log-level",
+            "warn",
+            "-tag",
+            f"pools={','.join(self.pools)}",
+            "-tag",
+            f"maint={self.maint_tag}",
+            "-tag",
+            "sbm=0",
+            "-tag",
+            f"ver={__version__}",
+        ]
+
+    async def supervise_serf(self) -> None:
+        """Run the Serf agent; restart it (with backoff) whenever it dies."""
+        backoff = 0.5
+        while not self.stopping:
+            self.serf_proc = await asyncio.create_subprocess_exec(
+                *self._serf_argv(),
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            log.info("serf agent started", extra={"fields": {"pid": self.serf_proc.pid}})
+            started = time.monotonic()
+            _, err = await self.serf_proc.communicate()
+            if self.stopping:
+                return
+            log.warning(
+                "serf agent exited; restarting",
+                extra={"fields": {"rc": self.serf_proc.returncode, "stderr": err.decode()[-500:]}},
+            )
+            if self.rpc:
+                await self.rpc.close()
+                self.rpc = None
+            backoff = 0.5 if time.monotonic() - started > 30 else min(backoff * 2, 10)
+            await asyncio.sleep(backoff)
+
+    async def follow_serf(self) -> None:
+        """Keep an RPC connection, the member table and the event stream alive."""
+        while not self.stopping:
+            try:
+                rpc = SerfClient(
+                    "127.0.0.1", int(self.cfg.serf["rpc_port"]), self.cfg.serf.get("rpc_auth")
+                )
+                await rpc.connect(timeout=2)
+                self.rpc = rpc
+                await rpc.set_tags({"maint": self.maint_tag})
+                await self._join()
+                await self._refresh_members()
+                poll = asyncio.create_task(self._poll_members())
+                try:
+                    async for _event in rpc.stream():
+                        await self._refresh_members()
+                finally:
+                    poll.cancel()
+            except (SerfError, OSError) as exc:
+                log.debug("serf rpc: %s", exc)
+            await asyncio.sleep(0.3)
+
+    async def _join(self) -> None:
+        if not self.rpc or not self.peers:
+            return
+        with contextlib.suppress(SerfError):
+            await self.rpc.join([f"{a}:{self.cfg.serf['port']}" for a in self.peers.values()])
+
+    async def _poll_members(self) -> None:
+        """Belt and braces: the stream may coalesce; poll members every second."""
+        while True:
+            await asyncio.sleep(1.0)
+            await self._refresh_members()
+            alive = [
+                n for n, m in self.serf_members.items() if m.status == "alive" and n != self.node
+            ]
+            if len(alive) < len(self.peers):
+                await self._join()
+
+    async def _refresh_members(self) -> None:
+        if not self.rpc:
+            return
+        members = await self.rpc.members()
+        self.serf_members = {
+            m.name: SerfMember(m.name, m.address, m.status, m.tags) for m in members
+        }
+        for name in [*self.peers, self.node]:
+            with contextlib.suppress(SerfError):
+                self.coords[name] = await self.rpc.coordinate(name)
+        self.dirty.set()
+
+    def _maint_seen(self) -> dict[str, str]:
+        return {n: m.tags.get("maint", "0") for n, m in self.serf_members.items()}
+
+    # ------------------------------------------------------------- topology
+    async def recompute(self) -> None:
+        """Recalculate every pool on each change and publish what changed."""
+        from .serf import rtt_ms
+
+        while True:
+            await self.dirty.wait()
+            self.dirty.clear()
+            serf = dict(self.serf_members)
+            if self.node not in serf:
+                serf[self.node] = SerfMember(
+                    self.node, self.address, "alive", {"maint": self.maint_tag}
+                )
+            observations = self.prober.observations()
+            mine = self.coords.get(self.node)
+            rtts = {n: rtt_ms(mine, self.coords.get(n)) for n in self.peers}
+            rtts = {n: v for n, v in rtts.items() if v is not None}
+            for pool in self.pools:
+                new = pool_topology(pool, self.model.members(pool), serf, observations, rtts)
+                events = topology_events(self.topology.get(pool), new)
+                self.topology[pool] = new
+                for event in events:
+                    event["ts"] = time.time()
+                    event["observer"] = self.node
+                    event["id"] = await asyncio.to_thread(self.journal.add_event, event)
+                    log.info("tns event", extra={"fields": event})
+                    for queue in list(self.subscribers):
+                        queue.put_nowait(event)
+                    self.watcher.submit(event)
+                    self.metrics.event(event)
+                self.metrics.topology(new, self.prober.rtt_ms)
+            await asyncio.sleep(0.02)  # coalesce bursts
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "address": self.address,
+            "version": __version__,
+            "pools": {p: t.as_dict() for p, t in sorted(self.topology.items())},
+            "serf_members": len(self.serf_members),
+            "serf": {n: m.status for n, m in sorted(self.serf_members.items())},
+            "probe_rtt_ms": self.prober.rtt_ms,
+            "probe_rejected": self.prober.rejected,
+            "maintenance": self.maint_tag,
+        }
+
+    # ----------------------------------------------------------- maintenance
+    async def maintenance(self, enter: bool, reason: str, timeout: float = 15.0) -> dict[str, Any]:
+        """Set the maint tag; return once every reachable pool peer has seen it."""
+        reason = reason.replace("\n", " ")[:200]
+        tag = f"1:{reason}" if enter else "0"
+        start = time.monotonic()
+        self.maint_tag = tag
+        if not self.rpc:
+            raise SerfError("the Serf agent is not connected yet")
+        await self.rpc.set_tags({"maint": tag})
+        self.dirty.set()
+        waiting: list[str] = []
+        while time.monotonic() - start < timeout:
+            waiting = [
+                peer
+                for peer, state in self._reachable_peers().items()
+                if self.prober.peer_maint_seen.get(peer, {}).get(self.node) != tag
+            ]
+            if not waiting:
+                break
+            await asyncio.sleep(0.05)
+        return {
+            "ok": not waiting,
+            "maintenance": enter,
+            "reason": reason,
+            "waited_s": round(time.monotonic() - start, 3),
+            "not_acknowledged_by": waiting,
+        }
+
+    def _reachable_peers(self) -> dict[str, str]:
+        out = {}
+        for topo in self.topology.values():
+            for name, member in topo.members.items():
+                if name != self.node and member.state in ("alive", "suspect", "maintenance"):
+                    out[name] = member.state
+        return out
+
+    # ---------------------------------------------------------------- control
+    async def control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """JSON-line requests on the unix socket (mode 0600)."""
+        try:
+            while line := await reader.readline():
+                try:
+                    req = json.loads(line)
+                    if not isinstance(req, dict):
+                        raise ValueError("a request is a JSON object")
+                    op = req.get("op")
+                    if op == "status":
+                        reply = {"ok": True, **self.status()}
+                    elif op == "events":
+                        reply = {
+                            "ok": True,
+                            "events": await asyncio.to_thread(
+                                self.journal.events,
+                                int(req.get("since", 0)),
+                                int(req.get("limit", 200)),
+                            ),
+                        }
+                    elif op == "runs":
+                        reply = {
+                            "ok": True,
+                            "runs": await asyncio.to_thread(
+                                self.journal.runs, int(req.get("limit", 50))
+                            ),
+                        }
+                    elif op == "maintenance":
+                        action = req.get("action")
+                        if action not in ("enter", "exit"):
+                            raise ValueError("action must be 'enter' or 'exit'")
+                        reply = await self.maintenance(
+                            action == "enter",
+                            str(req.get("reason", "")),
+                            float(req.get("timeout", 15)),
+                        )
+                    elif op == "follow":
+                        await self._follow(writer)
+                        return
+                    else:
+                        raise ValueError(
+                            f"unknown op {op!r}; ops: status, events, runs, maintenance, follow"
+                        )
+                except (ValueError, TypeError, SerfError) as exc:
+                    reply = {"ok": False, "error": str(exc)}
+                writer.write((json.dumps(reply, default=str) + "\n").encode())
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def _follow(self, writer: asyncio.StreamWriter) -> None:
+        queue: asyncio.Queue = asyncio.Queue()
+        self.subscribers.add(queue)
+        try:
+            while True:
+                event = await queue.get()
+                writer.write((json.dumps(event, default=str) + "\n").encode())
+                await writer.drain()
+        finally:
+            self.subscribers.discard(queue)
+
+    # ------------------------------------------------------------------- main
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        sock_path = self.cfg.control_socket
+        os.makedirs(os.path.dirname(sock_path), exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(sock_path)
+        old_umask = os.umask(0o177)
+        try:
+            server = await asyncio.start_unix_server(self.control, path=sock_path)
+        finally:
+            os.umask(old_umask)
+        os.chmod(sock_path, 0o600)
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: self.prober,
+            local_addr=(self.address, int(self.cfg.probe["port"])),
+            family=socket.AF_INET,
+        )
+        self.metrics.start()
+        tasks = [
+            asyncio.create_task(self.supervise_serf(), name="serf"),
+            asyncio.create_task(self.follow_serf(), name="rpc"),
+            asyncio.create_task(self.prober.run(), name="probe"),
+            asyncio.create_task(self.recompute(), name="topology"),
+            asyncio.create_task(self.watcher.run(), name="watcher"),
+        ]
+        log.info(
+            "connector started",
+            extra={"fields": {"node": self.node, "pools": self.pools, "peers": self.peers}},
+        )
+        await stop.wait()
+        log.info("connector stopping")
+        self.stopping = True
+        server.close()
+        transport.close()
+        for task in tasks:
+            task.cancel()
+        if self.serf_proc and self.serf_proc.returncode is None:
+            self.serf_proc.terminate()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.serf_proc.wait(), 5)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(sock_path)
+
+
+class _Metrics:
+    """Prometheus metrics on loopback (only when ``metrics: 127.0.0.1:PORT`` is set)."""
+
+    def __init__(self, listen: str | None) -> None:
+        self.listen = listen
+        self.enabled = False
+        if not listen:
+            return
+        from prometheus_client import Counter, Gauge
+
+        self.members = Gauge("multiall_members", "Pool members by state", ["pool", "state"])
+        self.events = Counter("multiall_events", "TNS events", ["pool", "type"])
+        self.rtt = Gauge("multiall_probe_rtt_ms", "Probe round trip to each peer", ["peer"])
+        self.runs = Counter("multiall_runs", "Watcher playbook runs by status", ["status"])
+        self.enabled = True
+
+    def start(self) -> None:
+        if not self.enabled or not self.listen:
+            return
+        from prometheus_client import start_http_server
+
+        host, _, port = self.listen.rpartition(":")
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise SystemExit(f"metrics must listen on loopback, not {host}")
+        start_http_server(int(port), addr=host)
+
+    def event(self, event: dict[str, Any]) -> None:
+        if self.enabled:
+            self.events.labels(event["pool"], event["type"]).inc()
+
+    def run(self, status: str) -> None:
+        if self.enabled:
+            self.runs.labels(status).inc()
+
+    def topology(self, topo: PoolTopology, rtts: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        counts: dict[str, int] = {}
+        for member in topo.members.values():
+            counts[member.state] = counts.get(member.state, 0) + 1
+        for state in ("alive", "suspect", "failed", "maintenance", "left"):
+            self.members.labels(topo.pool, state).set(counts.get(state, 0))
+        for peer, value in rtts.items():
+            self.rtt.labels(peer).set(value)
+
+
+def main(config_path: str) -> int:
+    """Entry point of ``multiall daemon``."""
+    from ansible_collections.takelan.multiall.plugins.module_utils.pools import PoolModelError
+
+    from .config import load_config
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    try:
+        cfg = load_config(config_path)
+        connector = Connector(cfg)
+    except PoolModelError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    asyncio.run(connector.run())
+    return 0

@@ -1,0 +1,151 @@
+"""The watcher: TNS events -> playbook runs through ansible-runner.
+
+Rules (``watcher.rules`` in connector.yml) map event types, optionally per pool,
+to a playbook. Bursts are debounced and coalesced into one run per
+(pool, playbook) carrying all their events as ``multiall_events``; at most one
+run per pool executes at a time; a failed run is retried with exponential
+backoff; every run is journaled (queued, running, successful/failed, changed
+hosts). Pool-wide rules (``scope: pool``) run only on the pool leader;
+``scope: local`` rules run on the node the event is about. Unfinished runs are
+picked up again after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("multiall.watcher")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Watcher:
+    """Turns events into journaled, single-flight playbook runs."""
+
+    def __init__(self, connector: Any, cfg: dict[str, Any], journal: Any) -> None:
+        self.connector = connector
+        self.cfg = cfg
+        self.journal = journal
+        self.pending: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+        self.timers: dict[tuple[str, str, str], asyncio.TimerHandle] = {}
+        self.queue: asyncio.Queue[int] = asyncio.Queue()
+        self.pool_locks: dict[str, asyncio.Lock] = {}
+        self.tasks: set[asyncio.Task] = set()
+
+    def _rules_for(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+        return [
+            r
+            for r in self.cfg.get("rules", [])
+            if event["type"] in r["events"] and (not r.get("pools") or event["pool"] in r["pools"])
+        ]
+
+    def submit(self, event: dict[str, Any]) -> None:
+        """Called for every topology event; schedules matching runs after the debounce."""
+        for rule in self._rules_for(event):
+            scope = rule.get("scope", "pool")
+            if scope == "pool":
+                topo = self.connector.topology.get(event["pool"])
+                if topo is None or topo.leader != self.connector.node:
+                    continue
+            elif event.get("member") != self.connector.node:
+                continue
+            key = (event["pool"], rule["playbook"], scope)
+            self.pending.setdefault(key, []).append(event)
+            if key not in self.timers:
+                loop = asyncio.get_running_loop()
+                self.timers[key] = loop.call_later(
+                    float(self.cfg.get("debounce", 1.0)), self._flush, key
+                )
+
+    def _flush(self, key: tuple[str, str, str]) -> None:
+        self.timers.pop(key, None)
+        events = self.pending.pop(key, [])
+        if events:
+            run_id = self.journal.queue_run(key[0], key[1], key[2], events)
+            self.queue.put_nowait(run_id)
+
+    async def run(self) -> None:
+        """Resume unfinished runs, then execute queued runs (one per pool at a time)."""
+        for old in await asyncio.to_thread(self.journal.unfinished_runs):
+            self.queue.put_nowait(old["id"])
+        while True:
+            run_id = await self.queue.get()
+            task = asyncio.create_task(self._execute(run_id))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _execute(self, run_id: int) -> None:
+        runs = {r["id"]: r for r in await asyncio.to_thread(self.journal.runs, 1000)}
+        run = runs.get(run_id)
+        if run is None:
+            return
+        lock = self.pool_locks.setdefault(run["pool"], asyncio.Lock())
+        async with lock:
+            retries = int(self.cfg.get("retries", 3))
+            attempt = 0
+            while True:
+                attempt += 1
+                await asyncio.to_thread(
+                    self.journal.update_run,
+                    run_id,
+                    status="running",
+                    started=time.time(),
+                    attempts=attempt,
+                )
+                status, changed, detail = await asyncio.to_thread(self._play, run)
+                if status == "successful" or attempt > retries:
+                    break
+                await asyncio.to_thread(
+                    self.journal.update_run, run_id, status="queued", detail=detail
+                )
+                await asyncio.sleep(min(2 ** (attempt - 1), 30))
+            await asyncio.to_thread(
+                self.journal.update_run,
+                run_id,
+                status=status,
+                ended=time.time(),
+                changed_hosts=changed,
+                detail=detail,
+            )
+            self.connector.metrics.run(status)
+            log.info(
+                "watcher run",
+                extra={"fields": {"run": run_id, "playbook": run["playbook"], "status": status}},
+            )
+
+    def _play(self, run: dict[str, Any]) -> tuple[str, list[str], str]:
+        """One ansible-runner run (in a worker thread)."""
+        import ansible_runner
+
+        playbooks = Path(self.cfg.get("playbooks_dir") or ROOT / "playbooks")
+        playbook = playbooks / run["playbook"]
+        if not playbook.is_file():
+            return "failed", [], f"playbook {playbook} does not exist"
+        private = Path(self.connector.cfg.state_dir) / "runner" / str(run["id"])
+        private.mkdir(parents=True, exist_ok=True)
+        bin_dir = str(Path(sys.executable).parent)
+        env = {
+            "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+            "ANSIBLE_COLLECTIONS_PATH": str(ROOT / "collection"),
+            "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        }
+        result = ansible_runner.run(
+            private_data_dir=str(private),
+            playbook=str(playbook),
+            inventory=self.cfg.get("inventory") or self.connector.cfg.pools_file,
+            extravars={
+                "multiall_events": run["events"],
+                "multiall_pool": run["pool"],
+                "multiall_reactor": self.connector.node,
+            },
+            envvars=env,
+            quiet=True,
+            timeout=900,
+        )
+        changed = sorted((result.stats or {}).get("changed", {}) or {})
+        return ("successful" if result.rc == 0 else "failed"), changed, f"rc={result.rc}"

@@ -1,0 +1,125 @@
+"""Install and start TakeConnector on lab nodes (tests, demo, benchmarks).
+
+Each node gets ``/etc/multiall/pools.yml`` (the lab's model), a generated
+``/etc/multiall/connector.yml`` and a supervised ``multiall daemon``; its
+control socket is ``/run/lab/connector.sock`` so the host reaches it at
+``lab.ctl_path(node) / "connector.sock"``.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .core import Lab, LabError
+
+
+def cluster_key(lab: Lab) -> str:
+    """One Serf gossip key per lab, generated with ``serf keygen``."""
+    path = lab.state_dir / "serf.key"
+    if not path.exists():
+        key = subprocess.run(
+            ["serf", "keygen"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        path.write_text(key)
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def install_connector(
+    lab: Lab, node: str, rules: list[dict[str, Any]] | None = None, **overrides: Any
+) -> None:
+    """Write the node's MultiAll config into its root."""
+    root = lab.node_root(node)
+    etc = root / "etc" / "multiall"
+    etc.mkdir(parents=True, exist_ok=True)
+    (etc / "pools.yml").write_text(lab.inventory_path.read_text())
+    key = cluster_key(lab)
+    config: dict[str, Any] = {
+        "node": node,
+        "pools_file": "/etc/multiall/pools.yml",
+        "state_dir": "/var/lib/multiall",
+        "control_socket": "/run/lab/connector.sock",
+        "serf": {"rpc_auth": key[:16], "encrypt_key": key, "profile": "local"},
+        "probe": {"secret": key},
+        "watcher": {"rules": rules or [], "debounce": 0.5, "inventory": "/etc/multiall/pools.yml"},
+    }
+    for section, value in overrides.items():
+        if isinstance(value, dict):
+            config.setdefault(section, {}).update(value)
+        else:
+            config[section] = value
+    (etc / "connector.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (etc / "connector.yml").chmod(0o600)
+
+
+def start_connector(lab: Lab, node: str) -> None:
+    """Start ``multiall daemon`` under the node's supervisor (restarted if it dies)."""
+    lab.service_start(
+        node,
+        "connector",
+        [sys.executable, "-m", "connector", "daemon", "--config", "/etc/multiall/connector.yml"],
+        env={"PYTHONUNBUFFERED": "1"},
+        restart=True,
+    )
+
+
+def start_all(lab: Lab, rules: list[dict[str, Any]] | None = None, **overrides: Any) -> None:
+    """Install and start the connector on every running node."""
+    for node in lab.nodes:
+        install_connector(lab, node, rules, **overrides)
+        start_connector(lab, node)
+
+
+def control(lab: Lab, node: str, req: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
+    """One request to a node's connector over its control socket."""
+    path = lab.ctl_path(node) / "connector.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+        sock.sendall((json.dumps(req) + "\n").encode())
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(1 << 16)
+            if not chunk:
+                break
+            data += chunk
+    return json.loads(data)
+
+
+def wait_converged(lab: Lab, nodes: list[str] | None = None, timeout: float = 30) -> None:
+    """Wait until every connector sees every pool member alive."""
+    deadline = time.monotonic() + timeout
+    nodes = nodes or list(lab.nodes)
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            ok = True
+            for node in nodes:
+                status = control(lab, node, {"op": "status"}, timeout=5)
+                last = status
+                for topo in status["pools"].values():
+                    if any(m["state"] != "alive" for m in topo["members"].values()):
+                        ok = False
+                if not status["pools"]:
+                    ok = False
+            if ok:
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.2)
+    logs = {n: lab.service_log(n, "connector")[-1500:] for n in nodes}
+    raise LabError(
+        f"connectors did not converge within {timeout} s; last status {last}; logs {logs}"
+    )
+
+
+def log_path(lab: Lab, node: str) -> Path:
+    return lab.ctl_path(node) / "logs" / "connector.log"
