@@ -81,6 +81,8 @@ class Connector:
         self.rpc: SerfClient | None = None
         self.serf_proc: asyncio.subprocess.Process | None = None
         self.stopping = False
+        self.started = time.monotonic()
+        self.baseline = False  # no events until the first full view of every pool
         secret = cfg.probe.get("secret") or cfg.serf.get("encrypt_key") or "multiall"
         self.prober = Prober(
             self.node,
@@ -226,9 +228,18 @@ class Connector:
             mine = self.coords.get(self.node)
             rtts = {n: rtt_ms(mine, self.coords.get(n)) for n in self.peers}
             rtts = {n: v for n, v in rtts.items() if v is not None}
+            emit = self.baseline
+            if not self.baseline:
+                # Until Serf has reported every declared member once, absence
+                # means "not joined yet", not "failed": record silently; the
+                # first complete view is the baseline later events diff from.
+                declared = {n for p in self.pools for n in self.model.members(p)}
+                self.baseline = (
+                    declared <= set(self.serf_members) or time.monotonic() - self.started > 15
+                )
             for pool in self.pools:
                 new = pool_topology(pool, self.model.members(pool), serf, observations, rtts)
-                events = topology_events(self.topology.get(pool), new)
+                events = topology_events(self.topology.get(pool), new) if emit else []
                 self.topology[pool] = new
                 for event in events:
                     event["ts"] = time.time()

@@ -1,0 +1,188 @@
+"""TNS + TakeConnector on a 5-node lab with two overlapping pools.
+
+web = n1 n2 n3 n4, db = n3 n4 n5 (inventory/lab5/pools.yml). Every node runs a
+real Serf agent and a real connector under the lab supervisor.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from lab.connector import control, start_all, start_connector, wait_converged
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+RULES = [
+    {
+        "events": ["member_failed", "member_recovered"],
+        "playbook": "tns_reaction.yml",
+        "scope": "pool",
+    },
+]
+
+
+@pytest.fixture(scope="module")
+def tns_lab(lab_module):
+    lab = lab_module(pools_file=str(ROOT / "inventory" / "lab5" / "pools.yml"))
+    start_all(lab, rules=RULES)
+    wait_converged(lab, timeout=60)
+    return lab
+
+
+def state_of(lab, observer: str, pool: str, member: str) -> str:
+    return control(lab, observer, {"op": "status"})["pools"][pool]["members"][member]["state"]
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except (OSError, ValueError, KeyError) as exc:
+            last = exc
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+def test_status_shows_pools_leader_quorum_and_rtt(tns_lab):
+    status = control(tns_lab, "n3", {"op": "status"})
+    assert set(status["pools"]) == {"web", "db"}
+    web, db = status["pools"]["web"], status["pools"]["db"]
+    assert sorted(web["members"]) == ["n1", "n2", "n3", "n4"]
+    assert sorted(db["members"]) == ["n3", "n4", "n5"]
+    assert web["leader"] == "n1" and db["leader"] == "n3"
+    assert web["quorum"] and db["quorum"]
+    assert set(status["probe_rtt_ms"]) == {"n1", "n2", "n4", "n5"}
+    assert all(m["sbm"] == "0" for m in web["members"].values())
+
+
+def test_killed_node_is_failed_for_every_peer_and_the_leader_runs_the_playbook(tns_lab):
+    lab = tns_lab
+    start = time.monotonic()
+    lab.kill("n2")
+    try:
+        for peer in ("n1", "n3", "n4"):
+            wait_for(
+                lambda p=peer: state_of(lab, p, "web", "n2") == "failed",
+                10,
+                f"{peer} to see n2 failed",
+            )
+        detected = time.monotonic() - start
+        assert detected < 5, f"detection took {detected:.1f} s; Serf alone takes ~5.5 s"
+        # The pool leader (n1) journaled the event and ran the reaction playbook.
+        events = control(lab, "n1", {"op": "events"})["events"]
+        assert any(e["type"] == "member_failed" and e["member"] == "n2" for e in events)
+        run = wait_for(
+            lambda: next(
+                (
+                    r
+                    for r in control(lab, "n1", {"op": "runs"})["runs"]
+                    if r["status"] == "successful"
+                    and any(
+                        e["type"] == "member_failed" and e.get("member") == "n2"
+                        for e in r["events"]
+                    )
+                ),
+                None,
+            ),
+            120,
+            "the watcher's run on the leader",
+        )
+        assert run["playbook"] == "tns_reaction.yml" and run["pool"] == "web"
+        log = (lab.node_root("n1") / "var/lib/multiall/reactions.log").read_text()
+        assert "web member_failed n2" in log
+        # Non-leaders do not run pool-wide playbooks.
+        assert control(lab, "n3", {"op": "runs"})["runs"] == [] or all(
+            r["pool"] == "db" for r in control(lab, "n3", {"op": "runs"})["runs"]
+        )
+    finally:
+        lab.revive("n2")
+        start_connector(lab, "n2")
+    wait_for(lambda: state_of(lab, "n1", "web", "n2") == "alive", 60, "n2 to recover")
+    events = control(lab, "n1", {"op": "events"})["events"]
+    assert any(e["type"] == "member_recovered" and e["member"] == "n2" for e in events)
+    # Start-up is silent: no node reported peers "recovering" when they merely joined.
+    assert all(e["member"] == "n2" for e in events if e["type"] == "member_recovered")
+    # Start-up is silent: no node reported peers "recovering" when they merely joined.
+    first = [e for e in events if e["type"] == "member_recovered"]
+    assert all(e["member"] == "n2" for e in first)
+
+
+def test_maintenance_returns_after_every_pool_peer_has_seen_it(tns_lab):
+    lab = tns_lab
+    reply = control(lab, "n4", {"op": "maintenance", "action": "enter", "reason": "kernel upgrade"})
+    assert reply["ok"], reply
+    # Already visible on every peer of both pools the moment the call returned.
+    for peer, pool in (("n1", "web"), ("n2", "web"), ("n3", "web"), ("n5", "db")):
+        member = control(lab, peer, {"op": "status"})["pools"][pool]["members"]["n4"]
+        assert member["state"] == "maintenance", (peer, member)
+        assert member["reason"] == "kernel upgrade"
+    types = [e["type"] for e in control(lab, "n5", {"op": "events"})["events"]]
+    assert "maintenance_enter" in types
+    reply = control(lab, "n4", {"op": "maintenance", "action": "exit"})
+    assert reply["ok"], reply
+    assert state_of(lab, "n1", "web", "n4") == "alive"
+    assert "maintenance_exit" in [e["type"] for e in control(lab, "n1", {"op": "events"})["events"]]
+
+
+def test_partitioned_node_loses_quorum_and_never_evicts_the_majority(tns_lab):
+    lab = tns_lab
+    lab.partition(["n1"], ["n2", "n3", "n4", "n5"])
+    try:
+        wait_for(
+            lambda: state_of(lab, "n2", "web", "n1") == "failed",
+            10,
+            "the majority to mark n1 failed",
+        )
+        wait_for(
+            lambda: not control(lab, "n1", {"op": "status"})["pools"]["web"]["quorum"],
+            20,
+            "n1 to lose quorum",
+        )
+        majority = control(lab, "n2", {"op": "status"})["pools"]["web"]
+        assert majority["quorum"]
+        assert majority["leader"] == "n2"  # n1 failed: next lowest name leads
+        # n1 sees nobody, but its single vote evicts no one in the majority's view.
+        for member in ("n3", "n4"):
+            assert majority["members"][member]["state"] == "alive"
+        assert control(lab, "n1", {"op": "status"})["pools"]["web"]["quorum"] is False
+    finally:
+        lab.heal()
+    wait_for(lambda: state_of(lab, "n2", "web", "n1") == "alive", 60, "n1 to return after heal")
+    wait_for(
+        lambda: control(lab, "n1", {"op": "status"})["pools"]["web"]["quorum"],
+        60,
+        "n1 to regain quorum",
+    )
+
+
+def test_connector_rejects_forged_probe_packets(tns_lab):
+    import socket
+
+    before = control(tns_lab, "n3", {"op": "status"})["probe_rejected"]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        # From the controller address, unsigned and then signed with a wrong key.
+        sock.sendto(b'{"t":"ping","from":"n1","ts":0,"view":{"n2":false}}', ("198.18.0.13", 7947))
+        sock.sendto(b'{"t":"ping","from":"n1"}.deadbeef', ("198.18.0.13", 7947))
+    wait_for(
+        lambda: control(tns_lab, "n3", {"op": "status"})["probe_rejected"] >= before + 2,
+        5,
+        "rejections",
+    )
+    assert state_of(tns_lab, "n3", "web", "n2") == "alive"
+
+
+def test_connector_survives_restart_without_losing_its_journal(tns_lab):
+    lab = tns_lab
+    before = control(lab, "n1", {"op": "events"})["events"]
+    lab.service_stop("n1", "connector")
+    start_connector(lab, "n1")
+    wait_converged(lab, ["n1"], timeout=60)
+    after = control(lab, "n1", {"op": "events"})["events"]
+    assert [e["id"] for e in before] == [e["id"] for e in after[: len(before)]]
