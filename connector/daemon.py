@@ -81,8 +81,10 @@ class Connector:
         self.rpc: SerfClient | None = None
         self.serf_proc: asyncio.subprocess.Process | None = None
         self.stopping = False
+        self.exit_code = 0
         self.started = time.monotonic()
         self.baseline = False  # no events until the first full view of every pool
+        self._coords_at = 0.0
         secret = cfg.probe.get("secret") or cfg.serf.get("encrypt_key") or "multiall"
         self.prober = Prober(
             self.node,
@@ -188,7 +190,7 @@ class Connector:
     async def _poll_members(self) -> None:
         """Belt and braces: the stream may coalesce; poll members every second."""
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(2.0)
             await self._refresh_members()
             alive = [
                 n for n, m in self.serf_members.items() if m.status == "alive" and n != self.node
@@ -200,13 +202,16 @@ class Connector:
         if not self.rpc:
             return
         members = await self.rpc.members()
-        self.serf_members = {
-            m.name: SerfMember(m.name, m.address, m.status, m.tags) for m in members
-        }
-        for name in [*self.peers, self.node]:
-            with contextlib.suppress(SerfError):
-                self.coords[name] = await self.rpc.coordinate(name)
-        self.dirty.set()
+        fresh = {m.name: SerfMember(m.name, m.address, m.status, m.tags) for m in members}
+        if time.monotonic() - self._coords_at > 10:
+            # Vivaldi coordinates move slowly: refresh them every 10 s only.
+            self._coords_at = time.monotonic()
+            for name in [*self.peers, self.node]:
+                with contextlib.suppress(SerfError):
+                    self.coords[name] = await self.rpc.coordinate(name)
+        if fresh != self.serf_members:
+            self.serf_members = fresh
+            self.dirty.set()
 
     def _maint_seen(self) -> dict[str, str]:
         return {n: m.tags.get("maint", "0") for n, m in self.serf_members.items()}
@@ -400,7 +405,15 @@ class Connector:
             "connector started",
             extra={"fields": {"node": self.node, "pools": self.pools, "peers": self.peers}},
         )
-        await stop.wait()
+        stopper = asyncio.create_task(stop.wait(), name="stop")
+        done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        crashed = [t for t in done if t is not stopper]
+        for task in crashed:
+            # A core task must never die quietly: log it and exit non-zero so
+            # the service manager (systemd, the lab supervisor) restarts us.
+            exc = task.exception() if not task.cancelled() else None
+            log.error("core task %s stopped: %r", task.get_name(), exc)
+            self.exit_code = 1
         log.info("connector stopping")
         self.stopping = True
         server.close()
@@ -478,4 +491,4 @@ def main(config_path: str) -> int:
         print(exc, file=sys.stderr)
         return 1
     asyncio.run(connector.run())
-    return 0
+    return connector.exit_code

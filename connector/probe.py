@@ -1,7 +1,7 @@
 """Direct peer probes: fast reachability inside a pool, and shared observations.
 
-Every ``interval`` each node sends a UDP ping to every pool peer; a peer that has
-not answered for ``dead_after`` seconds is unreachable *in this node's view*.
+Every ``interval`` each node sends a UDP ping to every pool peer; a peer not
+heard from for ``dead_after`` seconds is unreachable *in this node's view*.
 Each ping and pong carries the sender's whole view (``{peer: reachable}``) and
 the maintenance flags it has seen through Serf, so every node learns every
 peer's opinion within one interval, directly, without waiting for gossip. The
@@ -96,22 +96,28 @@ class Prober(asyncio.DatagramProtocol):
             return
         now = time.monotonic()
         view = {str(k): bool(v) for k, v in msg.get("view", {}).items()}
+        previous = self.views.get(sender)
         self.views[sender] = (now, view)
         self.peer_maint_seen[sender] = {str(k): str(v) for k, v in (msg.get("maint") or {}).items()}
-        if msg["t"] == "ping":
+        was_reachable = self._view.get(sender, True)
+        self.last_pong[sender] = now  # any signed packet proves the path from the peer works
+        if msg["t"] == "ping" and msg.get("rtt"):
             self._send("pong", sender, echo=msg.get("ts"))
-        else:
-            self.last_pong[sender] = now
+        elif msg["t"] == "pong":
             echo = msg.get("echo")
             if isinstance(echo, (int, float)):
                 self.rtt_ms[sender] = round(max(0.0, (time.time() - echo) * 1000), 3)
-        self._refresh()
+        if not was_reachable:
+            self._refresh()  # a peer came back: say so now, not at the next tick
+        # Only a changed opinion matters: most packets repeat the last one.
+        if previous is None or previous[1] != view:
+            self.on_change()
 
     def error_received(self, exc: Exception) -> None:  # unreachable ports etc.
         log.debug("probe socket error: %s", exc)
 
     # -- sending
-    def _send(self, kind: str, peer: str, echo: float | None = None) -> None:
+    def _send(self, kind: str, peer: str, echo: float | None = None, rtt: bool = False) -> None:
         if self.transport is None:
             return
         body = {
@@ -123,20 +129,30 @@ class Prober(asyncio.DatagramProtocol):
         }
         if echo is not None:
             body["echo"] = echo
+        if rtt:
+            body["rtt"] = 1
         packet = sign(self.secret, json.dumps(body, separators=(",", ":")).encode())
         with contextlib.suppress(OSError):
             self.transport.sendto(packet, (self.peers[peer], self.port))
 
     async def run(self) -> None:
-        """Ping every peer each interval and re-evaluate reachability."""
+        """Ping every peer each interval and re-evaluate reachability.
+
+        Peers ping each other, so hearing a peer's ping is proof enough that it
+        is up; a pong (for the RTT figure) is asked for every 10th round only,
+        which halves the packets per second.
+        """
+        rounds = 0
         while True:
+            rounds += 1
             for peer in self.peers:
-                self._send("ping", peer)
+                self._send("ping", peer, rtt=rounds % 10 == 1)
             await asyncio.sleep(self.interval)
             self._refresh()
 
     # -- views
     def _refresh(self) -> None:
+        """Re-evaluate this node's own view; signal only when it changed."""
         now = time.monotonic()
         grace = now - self.started < self.dead_after * 2  # no verdicts before peers had a chance
         view = {}
@@ -150,14 +166,10 @@ class Prober(asyncio.DatagramProtocol):
         if view != self._view:
             self._view = view
             self.on_change()
-        self.on_change_if_views_changed()
-
-    def on_change_if_views_changed(self) -> None:
-        fingerprint = tuple(
-            sorted((n, tuple(sorted(v.items()))) for n, (_, v) in self.views.items())
-        )
-        if fingerprint != getattr(self, "_fingerprint", None):
-            self._fingerprint = fingerprint
+        # An observer whose view just went stale stops counting: re-evaluate.
+        stale = [n for n, (t, _) in self.views.items() if now - t > 2.0]
+        if stale != getattr(self, "_stale", []):
+            self._stale = stale
             self.on_change()
 
     def observations(self, max_age: float = 2.0) -> dict[str, dict[str, bool]]:
