@@ -10,11 +10,11 @@ import sys
 import time
 from typing import Any
 
-DEFAULT_SOCKET = "/run/multiall/connector.sock"
-
-
-class ControlError(Exception):
-    """The connector is not reachable or refused the request."""
+from ansible_collections.takelan.multiall.plugins.module_utils._control import (
+    DEFAULT_SOCKET,
+    ControlError,
+    control_request,
+)
 
 
 def _socket_path(args: argparse.Namespace) -> str:
@@ -22,26 +22,8 @@ def _socket_path(args: argparse.Namespace) -> str:
 
 
 def request(path: str, req: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
-    """One JSON request/response on the connector's control socket."""
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
-            sock.connect(path)
-            sock.sendall((json.dumps(req) + "\n").encode())
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = sock.recv(1 << 16)
-                if not chunk:
-                    break
-                data += chunk
-    except OSError as exc:
-        raise ControlError(
-            f"cannot reach the connector at {path}: {exc.strerror or exc} (is `multiall daemon` running?)"
-        ) from None
-    reply = json.loads(data or b"{}")
-    if not reply.get("ok", False) and "error" in reply:
-        raise ControlError(reply["error"])
-    return reply
+    """One request on the control socket (the shared client in module_utils)."""
+    return control_request(path, req, timeout)
 
 
 def add_tns_parsers(sub: Any) -> None:

@@ -8,8 +8,6 @@ control socket is ``/run/lab/connector.sock`` so the host reaches it at
 
 from __future__ import annotations
 
-import json
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+import connector  # noqa: F401  (puts the collection on sys.path, as for the daemon)
+from ansible_collections.takelan.multiall.plugins.module_utils._control import ControlError
 
 from .core import Lab, LabError
 
@@ -80,18 +80,9 @@ def start_all(lab: Lab, rules: list[dict[str, Any]] | None = None, **overrides: 
 
 def control(lab: Lab, node: str, req: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
     """One request to a node's connector over its control socket."""
-    path = lab.ctl_path(node) / "connector.sock"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(str(path))
-        sock.sendall((json.dumps(req) + "\n").encode())
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(1 << 16)
-            if not chunk:
-                break
-            data += chunk
-    return json.loads(data)
+    from ansible_collections.takelan.multiall.plugins.module_utils._control import control_request
+
+    return control_request(str(lab.ctl_path(node) / "connector.sock"), req, timeout)
 
 
 def wait_converged(lab: Lab, nodes: list[str] | None = None, timeout: float = 30) -> None:
@@ -112,7 +103,7 @@ def wait_converged(lab: Lab, nodes: list[str] | None = None, timeout: float = 30
                     ok = False
             if ok:
                 return
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, ControlError):
             pass
         time.sleep(0.2)
     logs = {n: lab.service_log(n, "connector")[-1500:] for n in nodes}

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from ansible_collections.takelan.multiall.plugins.module_utils._control import ControlError
 
 from lab.connector import control, start_all, start_connector, wait_converged
 
@@ -44,7 +45,7 @@ def wait_for(predicate, timeout: float, what: str):
             last = predicate()
             if last:
                 return last
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, ControlError) as exc:
             last = exc
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
@@ -186,3 +187,57 @@ def test_connector_survives_restart_without_losing_its_journal(tns_lab):
     wait_converged(lab, ["n1"], timeout=60)
     after = control(lab, "n1", {"op": "events"})["events"]
     assert [e["id"] for e in before] == [e["id"] for e in after[: len(before)]]
+
+
+def run_module(lab, node: str, args: str, *extra: str) -> dict:
+    """Run takelan.multiall.tns_maintenance on a node over SSH; return its result."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
+        ANSIBLE_COLLECTIONS_PATH=str(ROOT / "collection"),
+        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+        ANSIBLE_STDOUT_CALLBACK="ansible.builtin.minimal",
+    )
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible"),
+            "-i",
+            str(lab.inventory_path),
+            node,
+            "-m",
+            "takelan.multiall.tns_maintenance",
+            "-a",
+            args,
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    out = proc.stdout
+    return json.loads(out[out.index("{") :])
+
+
+def test_tns_maintenance_module_is_idempotent_and_honours_check_mode(tns_lab):
+    lab = tns_lab
+    args = "state=present reason=disk-swap socket=/run/lab/connector.sock"
+    checked = run_module(lab, "n5", args, "--check", "--diff")
+    assert checked["changed"] is True
+    assert checked["diff"]["after"] == {"maintenance": True, "reason": "disk-swap"}
+    assert state_of(lab, "n3", "db", "n5") == "alive"  # check mode changed nothing
+
+    first = run_module(lab, "n5", args)
+    assert first["changed"] is True and first["maintenance"] is True
+    assert state_of(lab, "n3", "db", "n5") == "maintenance"  # seen by peers on return
+    again = run_module(lab, "n5", args)
+    assert again["changed"] is False
+
+    back = run_module(lab, "n5", "state=absent socket=/run/lab/connector.sock")
+    assert back["changed"] is True and back["maintenance"] is False
+    assert state_of(lab, "n3", "db", "n5") == "alive"

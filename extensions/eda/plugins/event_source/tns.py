@@ -1,0 +1,75 @@
+"""tns: TNS topology events from TakeConnector, for ansible-rulebook.
+
+Connects to the local connector's control socket, asks it to ``follow`` and
+puts every topology event on the queue as ``{"tns": {...}}`` - the same events
+the connector's watcher reacts to: member_failed, member_recovered,
+maintenance_enter, maintenance_exit, sbm_changed, leader_changed, quorum_lost,
+quorum_regained. Reconnects with backoff when the connector restarts.
+
+Arguments:
+    socket:   path of the connector's control socket
+              (default /run/multiall/connector.sock)
+    types:    only these event types (list; default: all)
+    pools:    only events of these pools (list; default: all)
+    reconnect_delay: first delay between reconnects in seconds (default 0.5)
+
+Example:
+    - takelan.multiall.tns:
+        types: [member_failed, quorum_lost]
+        pools: [web]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+DEFAULT_SOCKET = "/run/multiall/connector.sock"
+
+
+def wanted(event: dict[str, Any], args: dict[str, Any]) -> bool:
+    """Filter by the ``types`` and ``pools`` arguments."""
+    types, pools = args.get("types"), args.get("pools")
+    return (not types or event.get("type") in types) and (not pools or event.get("pool") in pools)
+
+
+async def main(queue: asyncio.Queue, args: dict[str, Any]) -> None:
+    """Follow the connector forever, putting matching events on ``queue``."""
+    path = args.get("socket") or DEFAULT_SOCKET
+    first_delay = float(args.get("reconnect_delay", 0.5))
+    delay = first_delay
+    while True:
+        try:
+            reader, writer = await asyncio.open_unix_connection(path)
+        except OSError:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+            continue
+        delay = first_delay
+        try:
+            writer.write(b'{"op": "follow"}\n')
+            await writer.drain()
+            while line := await reader.readline():
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue  # never let a bad line stop the source
+                if isinstance(event, dict) and wanted(event, args):
+                    await queue.put({"tns": event})
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+        await asyncio.sleep(delay)
+
+
+if __name__ == "__main__":
+
+    class MockQueue:
+        """Prints events instead of handing them to ansible-rulebook."""
+
+        async def put(self, event: dict[str, Any]) -> None:
+            print(json.dumps(event))
+
+    asyncio.run(main(MockQueue(), {}))  # type: ignore[arg-type]
