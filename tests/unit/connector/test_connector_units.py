@@ -1,0 +1,191 @@
+"""Pure parts of TakeConnector: config validation, probe packets, journal, watcher."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from types import SimpleNamespace
+
+import pytest
+from ansible_collections.takelan.multiall.plugins.module_utils.pools import PoolModelError
+
+from connector.config import load_config
+from connector.journal import Journal
+from connector.probe import Prober, sign, verify
+from connector.watcher import Watcher
+
+
+# ----------------------------------------------------------------- config
+def test_config_defaults(tmp_path):
+    path = tmp_path / "connector.yml"
+    path.write_text("node: n1\n")
+    cfg = load_config(str(path))
+    assert cfg.node == "n1" and cfg.probe["interval"] == 0.2 and cfg.serf["profile"] == "local"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "needle"),
+    [
+        ("node: n1\nprobe:\n  interval: 0.001\n", 3, "must be at least 0.05"),
+        ("node: n1\nserf:\n  profile: fast\n", 3, "expected one of: lan, wan, local"),
+        (
+            "node: n1\nwatcher:\n  rules:\n    - events: [member_exploded]\n      playbook: x.yml\n",
+            4,
+            "unknown event 'member_exploded'",
+        ),
+        ("node: n1\nbogus: 1\n", 2, "unknown key 'bogus'"),
+        ("probe: {}\n", 1, "missing required key 'node'"),
+        ("node: n1\nbind: 300.1.1.1\n", 2, "not an IP address or host name"),
+    ],
+)
+def test_bad_config_names_file_line_and_expectation(tmp_path, text, line, needle):
+    path = tmp_path / "connector.yml"
+    path.write_text(text)
+    with pytest.raises(PoolModelError) as info:
+        load_config(str(path))
+    message = str(info.value)
+    assert f"{path}:{line}:" in message and needle in message
+
+
+# ------------------------------------------------------------------ probes
+def test_signed_packets_verify_and_tampering_is_rejected():
+    body = json.dumps({"t": "ping", "from": "n1", "ts": time.time(), "view": {"n2": True}}).encode()
+    packet = sign(b"k", body)
+    assert verify(b"k", packet)["from"] == "n1"
+    assert verify(b"other", packet) is None
+    assert verify(b"k", packet.replace(b"true", b"false")) is None
+    assert verify(b"k", body) is None
+    stale = sign(b"k", json.dumps({"t": "ping", "from": "n1", "ts": 0, "view": {}}).encode())
+    assert verify(b"k", stale) is None  # replayed from long ago
+
+
+def test_prober_ignores_unknown_senders_and_wrong_source_addresses():
+    changes = []
+    prober = Prober(
+        "n1", {"n2": "198.18.0.12"}, 7947, b"k", 0.2, 0.6, lambda: changes.append(1), dict
+    )
+    good = sign(
+        b"k",
+        json.dumps({"t": "ping", "from": "n2", "ts": time.time(), "view": {"n1": True}}).encode(),
+    )
+    prober.datagram_received(good, ("198.18.0.99", 7947))  # spoofed source address
+    evil = sign(
+        b"k", json.dumps({"t": "ping", "from": "n9", "ts": time.time(), "view": {}}).encode()
+    )
+    prober.datagram_received(evil, ("198.18.0.12", 7947))
+    assert prober.rejected == 2 and "n2" not in prober.views
+    prober.datagram_received(good, ("198.18.0.12", 7947))
+    assert prober.rejected == 2 and prober.observations()["n2"] == {"n1": True}
+
+
+def test_prober_marks_a_silent_peer_unreachable_after_dead_after():
+    prober = Prober("n1", {"n2": "198.18.0.12"}, 7947, b"k", 0.2, 0.3, lambda: None, dict)
+    prober.started -= 10  # past the start-up grace
+    prober.last_pong["n2"] = time.monotonic()
+    prober._refresh()
+    assert prober.observations()["n1"] == {"n2": True}
+    prober.last_pong["n2"] -= 1.0
+    prober._refresh()
+    assert prober.observations()["n1"] == {"n2": False}
+
+
+# ----------------------------------------------------------------- journal
+def test_journal_keeps_events_and_unfinished_runs_across_reopen(tmp_path):
+    db = str(tmp_path / "j.db")
+    journal = Journal(db)
+    first = journal.add_event({"pool": "web", "type": "member_failed", "member": "n2"})
+    run_id = journal.queue_run("web", "x.yml", "pool", [{"type": "member_failed"}])
+    journal.update_run(run_id, status="running", started=time.time())
+    reopened = Journal(db)
+    assert reopened.events()[0]["id"] == first
+    assert [r["id"] for r in reopened.unfinished_runs()] == [run_id]
+
+
+# ----------------------------------------------------------------- watcher
+class FakeWatcher(Watcher):
+    """Replaces ansible-runner with a recorder that can fail on demand."""
+
+    def __init__(self, *args, fail_times: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.plays: list[tuple[int, float, float]] = []
+        self.fail_times = fail_times
+
+    def _play(self, run):
+        start = time.monotonic()
+        time.sleep(0.05)
+        self.plays.append((run["id"], start, time.monotonic()))
+        if self.fail_times:
+            self.fail_times -= 1
+            return "failed", [], "rc=2"
+        return "successful", ["n1"], "rc=0"
+
+
+def make_watcher(tmp_path, leader="n1", **kw):
+    topo = SimpleNamespace(leader=leader)
+    connector = SimpleNamespace(
+        node="n1",
+        topology={"web": topo, "db": topo},
+        metrics=SimpleNamespace(run=lambda status: None),
+        cfg=SimpleNamespace(state_dir=str(tmp_path), pools_file="p.yml"),
+    )
+    rules = [
+        {"events": ["member_failed", "member_recovered"], "playbook": "r.yml", "scope": "pool"}
+    ]
+    journal = Journal(str(tmp_path / "j.db"))
+    return FakeWatcher(
+        connector, {"rules": rules, "debounce": 0.1, "retries": 2}, journal, **kw
+    ), journal
+
+
+def drive(watcher, events, seconds):
+    async def scenario():
+        task = asyncio.create_task(watcher.run())
+        for event in events:
+            watcher.submit(event)
+        await asyncio.sleep(seconds)
+        task.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_burst_is_coalesced_into_one_run_per_pool(tmp_path):
+    watcher, journal = make_watcher(tmp_path)
+    burst = [{"type": "member_failed", "pool": "web", "member": f"n{i}"} for i in range(2, 6)]
+    drive(watcher, burst, 0.6)
+    runs = journal.runs()
+    assert len(runs) == 1 and runs[0]["status"] == "successful"
+    assert [e["member"] for e in runs[0]["events"]] == ["n2", "n3", "n4", "n5"]
+    assert runs[0]["changed_hosts"] == ["n1"]
+
+
+def test_one_run_per_pool_at_a_time(tmp_path):
+    watcher, _ = make_watcher(tmp_path)
+    watcher.cfg["debounce"] = 0.0
+    events = [{"type": "member_failed", "pool": "web", "member": "n2"}]
+
+    async def scenario():
+        task = asyncio.create_task(watcher.run())
+        watcher.submit(events[0])
+        await asyncio.sleep(0.01)
+        watcher.submit({"type": "member_recovered", "pool": "web", "member": "n2"})
+        await asyncio.sleep(0.5)
+        task.cancel()
+
+    asyncio.run(scenario())
+    (_, _, e1), (_, s2, _) = watcher.plays
+    assert s2 >= e1  # the second run of pool web waited for the first
+
+
+def test_failed_run_is_retried_with_backoff_and_journaled(tmp_path):
+    watcher, journal = make_watcher(tmp_path, fail_times=1)
+    drive(watcher, [{"type": "member_failed", "pool": "web", "member": "n2"}], 2.0)
+    run = journal.runs()[0]
+    assert run["status"] == "successful" and run["attempts"] == 2
+    assert watcher.plays[1][1] - watcher.plays[0][2] >= 0.9  # backoff before the retry
+
+
+def test_only_the_pool_leader_runs_pool_wide_playbooks(tmp_path):
+    watcher, journal = make_watcher(tmp_path, leader="n2")
+    drive(watcher, [{"type": "member_failed", "pool": "web", "member": "n3"}], 0.4)
+    assert journal.runs() == []
