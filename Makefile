@@ -64,7 +64,9 @@ integration: deps
 	$(BIN)/python -m pytest tests/integration tests/lab
 
 molecule: deps
-	cd roles/multiall_node && ../../$(BIN)/molecule test --all
+	@set -e; for role in roles/*/; do \
+	  if [ -d "$$role/molecule" ]; then echo ">> molecule: $$role"; (cd "$$role" && $(CURDIR)/$(BIN)/molecule test --all); fi; \
+	done
 
 lint: deps
 	$(BIN)/ruff check .

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-import connector  # noqa: F401  (puts the collection on sys.path, as for the daemon)
-from ansible_collections.takelan.multiall.plugins.module_utils._control import ControlError
+
+from connector.tns_cmd import ControlError, request
 
 from .core import Lab, LabError
 
@@ -47,6 +47,7 @@ def install_connector(
         "pools_file": "/etc/multiall/pools.yml",
         "state_dir": "/var/lib/multiall",
         "control_socket": "/run/lab/connector.sock",
+        "metrics": "127.0.0.1:9273",
         "serf": {"rpc_auth": key[:16], "encrypt_key": key, "profile": "local"},
         "probe": {"secret": key},
         "watcher": {"rules": rules or [], "debounce": 0.5, "inventory": "/etc/multiall/pools.yml"},
@@ -80,9 +81,7 @@ def start_all(lab: Lab, rules: list[dict[str, Any]] | None = None, **overrides: 
 
 def control(lab: Lab, node: str, req: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
     """One request to a node's connector over its control socket."""
-    from ansible_collections.takelan.multiall.plugins.module_utils._control import control_request
-
-    return control_request(str(lab.ctl_path(node) / "connector.sock"), req, timeout)
+    return request(str(lab.ctl_path(node) / "connector.sock"), req, timeout)
 
 
 def wait_converged(lab: Lab, nodes: list[str] | None = None, timeout: float = 30) -> None:

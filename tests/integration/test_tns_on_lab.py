@@ -241,3 +241,21 @@ def test_tns_maintenance_module_is_idempotent_and_honours_check_mode(tns_lab):
     back = run_module(lab, "n5", "state=absent socket=/run/lab/connector.sock")
     assert back["changed"] is True and back["maintenance"] is False
     assert state_of(lab, "n3", "db", "n5") == "alive"
+
+
+def test_metrics_on_loopback_count_members_by_state(tns_lab):
+    script = (
+        "import urllib.request;"
+        "print(urllib.request.urlopen('http://127.0.0.1:9273/metrics', timeout=5).read().decode())"
+    )
+    text = tns_lab.exec("n3", ["python3", "-c", script]).stdout
+    assert 'multiall_members{pool="web",state="alive"} 4.0' in text
+    assert 'multiall_members{pool="db",state="alive"} 3.0' in text
+    assert "multiall_probe_rtt_ms" in text
+    # Loopback only: the node's lab address does not serve metrics.
+    probe = tns_lab.exec(
+        "n3",
+        ["python3", "-c", "import socket; socket.create_connection(('198.18.0.13', 9273), 1)"],
+        check=False,
+    )
+    assert probe.returncode != 0
