@@ -25,6 +25,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from lab import Lab
+from lab.connector import control, start_all, start_connector, wait_converged
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -109,6 +110,53 @@ def pool_members(inventory: str) -> dict[str, list[str]]:
     return {g[5:]: sorted(data[g].get("hosts", [])) for g in data if g.startswith("pool_")}
 
 
+def show_status(lab: Lab, node: str) -> None:
+    """`multiall status` as run on the node itself."""
+    proc = lab.exec(
+        node,
+        [str(BIN / "multiall"), "status", "--socket", "/run/lab/connector.sock"],
+        check=False,
+        timeout=20,
+    )
+    console.print(f"[dim]{node}$ multiall status[/dim]")
+    console.print(proc.stdout.rstrip() or proc.stderr.rstrip(), markup=False)
+
+
+def race(lab: Lab, victim: str, observers: list[str]) -> None:
+    """Kill a node and show, live, when each observer's connector and Serf call it failed."""
+    start = time.monotonic()
+    lab.kill(victim)
+    seen: dict[tuple[str, str], float] = {}
+
+    def table() -> Table:
+        tbl = Table(title=f"after lab kill {victim}", expand=False)
+        for col in ("observer", "connector verdict", "Serf's own verdict"):
+            tbl.add_column(col)
+        for obs in observers:
+            conn, serf = seen.get((obs, "connector")), seen.get((obs, "serf"))
+            tbl.add_row(
+                obs,
+                f"[red]failed[/red] after {conn:.2f} s" if conn else "alive ...",
+                f"[red]failed[/red] after {serf:.2f} s" if serf else "alive ...",
+            )
+        return tbl
+
+    with Live(table(), console=console, refresh_per_second=10) as live:
+        while time.monotonic() - start < 15 and len(seen) < 2 * len(observers):
+            for obs in observers:
+                status = control(lab, obs, {"op": "status"}, timeout=5)
+                now = time.monotonic() - start
+                if (obs, "connector") not in seen and any(
+                    t["members"].get(victim, {}).get("state") == "failed"
+                    for t in status["pools"].values()
+                ):
+                    seen[(obs, "connector")] = now
+                if (obs, "serf") not in seen and status["serf"].get(victim) == "failed":
+                    seen[(obs, "serf")] = now
+            live.update(table())
+            time.sleep(0.05)
+
+
 def story(lab: Lab, fast: bool) -> None:
     pause = 2 if fast else 4
     step(
@@ -178,41 +226,68 @@ def story(lab: Lab, fast: bool) -> None:
 
     step(
         6,
-        "A server dies",
-        "lab kill n3: all its processes die and its link goes down; a play on pool_db now reaches only n2.",
+        "Every node runs TakeConnector",
+        "Serf (encrypted gossip) + direct peer probes give each node a live view of its pools: states, leader, quorum.",
     )
-    lab.kill("n3")
-    watch(lab, pools, pause, "(n3 killed)")
+    start_all(
+        lab,
+        rules=[{"events": ["member_failed", "member_recovered"], "playbook": "tns_reaction.yml"}],
+    )
+    wait_converged(lab, timeout=60)
+    show_status(lab, "n2")
+
+    step(
+        7,
+        "A server dies",
+        "lab kill n3: its pool peer n2 calls it failed within a second; Serf alone needs about 5 s.",
+    )
+    race(lab, "n3", observers=["n2"])
     run(
         [str(BIN / "ansible"), "-i", inventory, "pool_db", "-m", "ansible.builtin.ping", "-o"],
         check=False,
     )
 
-    step(7, "It comes back", "lab revive n3: same host key (pinned), same node, reachable again.")
-    lab.revive("n3")
-    watch(lab, pools, pause, "(n3 revived)")
-    run([str(BIN / "ansible"), "-i", inventory, "pool_db", "-m", "ansible.builtin.ping", "-o"])
-
     step(
         8,
+        "It comes back",
+        "lab revive n3: same disk and host key; its connector rejoins and peers report member_recovered.",
+    )
+    lab.revive("n3")
+    start_connector(lab, "n3")
+    wait_converged(lab, timeout=60)
+    for event in control(lab, "n2", {"op": "events"})["events"][-4:]:
+        console.print(f"  n2 saw: {event['pool']:4} {event['type']:18} {event.get('member', '')}")
+    for item in control(lab, "n2", {"op": "runs"})["runs"][-2:]:
+        console.print(f"  n2 (leader of db) ran {item['playbook']}: {item['status']}")
+
+    step(
+        9,
+        "Planned maintenance",
+        "n1 enters maintenance; the call returns only once every pool peer has seen it.",
+    )
+    reply = control(lab, "n1", {"op": "maintenance", "action": "enter", "reason": "kernel upgrade"})
+    console.print(
+        f"  maintenance enter returned after {reply['waited_s']} s, acknowledged by all: {reply['ok']}"
+    )
+    show_status(lab, "n2")
+    control(lab, "n1", {"op": "maintenance", "action": "exit"})
+
+    step(
+        10,
         "A network partition",
-        "lab partition n1 | n2,n3: n1 cannot reach its web peer n2; n2 and n3 still talk.",
+        "lab partition n1 | n2,n3: web (n1,n2) has no majority on either side; db (n2,n3) keeps its quorum.",
     )
     lab.partition(["n1"], ["n2", "n3"])
-    for src, dst in (("n1", "198.18.0.12"), ("n2", "198.18.0.13")):
-        probe = lab.exec(src, ["ping", "-c1", "-W1", dst], check=False, timeout=5)
-        verdict = "[green]reaches[/green]" if probe.returncode == 0 else "[red]cannot reach[/red]"
-        console.print(f"{src} {verdict} {dst}")
+    time.sleep(1.5)
+    show_status(lab, "n2")
     lab.heal()
-    probe = lab.exec("n1", ["ping", "-c1", "-W1", "198.18.0.12"], check=False, timeout=5)
-    console.print(
-        f"after heal: n1 {'reaches' if probe.returncode == 0 else 'cannot reach'} 198.18.0.12"
-    )
+    wait_converged(lab, timeout=60)
+    console.print("healed: every connector sees every member alive again")
 
     console.print()
     console.print(
         Panel(
-            "Next in the story (coming with the TNS, SBM, FS-SA, DB-SA and DNS-SA issues): "
+            "Next in the story (coming with the SBM, FS-SA, DB-SA and DNS-SA issues): "
             "a file written on one node appears on its peers; a DB row written during a "
             "partition is replayed after heal; a killed node leaves DNS and returns after it "
             "catches up.",
