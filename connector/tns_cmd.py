@@ -14,7 +14,10 @@ from ansible_collections.takelan.multiall.plugins.module_utils._control import (
     DEFAULT_SOCKET,
     ControlError,
     control_request,
+    exchange,
 )
+
+__all__ = ["ControlError", "exchange", "request"]
 
 
 def _socket_path(args: argparse.Namespace) -> str:

@@ -32,6 +32,8 @@ from typing import Any
 
 import yaml
 
+from connector.tns_cmd import exchange
+
 LAB_NET = ipaddress.ip_network("198.18.0.0/24")
 CONTROLLER = "198.18.0.1"
 BRIDGE = "ma-br0"
@@ -569,21 +571,13 @@ class Lab:
     def _control(self, node: str, request: dict[str, Any]) -> dict[str, Any]:
         path = self._node_dir(node) / "ctl" / "supervisor.sock"
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(15)
-                sock.connect(str(path))
-                sock.sendall((json.dumps(request) + "\n").encode())
-                data = b""
-                while not data.endswith(b"\n"):
-                    chunk = sock.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
+            reply = exchange(str(path), request, timeout=15)
         except OSError as exc:
             raise LabError(
                 f"node {node}: supervisor not reachable ({exc}); is the node running?"
             ) from None
-        reply = json.loads(data or b"{}")
+        except ValueError as exc:
+            raise LabError(f"node {node}: bad answer from the supervisor ({exc})") from None
         if not reply.get("ok"):
             raise LabError(f"node {node}: {reply.get('error', 'supervisor error')}")
         return reply
@@ -744,3 +738,19 @@ def _mounts_under(state_dir: Path) -> list[str]:
             if point.startswith(prefix):
                 points.append(point)
     return sorted(set(points), key=len, reverse=True)
+
+
+def checkout_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for ansible/multiall commands run from this checkout's venv."""
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ)
+    env.update(
+        ANSIBLE_CONFIG=str(root / "ansible.cfg"),
+        ANSIBLE_COLLECTIONS_PATH=str(root / "collection"),
+        ANSIBLE_FORCE_COLOR="0",
+        PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
+    )
+    env.update(extra or {})
+    return env

@@ -26,6 +26,7 @@ from rich.table import Table
 
 from lab import Lab
 from lab.connector import control, start_all, start_connector, wait_converged
+from lab.core import checkout_env
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -35,14 +36,7 @@ console = Console(highlight=False)
 
 def env() -> dict[str, str]:
     """Environment for ansible/multiall commands run from the checkout."""
-    out = dict(os.environ)
-    out.update(
-        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-        ANSIBLE_COLLECTIONS_PATH=str(ROOT / "collection"),
-        ANSIBLE_FORCE_COLOR="0",
-        PATH=f"{BIN}:{out.get('PATH', '')}",
-    )
-    return out
+    return checkout_env()
 
 
 def step(number: int, title: str, why: str) -> None:

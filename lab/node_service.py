@@ -2,30 +2,21 @@
 
 The lab has no systemd; roles use this to manage a service through the node's
 supervisor (``/run/lab/supervisor.sock``), idempotently: ``start`` prints
-``already running`` or ``started``. Standard library only.
+``already running`` or ``started``.
 """
 
 from __future__ import annotations
 
 import json
-import socket
 import sys
+
+from connector.tns_cmd import exchange
 
 SOCKET = "/run/lab/supervisor.sock"
 
 
 def call(request: dict) -> dict:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(30)
-        sock.connect(SOCKET)
-        sock.sendall((json.dumps(request) + "\n").encode())
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    return json.loads(data or b"{}")
+    return exchange(SOCKET, request)
 
 
 def main(argv: list[str]) -> int:

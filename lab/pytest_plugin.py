@@ -70,24 +70,24 @@ def _factory() -> tuple[Callable[..., Lab], Callable[[], None]]:
     return make, cleanup
 
 
-@pytest.fixture
-def lab_factory() -> Iterator[Callable[..., Lab]]:
-    """Build a lab inside one test; it is removed when the test ends."""
+def _factory_fixture() -> Iterator[Callable[..., Lab]]:
     make, cleanup = _factory()
     try:
         yield make
     finally:
         cleanup()
+
+
+@pytest.fixture
+def lab_factory() -> Iterator[Callable[..., Lab]]:
+    """Build a lab inside one test; it is removed when the test ends."""
+    yield from _factory_fixture()
 
 
 @pytest.fixture(scope="module")
 def lab_module() -> Iterator[Callable[..., Lab]]:
     """Like lab_factory, shared by the tests of one module."""
-    make, cleanup = _factory()
-    try:
-        yield make
-    finally:
-        cleanup()
+    yield from _factory_fixture()
 
 
 @pytest.fixture(scope="module")

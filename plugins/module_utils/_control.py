@@ -20,25 +20,37 @@ class ControlError(Exception):
     """The connector is not reachable, or it refused the request."""
 
 
+def exchange(path: str, req: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
+    """One JSON line out, one JSON line back, over a unix socket.
+
+    The one implementation of this little protocol: the connector's control
+    socket and the lab supervisor's socket both speak it. Raises OSError when
+    the socket is unreachable and ValueError when the answer is not JSON.
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        sock.sendall((json.dumps(req) + "\n").encode())
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(1 << 16)
+            if not chunk:
+                break
+            data += chunk
+    reply = json.loads(data or b"{}")
+    if not isinstance(reply, dict):
+        raise ValueError("the answer is not a JSON object")
+    return reply
+
+
 def control_request(path: str, req: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
     """Send one request; return the connector's reply (errors raise ControlError)."""
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
-            sock.connect(path)
-            sock.sendall((json.dumps(req) + "\n").encode())
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = sock.recv(1 << 16)
-                if not chunk:
-                    break
-                data += chunk
+        reply = exchange(path, req, timeout)
     except OSError as exc:
         raise ControlError(
             f"cannot reach the connector at {path}: {exc.strerror or exc} (is `multiall daemon` running?)"
         ) from None
-    try:
-        reply = json.loads(data or b"{}")
     except ValueError:
         raise ControlError(f"the connector at {path} sent something that is not JSON") from None
     if not reply.get("ok", False) and "error" in reply:

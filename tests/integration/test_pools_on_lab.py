@@ -7,13 +7,14 @@ inventory plugin on the lab's generated copy of that model.
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 from pathlib import Path
 
 import ansible_runner
 import pytest
+
+from lab.core import checkout_env
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -22,14 +23,7 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 
 def ansible_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-        ANSIBLE_COLLECTIONS_PATH=str(ROOT / "collection"),
-        ANSIBLE_FORCE_COLOR="0",
-        PATH=f"{BIN}:{env.get('PATH', '')}",
-    )
-    return env
+    return checkout_env()
 
 
 def run_playbook(inventory: Path, playbook: Path, *extra: str) -> dict:
