@@ -376,7 +376,9 @@ class Lab:
         self.known_hosts_path.write_text("\n".join(known) + "\n")
         common = (
             f"-o UserKnownHostsFile={self.known_hosts_path} -o StrictHostKeyChecking=yes "
-            "-o ControlMaster=auto -o ControlPersist=60s"
+            "-o ControlMaster=auto -o ControlPersist=60s -o ConnectTimeout=5 "
+            # A killed node must fail fast, not hang on a dead multiplexed connection.
+            "-o ServerAliveInterval=2 -o ServerAliveCountMax=2"
         )
         conn = {
             "ansible_user": "root",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -300,6 +301,9 @@ def main() -> int:
         console.print("make demo needs root: the lab creates network namespaces and mounts.")
         return 2
     lab = Lab()
+    # `timeout`, CI or a closed terminal send SIGTERM/SIGHUP: tear down all the same.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
     try:
         story(lab, args.fast)
     except KeyboardInterrupt:
