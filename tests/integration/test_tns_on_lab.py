@@ -6,6 +6,7 @@ real Serf agent and a real connector under the lab supervisor.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -270,3 +271,51 @@ def test_metrics_on_loopback_count_members_by_state(tns_lab):
         check=False,
     )
     assert probe.returncode != 0
+
+
+def test_connector_restarts_its_serf_agent_when_it_dies(tns_lab):
+    lab = tns_lab
+    old = lab.exec("n5", ["pgrep", "-x", "serf"]).stdout.split()
+    lab.exec("n5", ["pkill", "-KILL", "-x", "serf"])
+    new = wait_for(
+        lambda: (
+            (pids := lab.exec("n5", ["pgrep", "-x", "serf"], check=False).stdout.split())
+            and pids != old
+            and pids
+        ),
+        20,
+        "a new serf agent on n5",
+    )
+    assert new and new != old
+    wait_converged(lab, ["n5", "n3"], timeout=60)
+
+
+def test_cli_on_a_node_shows_the_pool_table_and_refuses_other_nodes(tns_lab):
+    multiall = str(ROOT / ".venv" / "bin" / "multiall")
+    sock = ["--socket", "/run/lab/connector.sock"]
+    table = tns_lab.exec("n3", [multiall, "status", *sock]).stdout
+    assert "pool web: leader n1, quorum yes (4 declared)" in table
+    assert "n3 *" in table and "alive" in table
+    events = tns_lab.exec("n3", [multiall, "events", "--json", *sock]).stdout
+    assert all(json.loads(line)["pool"] in ("web", "db") for line in events.splitlines())
+    wrong = tns_lab.exec("n3", [multiall, "maintenance", "enter", "n1", *sock], check=False)
+    assert (
+        wrong.returncode == 1 and "run `multiall maintenance enter` on 'n1' itself" in wrong.stderr
+    )
+    down = tns_lab.exec(
+        "n3", [multiall, "status", "--socket", "/run/lab/nothing.sock"], check=False
+    )
+    assert (
+        down.returncode == 1
+        and "cannot reach the connector" in down.stderr
+        and "Traceback" not in down.stderr
+    )
+
+
+def test_sigterm_stops_connector_and_its_serf_agent_cleanly(tns_lab):
+    lab = tns_lab
+    lab.service_stop("n5", "connector")  # SIGTERM to the service's process group
+    assert lab.exec("n5", ["pgrep", "-x", "serf"], check=False).returncode == 1
+    assert not (lab.ctl_path("n5") / "connector.sock").exists()
+    start_connector(lab, "n5")
+    wait_converged(lab, ["n5"], timeout=60)
