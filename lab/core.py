@@ -339,6 +339,9 @@ class Lab:
                 str(ndir / "ctl"),
                 "--service",
                 f"sshd={sshd}",
+                # The checkout (with its venv) is visible in every node at the same path.
+                "--share",
+                str(Path(__file__).resolve().parents[1]),
             ],
             stdin=subprocess.DEVNULL,
             stdout=log,

@@ -218,8 +218,12 @@ def serve(supervisor: Supervisor, path: str) -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
 
 
-def prepare_root(root: str, hostname: str, ctl: str) -> None:
-    """Mount what a booting server has, then chroot into the node's root."""
+def prepare_root(root: str, hostname: str, ctl: str, shares: list[str]) -> None:
+    """Mount what a booting server has, then chroot into the node's root.
+
+    ``shares`` are host directories bound at the same path inside the node (the
+    checkout with its venv): the node's own /tmp and /run hide them otherwise.
+    """
     socket.sethostname(hostname)
     mount("proc", f"{root}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     mount("sysfs", f"{root}/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC)
@@ -227,6 +231,8 @@ def prepare_root(root: str, hostname: str, ctl: str) -> None:
     mount("tmpfs", f"{root}/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=755")
     mount("tmpfs", f"{root}/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
     mount(ctl, f"{root}/run/lab", None, MS_BIND)
+    for path in shares:
+        mount(path, f"{root}{path}", None, MS_BIND | MS_REC)
     os.chroot(root)
     os.chdir("/")
     os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
@@ -241,9 +247,12 @@ def main() -> int:
     parser.add_argument(
         "--service", action="append", default=[], help="NAME=JSON-ARGV started at boot"
     )
+    parser.add_argument(
+        "--share", action="append", default=[], help="host directory visible at the same path"
+    )
     args = parser.parse_args()
 
-    prepare_root(args.root, args.hostname, args.ctl)
+    prepare_root(args.root, args.hostname, args.ctl, args.share)
     supervisor = Supervisor()
     signal.signal(signal.SIGTERM, lambda *_: (supervisor.shutdown(), os._exit(0)))
     serve(supervisor, "/run/lab/supervisor.sock")
