@@ -338,7 +338,7 @@ class PoolModel:
             for index, pool in enumerate(listed):
                 if pool not in self.pools:
                     v.error(
-                        f"{pool!r} is not a declared pool; declared pools: {_names(self.pools)}",
+                        self._undeclared("pool", pool),
                         _mark_of(listed, index),
                         ("nodes", name, "pools", index),
                     )
@@ -354,7 +354,7 @@ class PoolModel:
                 seen.add(member)
                 if member not in self.nodes:
                     v.error(
-                        f"{member!r} is not a declared node; declared nodes: {_names(self.nodes)}",
+                        self._undeclared("node", member),
                         _mark_of(members, index),
                         path,
                     )
@@ -383,6 +383,11 @@ class PoolModel:
                 ("pools", pool, "include"),
             )
 
+    def _undeclared(self, kind: str, name: str) -> str:
+        """``'x' is not a declared pool; declared pools: a, b`` (the names help fix typos)."""
+        known = self.pools if kind == "pool" else self.nodes
+        return f"{name!r} is not a declared {kind}; declared {kind}s: {_names(known)}"
+
     def _check_addresses(self, v: Validator) -> None:
         seen: dict[str, str] = {}
         for name, node in self.nodes.items():
@@ -403,7 +408,7 @@ class PoolModel:
             for index, inc in enumerate(includes):
                 if inc not in self.pools:
                     v.error(
-                        f"{inc!r} is not a declared pool; declared pools: {_names(self.pools)}",
+                        self._undeclared("pool", inc),
                         _mark_of(includes, index),
                         ("pools", pname, "include", index),
                     )
@@ -442,7 +447,7 @@ class PoolModel:
             pool = exc.get("pool")
             if pool is not None and pool not in self.pools:
                 v.error(
-                    f"{pool!r} is not a declared pool; declared pools: {_names(self.pools)}",
+                    self._undeclared("pool", pool),
                     exc.value_mark_of("pool"),
                     (*path, "pool"),
                 )
@@ -450,7 +455,7 @@ class PoolModel:
             for node in _exception_nodes(exc):
                 if node not in self.nodes:
                     v.error(
-                        f"{node!r} is not a declared node; declared nodes: {_names(self.nodes)}",
+                        self._undeclared("node", node),
                         exc.value_mark_of("nodes" if "nodes" in exc else "node"),
                         path,
                     )
