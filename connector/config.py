@@ -61,6 +61,13 @@ SPEC = Field(
                 "secret": Field("str"),
             },
         ),
+        "sbm": Field(
+            "object",
+            keys={
+                "hold_down": Field("number", minimum=0, maximum=3600),
+                "interval": Field("number", minimum=0.1, maximum=3600),
+            },
+        ),
         "watcher": Field(
             "object",
             keys={
@@ -88,6 +95,7 @@ class ConnectorConfig:
     serf: dict[str, Any] = field(default_factory=dict)
     probe: dict[str, Any] = field(default_factory=dict)
     watcher: dict[str, Any] = field(default_factory=dict)
+    sbm: dict[str, Any] = field(default_factory=dict)
     source: str = ""
 
     def __post_init__(self) -> None:

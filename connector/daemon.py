@@ -34,6 +34,7 @@ from . import __version__
 from .config import ConnectorConfig
 from .journal import Journal
 from .probe import Prober
+from .sbm_scheduler import SbmScheduler
 from .serf import SerfClient, SerfError
 from .watcher import Watcher
 
@@ -97,6 +98,13 @@ class Connector:
             self._maint_seen,
         )
         self.watcher = Watcher(self, cfg.watcher, self.journal)
+        self.sbm_tag = "3"
+        self.sbm = SbmScheduler(
+            self.model.effective(self.node).settings["baseline"],
+            self._publish_sbm,
+            hold_down=float(cfg.sbm.get("hold_down", 0)),
+            default_interval=float(cfg.sbm.get("interval", 10)),
+        )
         self.metrics = _Metrics(cfg.metrics)
 
     # ------------------------------------------------------------------ serf
@@ -130,7 +138,7 @@ class Connector:
             "-tag",
             f"maint={self.maint_tag}",
             "-tag",
-            "sbm=0",
+            f"sbm={self.sbm_tag}",
             "-tag",
             f"ver={__version__}",
         ]
@@ -168,7 +176,7 @@ class Connector:
                 )
                 await rpc.connect(timeout=2)
                 self.rpc = rpc
-                await rpc.set_tags({"maint": self.maint_tag})
+                await rpc.set_tags({"maint": self.maint_tag, "sbm": self.sbm_tag})
                 await self._join()
                 await self._refresh_members()
                 poll = asyncio.create_task(self._poll_members())
@@ -213,6 +221,14 @@ class Connector:
             self.serf_members = fresh
             self.dirty.set()
 
+    async def _publish_sbm(self, code: str) -> None:
+        """Publish the node's SBM status as the Serf tag ``sbm`` (peers see it by gossip)."""
+        self.sbm_tag = code
+        if self.rpc:
+            with contextlib.suppress(SerfError):
+                await self.rpc.set_tags({"sbm": code})
+        self.dirty.set()
+
     def _maint_seen(self) -> dict[str, str]:
         return {n: m.tags.get("maint", "0") for n, m in self.serf_members.items()}
 
@@ -227,7 +243,7 @@ class Connector:
             serf = dict(self.serf_members)
             if self.node not in serf:
                 serf[self.node] = SerfMember(
-                    self.node, self.address, "alive", {"maint": self.maint_tag}
+                    self.node, self.address, "alive", {"maint": self.maint_tag, "sbm": self.sbm_tag}
                 )
             observations = self.prober.observations()
             mine = self.coords.get(self.node)
@@ -281,6 +297,7 @@ class Connector:
         if not self.rpc:
             raise SerfError("the Serf agent is not connected yet")
         await self.rpc.set_tags({"maint": tag})
+        await self.sbm.set_maintenance(enter)
         self.dirty.set()
         waiting: list[str] = []
         while time.monotonic() - start < timeout:
@@ -329,6 +346,8 @@ class Connector:
                                 int(req.get("limit", 200)),
                             ),
                         }
+                    elif op == "sbm":
+                        reply = {"ok": True, "node": self.node, **self.sbm.report()}
                     elif op == "runs":
                         reply = {
                             "ok": True,
@@ -400,6 +419,7 @@ class Connector:
             asyncio.create_task(self.prober.run(), name="probe"),
             asyncio.create_task(self.recompute(), name="topology"),
             asyncio.create_task(self.watcher.run(), name="watcher"),
+            asyncio.create_task(self.sbm.run(), name="sbm"),
         ]
         log.info(
             "connector started",

@@ -55,6 +55,11 @@ def add_tns_parsers(sub: Any) -> None:
     runs.add_argument("--limit", type=int, default=20)
     runs.set_defaults(func=cmd_runs)
 
+    sbm = sub.add_parser(
+        "sbm", parents=[common], help="this node's Baseline Rules: status, value, threshold, since"
+    )
+    sbm.set_defaults(func=cmd_sbm)
+
     maint = sub.add_parser(
         "maintenance", parents=[common], help="enter or leave planned maintenance"
     )
@@ -188,3 +193,25 @@ def cmd_maintenance(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0 if reply["ok"] else 1
+
+
+@_guard
+def cmd_sbm(args: argparse.Namespace) -> int:
+    reply = request(_socket_path(args), {"op": "sbm"})
+    if args.json:
+        print(json.dumps(reply, indent=2))
+        return 0
+    print(f"node {reply['node']}: SBM status {reply['status']}")
+    print(f"  {'rule':16} {'status':9} {'value':>10} {'warn':>6} {'crit':>6}  {'since':8}  message")
+    for rule in reply["rules"]:
+        since = time.strftime("%H:%M:%S", time.localtime(rule.get("since", 0)))
+        value = rule.get("value")
+        value_text = (
+            f"{value:.2f}" if isinstance(value, float) else str(value if value is not None else "-")
+        )
+        warn = "-" if rule.get("warn") is None else rule["warn"]
+        crit = "-" if rule.get("crit") is None else rule["crit"]
+        print(
+            f"  {rule['rule']:16} {rule['reported_name']:9} {value_text:>10} {warn!s:>6} {crit!s:>6}  {since:8}  {rule.get('message', '')}"
+        )
+    return 0

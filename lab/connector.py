@@ -98,6 +98,9 @@ def wait_converged(lab: Lab, nodes: list[str] | None = None, timeout: float = 30
                 for topo in status["pools"].values():
                     if any(m["state"] != "alive" for m in topo["members"].values()):
                         ok = False
+                    # ... and every member has published a measured SBM status.
+                    if any(m["sbm"] in ("", "3") for m in topo["members"].values()):
+                        ok = False
                 if not status["pools"]:
                     ok = False
             if ok:

@@ -425,6 +425,7 @@ class RuleState:
         self.consecutive = max(1, consecutive)
         self.hold_down = hold_down
         self.reported = UNKNOWN
+        self.measured = False  # the first result is taken as is: there is no flap to damp yet
         self.since = time.time()
         self._candidate: int | None = None
         self._count = 0
@@ -433,6 +434,11 @@ class RuleState:
     def update(self, status: int, now: float | None = None) -> bool:
         """Feed one result; True when the reported status changed."""
         now = time.time() if now is None else now
+        if not self.measured:
+            self.measured = True
+            changed = status != self.reported
+            self.reported, self.since = status, now
+            return changed
         if status == self.reported:
             self._candidate, self._count = None, 0
             self._ok_since = None

@@ -319,3 +319,34 @@ def test_sigterm_stops_connector_and_its_serf_agent_cleanly(tns_lab):
     assert not (lab.ctl_path("n5") / "connector.sock").exists()
     start_connector(lab, "n5")
     wait_converged(lab, ["n5"], timeout=60)
+
+
+def test_sbm_critical_reaches_pool_peers_through_tns(tns_lab):
+    lab = tns_lab
+    multiall = str(ROOT / ".venv" / "bin" / "multiall")
+    start = time.monotonic()
+    lab.exec("n5", ["touch", "/run/sbm-fail"])
+    try:
+        wait_for(
+            lambda: (
+                control(lab, "n3", {"op": "status"})["pools"]["db"]["members"]["n5"]["sbm"] == "2"
+            ),
+            10,
+            "n3 to see n5 CRITICAL",
+        )
+        took = time.monotonic() - start
+        assert took < 0.5 + 1 + 1, f"{took:.2f} s from condition to the tag seen by a peer"
+        events = control(lab, "n4", {"op": "events"})["events"]
+        assert any(
+            e["type"] == "sbm_changed" and e["member"] == "n5" and e["new"] == "2" for e in events
+        )
+        table = lab.exec("n5", [multiall, "sbm", "--socket", "/run/lab/connector.sock"]).stdout
+        assert "SBM status 2" in table and "marker" in table and "CRITICAL" in table
+        assert "marker present" in table
+    finally:
+        lab.exec("n5", ["rm", "-f", "/run/sbm-fail"])
+    wait_for(
+        lambda: control(lab, "n3", {"op": "status"})["pools"]["db"]["members"]["n5"]["sbm"] == "0",
+        10,
+        "recovery",
+    )
