@@ -350,3 +350,58 @@ def test_sbm_critical_reaches_pool_peers_through_tns(tns_lab):
         10,
         "recovery",
     )
+
+
+def test_real_conditions_drive_sbm_seen_by_peers(tns_lab):
+    """A filled filesystem, a killed process and a closed port on n5, each seen by n3."""
+    import yaml
+
+    lab = tns_lab
+    lab.exec("n5", ["mkdir", "-p", "/srv/small"])
+    lab.exec("n5", ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", "/srv/small"])
+    lab.service_start(
+        "n5", "worker", ["python3", "-c", "import time; time.sleep(3600)", "sbm-worker"]
+    )
+    lab.service_start("n5", "web", ["python3", "-m", "http.server", "8088", "--bind", "127.0.0.1"])
+    model = yaml.safe_load(lab.inventory_path.read_text())
+    model["nodes"]["n5"]["settings"] = {
+        "baseline": {
+            "small_disk": {
+                "kind": "disk",
+                "mount": "/srv/small",
+                "warn": 50,
+                "crit": 80,
+                "interval": 0.5,
+            },
+            "worker": {"kind": "process", "cmdline": "sbm-worker", "interval": 0.5},
+            "web_port": {"kind": "port", "port": 8088, "interval": 0.5},
+        }
+    }
+    (lab.node_root("n5") / "etc/multiall/pools.yml").write_text(yaml.safe_dump(model))
+    lab.service_stop("n5", "connector")
+    start_connector(lab, "n5")
+    wait_converged(lab, ["n5", "n3"], timeout=60)
+
+    def seen_by_n3() -> str:
+        return control(lab, "n3", {"op": "status"})["pools"]["db"]["members"]["n5"]["sbm"]
+
+    def expect(code: str, what: str) -> None:
+        start = time.monotonic()
+        wait_for(lambda: seen_by_n3() == code, 10, what)
+        assert time.monotonic() - start < 0.5 + 1 + 1.5, what
+
+    expect("0", "n5 healthy")
+    lab.exec("n5", ["dd", "if=/dev/zero", "of=/srv/small/fill", "bs=1k", "count=900"])
+    expect("2", "filled filesystem")
+    lab.exec("n5", ["rm", "/srv/small/fill"])
+    expect("0", "space freed")
+    lab.service_stop("n5", "worker")
+    expect("2", "killed process")
+    lab.service_start(
+        "n5", "worker", ["python3", "-c", "import time; time.sleep(3600)", "sbm-worker"]
+    )
+    expect("0", "process back")
+    lab.service_stop("n5", "web")
+    expect("2", "closed port")
+    lab.service_start("n5", "web", ["python3", "-m", "http.server", "8088", "--bind", "127.0.0.1"])
+    expect("0", "port open again")
