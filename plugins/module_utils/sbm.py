@@ -147,11 +147,18 @@ def check_process(rule: dict[str, Any], timeout: float) -> tuple[int, str, Any, 
     ps = _need_psutil()
     name, cmdline, user = rule.get("name"), rule.get("cmdline"), rule.get("user")
     count = 0
-    for proc in ps.process_iter(["name", "cmdline", "username"]):
-        info = proc.info
+    table = _snapshot(
+        "processes",
+        lambda: [
+            (p.info.get("name"), " ".join(p.info.get("cmdline") or []), p.info.get("username"))
+            for p in ps.process_iter(["name", "cmdline", "username"])
+        ],
+    )
+    for proc_name, proc_cmdline, proc_user in table:
+        info = {"name": proc_name, "cmdline": proc_cmdline, "username": proc_user}
         if name and info.get("name") != name:
             continue
-        if cmdline and cmdline not in " ".join(info.get("cmdline") or []):
+        if cmdline and cmdline not in info["cmdline"]:
             continue
         if user and info.get("username") != user:
             continue
@@ -164,23 +171,45 @@ def check_process(rule: dict[str, Any], timeout: float) -> tuple[int, str, Any, 
     return OK, f"{count} {what} process(es)", count, {"count": count}
 
 
-def _listening(port: int, proto: str) -> bool:
-    """Is anything listening on ``port`` (any local address)? Read from /proc/net."""
-    kinds = ("tcp", "tcp6") if proto == "tcp" else ("udp", "udp6")
-    for kind in kinds:
+_SNAPSHOTS: dict[str, tuple[float, Any]] = {}
+SNAPSHOT_TTL = 0.25
+
+
+def _snapshot(key: str, build: Callable[[], Any]) -> Any:
+    """Share one expensive read (socket table, process table) among the rules of a cycle.
+
+    200 rules in a cycle would otherwise re-read /proc for every port or process
+    rule; a reading at most SNAPSHOT_TTL old is as true as a fresh one for a
+    check that runs every few seconds.
+    """
+    now = time.monotonic()
+    cached = _SNAPSHOTS.get(key)
+    if cached and now - cached[0] < SNAPSHOT_TTL:
+        return cached[1]
+    value = build()
+    _SNAPSHOTS[key] = (now, value)
+    return value
+
+
+def _listening_ports(proto: str) -> frozenset[int]:
+    """Local ports in LISTEN (tcp) or bound (udp), from /proc/net."""
+    ports = set()
+    for kind in ("tcp", "tcp6") if proto == "tcp" else ("udp", "udp6"):
         try:
             with open(f"/proc/net/{kind}") as handle:
                 next(handle)
                 for line in handle:
-                    parts = line.split()
-                    local, state = parts[1], parts[3]
-                    if int(local.rsplit(":", 1)[1], 16) == port and (
-                        proto == "udp" or state == "0A"
-                    ):
-                        return True
-        except OSError:
+                    parts = line.split(None, 4)
+                    if proto == "udp" or parts[3] == "0A":
+                        ports.add(int(parts[1].rsplit(":", 1)[1], 16))
+        except (OSError, StopIteration):
             continue
-    return False
+    return frozenset(ports)
+
+
+def _listening(port: int, proto: str) -> bool:
+    """Is anything listening on ``port`` (any local address)?"""
+    return port in _snapshot(f"listen-{proto}", lambda: _listening_ports(proto))
 
 
 def check_port(rule: dict[str, Any], timeout: float) -> tuple[int, str, Any, dict[str, Any]]:

@@ -15,6 +15,7 @@ import pytest
 from ansible_collections.takelan.multiall.plugins.module_utils.sbm import (
     CRITICAL,
     OK,
+    SNAPSHOT_TTL,
     UNKNOWN,
     WARNING,
     RuleState,
@@ -56,6 +57,7 @@ def test_process_rule_sees_a_process_die():
     finally:
         proc.kill()
         proc.wait()
+    time.sleep(SNAPSHOT_TTL)  # rules of one cycle share a process-table snapshot
     assert status("process", cmdline=marker) == CRITICAL
     assert status("process", cmdline=marker, min=0) == OK
 
@@ -68,6 +70,7 @@ def test_port_and_tcp_rules_follow_a_listening_socket():
     assert status("port", port=port) == OK
     assert status("tcp", host="127.0.0.1", port=port, timeout=2) == OK
     server.close()
+    time.sleep(SNAPSHOT_TTL)  # rules of one cycle share a socket-table snapshot
     assert status("port", port=port) == CRITICAL
     assert status("tcp", host="127.0.0.1", port=port, timeout=1) == CRITICAL
 
