@@ -96,6 +96,7 @@ class Connector:
             float(cfg.probe["dead_after"]),
             self.dirty.set,
             self._maint_seen,
+            lambda: self.sbm_tag,
         )
         self.watcher = Watcher(self, cfg.watcher, self.journal)
         self.sbm_tag = "3"
@@ -181,8 +182,12 @@ class Connector:
                 await self._refresh_members()
                 poll = asyncio.create_task(self._poll_members())
                 try:
-                    async for _event in rpc.stream():
-                        await self._refresh_members()
+                    types = "member-join,member-leave,member-failed,member-update,member-reap,query:multiall-sbm"
+                    async for event in rpc.stream(types):
+                        if event.get("Event") == "query":
+                            await self._answer_query(rpc, event)
+                        else:
+                            await self._refresh_members()
                 finally:
                     poll.cancel()
             except (SerfError, OSError) as exc:
@@ -221,9 +226,69 @@ class Connector:
             self.serf_members = fresh
             self.dirty.set()
 
+    async def _answer_query(self, rpc: SerfClient, event: dict[str, Any]) -> None:
+        """``multiall-sbm``: any node may ask for this node's per-rule SBM detail."""
+        report = self.sbm.report()
+        rules = [
+            {
+                "rule": r["rule"],
+                "kind": r["kind"],
+                "reported": r["reported"],
+                "reported_name": r["reported_name"],
+                "value": r.get("value"),
+                "warn": r.get("warn"),
+                "crit": r.get("crit"),
+                "since": round(r["since"]),
+                "message": str(r.get("message", ""))[:60],
+            }
+            for r in report["rules"]
+        ]
+        answer = {
+            "node": self.node,
+            "status": report["status"],
+            "maintenance": report["maintenance"],
+            "rules": rules,
+        }
+        data = json.dumps(answer, default=str, separators=(",", ":")).encode()
+        while len(data) > 1000 and answer["rules"]:  # Serf caps a query answer at 1 KB
+            for rule in answer["rules"]:
+                rule.pop("message", None)
+            if len(json.dumps(answer, default=str).encode()) > 1000:
+                answer["rules"] = [r for r in answer["rules"] if r["reported"] != 0] or answer[
+                    "rules"
+                ][:5]
+                answer["truncated"] = True
+            data = json.dumps(answer, default=str, separators=(",", ":")).encode()
+            if len(data) > 1000:
+                answer["rules"] = answer["rules"][: max(1, len(answer["rules"]) // 2)]
+                data = json.dumps(answer, default=str, separators=(",", ":")).encode()
+        with contextlib.suppress(SerfError):
+            await rpc.respond(event["ID"], data)
+
+    async def query_sbm(self, node: str, timeout: float = 2.0) -> dict[str, Any]:
+        """Another node's SBM detail through a Serf query."""
+        if node == self.node:
+            return {"ok": True, "node": self.node, **self.sbm.report()}
+        if node not in self.model.nodes:
+            raise ValueError(f"no node {node!r} in the pool model")
+        if not self.rpc:
+            raise SerfError("the Serf agent is not connected yet")
+        answers = await self.rpc.query("multiall-sbm", b"", nodes=[node], timeout=timeout)
+        if not answers:
+            raise SerfError(f"{node} did not answer within {timeout:g} s (down or partitioned?)")
+        try:
+            data = json.loads(answers[0]["payload"])
+        except ValueError:
+            raise SerfError(
+                f"{node} answered with something that is not JSON (truncated report?)"
+            ) from None
+        if not isinstance(data, dict):
+            raise SerfError(f"{node} sent a malformed report")
+        return {"ok": True, **data}
+
     async def _publish_sbm(self, code: str) -> None:
         """Publish the node's SBM status as the Serf tag ``sbm`` (peers see it by gossip)."""
-        self.sbm_tag = code
+        self.sbm_tag = code  # also carried by the next probe packets (within one interval)
         if self.rpc:
             with contextlib.suppress(SerfError):
                 await self.rpc.set_tags({"sbm": code})
@@ -246,6 +311,13 @@ class Connector:
                     self.node, self.address, "alive", {"maint": self.maint_tag, "sbm": self.sbm_tag}
                 )
             observations = self.prober.observations()
+            for peer, code in self.prober.peer_sbm.items():
+                member = serf.get(peer)
+                if member is not None and peer in observations and member.tags.get("sbm") != code:
+                    # A fresh SBM status from the peer's own probe beats the gossiped tag.
+                    serf[peer] = SerfMember(
+                        member.name, member.address, member.status, {**member.tags, "sbm": code}
+                    )
             mine = self.coords.get(self.node)
             rtts = {n: rtt_ms(mine, self.coords.get(n)) for n in self.peers}
             rtts = {n: v for n, v in rtts.items() if v is not None}
@@ -347,7 +419,8 @@ class Connector:
                             ),
                         }
                     elif op == "sbm":
-                        reply = {"ok": True, "node": self.node, **self.sbm.report()}
+                        node = req.get("node") or self.node
+                        reply = await self.query_sbm(str(node), float(req.get("timeout", 2)))
                     elif op == "runs":
                         reply = {
                             "ok": True,

@@ -71,10 +71,12 @@ class Prober(asyncio.DatagramProtocol):
         dead_after: float,
         on_change: Callable[[], None],
         maint_seen: Callable[[], dict[str, str]],
+        own_sbm: Callable[[], str] = lambda: "",
     ) -> None:
         self.node, self.peers, self.port, self.secret = node, dict(peers), port, secret
         self.interval, self.dead_after = interval, dead_after
-        self.on_change, self.maint_seen = on_change, maint_seen
+        self.on_change, self.maint_seen, self.own_sbm = on_change, maint_seen, own_sbm
+        self.peer_sbm: dict[str, str] = {}
         self.transport: asyncio.DatagramTransport | None = None
         self.last_pong: dict[str, float] = {}
         self.rtt_ms: dict[str, float] = {}
@@ -99,6 +101,11 @@ class Prober(asyncio.DatagramProtocol):
         previous = self.views.get(sender)
         self.views[sender] = (now, view)
         self.peer_maint_seen[sender] = {str(k): str(v) for k, v in (msg.get("maint") or {}).items()}
+        sbm = str(msg.get("sbm", ""))[:16]
+        if sbm and self.peer_sbm.get(sender) != sbm:
+            # The SBM status travels here too: Serf coalesces tag updates for ~1 s.
+            self.peer_sbm[sender] = sbm
+            self.on_change()
         was_reachable = self._view.get(sender, True)
         self.last_pong[sender] = now  # any signed packet proves the path from the peer works
         if msg["t"] == "ping" and msg.get("rtt"):
@@ -126,6 +133,7 @@ class Prober(asyncio.DatagramProtocol):
             "ts": time.time(),
             "view": self._view,
             "maint": self.maint_seen(),
+            "sbm": self.own_sbm(),
         }
         if echo is not None:
             body["echo"] = echo

@@ -210,6 +210,34 @@ class SerfClient:
         body = await self.request("join", {"Existing": addresses, "Replay": False})
         return int(body.get("Num", 0))
 
+    async def query(
+        self, name: str, payload: bytes = b"", nodes: list[str] | None = None, timeout: float = 2.0
+    ) -> list[dict[str, Any]]:
+        """Ask members a question; return their answers (``from``, ``payload``)."""
+        seq = next(self._seq)
+        queue: asyncio.Queue = asyncio.Queue()
+        self._streams[seq] = queue
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._pending[seq] = ("query", future)
+        body = {
+            "FilterNodes": nodes or [],
+            "FilterTags": {},
+            "RequestAck": False,
+            "Timeout": int(timeout * 1e9),
+            "Name": name,
+            "Payload": payload,
+        }
+        await self._send("query", seq, body)
+        try:
+            await asyncio.wait_for(future, 10)
+            return await _collect(self, seq, queue, timeout + 1)
+        finally:
+            self._streams.pop(seq, None)
+
+    async def respond(self, query_id: int, payload: bytes) -> None:
+        """Answer a query this agent received (from the event stream)."""
+        await self.request("respond", {"ID": query_id, "Payload": payload})
+
     async def coordinate(self, node: str) -> dict[str, Any] | None:
         """A member's Vivaldi network coordinate (None when Serf has none)."""
         body = await self.request("get-coordinate", {"Node": node})
@@ -239,6 +267,31 @@ class SerfClient:
             if self._writer is not None and not self._writer.is_closing():
                 with contextlib.suppress(OSError, SerfError):
                     await self._send("stop", next(self._seq), {"Stop": seq})
+
+
+async def _collect(
+    client: SerfClient, seq: int, queue: asyncio.Queue, timeout: float
+) -> list[dict[str, Any]]:
+    """Read query records (ack/response/done) until Serf says done."""
+    out: list[dict[str, Any]] = []
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            return out
+        try:
+            item = await asyncio.wait_for(queue.get(), remaining)
+        except TimeoutError:
+            return out
+        if isinstance(item, Exception):
+            raise item
+        if item.get("Type") == "done":
+            return out
+        if item.get("Type") == "response":
+            payload = item.get("Payload") or b""
+            if isinstance(payload, str):
+                payload = payload.encode("utf-8", "surrogateescape")
+            out.append({"from": item.get("From", ""), "payload": bytes(payload)})
 
 
 def rtt_ms(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:

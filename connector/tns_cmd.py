@@ -58,6 +58,7 @@ def add_tns_parsers(sub: Any) -> None:
     sbm = sub.add_parser(
         "sbm", parents=[common], help="this node's Baseline Rules: status, value, threshold, since"
     )
+    sbm.add_argument("node", nargs="?", help="another node: asked through a Serf query")
     sbm.set_defaults(func=cmd_sbm)
 
     maint = sub.add_parser(
@@ -197,7 +198,7 @@ def cmd_maintenance(args: argparse.Namespace) -> int:
 
 @_guard
 def cmd_sbm(args: argparse.Namespace) -> int:
-    reply = request(_socket_path(args), {"op": "sbm"})
+    reply = request(_socket_path(args), {"op": "sbm", "node": args.node})
     if args.json:
         print(json.dumps(reply, indent=2))
         return 0

