@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "collection"))
 
-from lab import Lab  # noqa: E402
-from lab.connector import control, start_all, start_connector, wait_converged  # noqa: E402
+from lab import Lab
+from lab.connector import control, start_all, start_connector, wait_converged
 
 MODEL = """\
 plugin: takelan.multiall.pools

@@ -89,6 +89,9 @@ class SbmScheduler:
         """One task per rule, forever."""
         await self.publish(self.node_status())
         self.status = self.node_status()
+        if not self.rules:
+            # Nothing to check: stay alive (a core task that returns stops the daemon).
+            await asyncio.Event().wait()
         await asyncio.gather(*(self._run_rule(n, r) for n, r in self.rules.items()))
 
     def report(self) -> dict[str, Any]:

@@ -189,3 +189,49 @@ def test_only_the_pool_leader_runs_pool_wide_playbooks(tmp_path):
     watcher, journal = make_watcher(tmp_path, leader="n2")
     drive(watcher, [{"type": "member_failed", "pool": "web", "member": "n3"}], 0.4)
     assert journal.runs() == []
+
+
+# ------------------------------------------------------------------- sbm
+def test_sbm_scheduler_without_rules_publishes_ok_and_keeps_running():
+    from connector.sbm_scheduler import SbmScheduler
+
+    published: list[str] = []
+
+    async def publish(code: str) -> None:
+        published.append(code)
+
+    async def scenario():
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(SbmScheduler({}, publish).run(), 0.3)
+
+    asyncio.run(scenario())
+    assert published == ["0"]
+
+
+def test_sbm_scheduler_publishes_worst_rule_and_maintenance():
+    from connector.sbm_scheduler import SbmScheduler
+
+    published: list[str] = []
+
+    async def publish(code: str) -> None:
+        published.append(code)
+
+    rules = {
+        "ok": {"kind": "load", "crit": 10000, "interval": 0.1},
+        "bad": {"kind": "load", "crit": 0, "interval": 0.1},
+    }
+    sched = SbmScheduler(rules, publish)
+
+    async def scenario():
+        task = asyncio.create_task(sched.run())
+        await asyncio.sleep(0.3)
+        await sched.set_maintenance(True)
+        await asyncio.sleep(0.05)
+        task.cancel()
+
+    asyncio.run(scenario())
+    assert published[0] == "3" and "2" in published and published[-1] == "MAINTENANCE"
+    assert {r["rule"]: r["reported_name"] for r in sched.report()["rules"]} == {
+        "bad": "CRITICAL",
+        "ok": "OK",
+    }
