@@ -257,6 +257,28 @@ def story(lab: Lab, fast: bool) -> None:
 
     step(
         9,
+        "A health check fails",
+        "SBM runs each node's Baseline Rules 24/7; a failing Nagios-style check makes n3 CRITICAL and n2 sees it within a second.",
+    )
+    lab.exec("n3", ["touch", "/run/sbm-fail"])
+    t0 = time.monotonic()
+    while (
+        control(lab, "n2", {"op": "status"})["pools"]["db"]["members"]["n3"]["sbm"] != "2"
+        and time.monotonic() - t0 < 10
+    ):
+        time.sleep(0.05)
+    console.print(
+        f"  n2 sees n3's SBM status 2 (CRITICAL) {time.monotonic() - t0:.2f} s after the condition"
+    )
+    sbm_table = lab.exec(
+        "n2", [str(BIN / "multiall"), "sbm", "n3", "--socket", "/run/lab/connector.sock"]
+    )
+    console.print("[dim]n2$ multiall sbm n3[/dim]")
+    console.print(sbm_table.stdout, markup=False)
+    lab.exec("n3", ["rm", "-f", "/run/sbm-fail"])
+
+    step(
+        10,
         "Planned maintenance",
         "n1 enters maintenance; the call returns only once every pool peer has seen it.",
     )
@@ -268,7 +290,7 @@ def story(lab: Lab, fast: bool) -> None:
     control(lab, "n1", {"op": "maintenance", "action": "exit"})
 
     step(
-        10,
+        11,
         "A network partition",
         "lab partition n1 | n2,n3: web (n1,n2) has no majority on either side; db (n2,n3) keeps its quorum.",
     )
@@ -282,7 +304,7 @@ def story(lab: Lab, fast: bool) -> None:
     console.print()
     console.print(
         Panel(
-            "Next in the story (coming with the SBM, FS-SA, DB-SA and DNS-SA issues): "
+            "Next in the story (coming with the FS-SA, DB-SA and DNS-SA issues): "
             "a file written on one node appears on its peers; a DB row written during a "
             "partition is replayed after heal; a killed node leaves DNS and returns after it "
             "catches up.",
