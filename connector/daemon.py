@@ -105,6 +105,7 @@ class Connector:
             self._publish_sbm,
             hold_down=float(cfg.sbm.get("hold_down", 0)),
             default_interval=float(cfg.sbm.get("interval", 10)),
+            reachable_peers=lambda: len(self._reachable_peers()),
         )
         self.metrics = _Metrics(cfg.metrics)
 

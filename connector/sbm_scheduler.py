@@ -37,9 +37,11 @@ class SbmScheduler:
         publish,
         hold_down: float = 0.0,
         default_interval: float = 10.0,
+        reachable_peers=None,
     ):
         self.rules = {n: r for n, r in rules.items() if r.get("enabled", True)}
         self.publish = publish  # async callable(str) -> None
+        self.reachable_peers = reachable_peers  # callable() -> int, from TNS (for `peer` rules)
         self.default_interval = default_interval
         self.states = {n: RuleState(int(r.get("for", 1)), hold_down) for n, r in self.rules.items()}
         self.last: dict[str, Result] = {}
@@ -72,6 +74,8 @@ class SbmScheduler:
         timeout = float(rule.get("timeout", min(10.0, interval)))
         await asyncio.sleep(random.uniform(0, min(interval, 1.0) * 0.2))
         while True:
+            if rule["kind"] == "peer" and self.reachable_peers is not None:
+                rule = {**rule, "_reachable_peers": self.reachable_peers()}
             try:
                 result = await asyncio.wait_for(
                     asyncio.to_thread(evaluate, name, rule), timeout + 1.0

@@ -235,3 +235,25 @@ def test_sbm_scheduler_publishes_worst_rule_and_maintenance():
         "bad": "CRITICAL",
         "ok": "OK",
     }
+
+
+def test_peer_rule_gets_the_reachable_peer_count_from_tns():
+    from connector.sbm_scheduler import SbmScheduler
+
+    async def publish(code: str) -> None:
+        pass
+
+    peers = {"n": 1}
+    rules = {"peers": {"kind": "peer", "warn": 2, "crit": 1, "interval": 0.05}}
+    sched = SbmScheduler(rules, publish, reachable_peers=lambda: peers["n"])
+
+    async def scenario():
+        task = asyncio.create_task(sched.run())
+        await asyncio.sleep(0.2)
+        first = sched.report()["rules"][0]["reported_name"]
+        peers["n"] = 3
+        await asyncio.sleep(0.2)
+        task.cancel()
+        return first, sched.report()["rules"][0]["reported_name"]
+
+    assert asyncio.run(scenario()) == ("CRITICAL", "OK")
