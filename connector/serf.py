@@ -196,6 +196,25 @@ class SerfClient:
             self._pending.pop(seq, None)
             raise SerfError(f"{command}: no answer from Serf within {timeout:g} s") from None
 
+    async def _open_stream(self, command: str, body: dict[str, Any]) -> tuple[int, asyncio.Queue]:
+        """Start a command whose answers keep coming under one Seq (stream, query).
+
+        Serf first acknowledges with a bare header; every later message with that
+        Seq goes to the returned queue until the caller drops ``self._streams[seq]``.
+        """
+        seq = next(self._seq)
+        queue: asyncio.Queue = asyncio.Queue()
+        self._streams[seq] = queue
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._pending[seq] = (command, future)
+        await self._send(command, seq, body)
+        try:
+            await asyncio.wait_for(future, 10)
+        except BaseException:
+            self._streams.pop(seq, None)
+            raise
+        return seq, queue
+
     async def members(self) -> list[Member]:
         """Every member Serf knows, with status and tags."""
         body = await self.request("members")
@@ -214,11 +233,6 @@ class SerfClient:
         self, name: str, payload: bytes = b"", nodes: list[str] | None = None, timeout: float = 2.0
     ) -> list[dict[str, Any]]:
         """Ask members a question; return their answers (``from``, ``payload``)."""
-        seq = next(self._seq)
-        queue: asyncio.Queue = asyncio.Queue()
-        self._streams[seq] = queue
-        future: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._pending[seq] = ("query", future)
         body = {
             "FilterNodes": nodes or [],
             "FilterTags": {},
@@ -227,9 +241,8 @@ class SerfClient:
             "Name": name,
             "Payload": payload,
         }
-        await self._send("query", seq, body)
+        seq, queue = await self._open_stream("query", body)
         try:
-            await asyncio.wait_for(future, 10)
             return await _collect(self, seq, queue, timeout + 1)
         finally:
             self._streams.pop(seq, None)
@@ -247,14 +260,8 @@ class SerfClient:
         self, types: str = "member-join,member-leave,member-failed,member-update,member-reap"
     ) -> AsyncIterator[dict[str, Any]]:
         """Yield Serf events as they happen, until the caller stops iterating."""
-        seq = next(self._seq)
-        queue: asyncio.Queue = asyncio.Queue()
-        self._streams[seq] = queue
-        future: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._pending[seq] = ("stream", future)
-        await self._send("stream", seq, {"Type": types})
+        seq, queue = await self._open_stream("stream", {"Type": types})
         try:
-            await asyncio.wait_for(future, 10)
             while True:
                 item = await queue.get()
                 if isinstance(item, Exception):
