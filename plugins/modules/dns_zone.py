@@ -1,0 +1,311 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: TakeLAN MultiAll developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: dns_zone
+short_description: Make a pool's DNS records follow its topology (RFC 2136 with TSIG, or zone rebuild)
+version_added: 0.1.0
+author:
+  - TakeLAN MultiAll developers
+description:
+  - Computes the records a pool should have from the pool model and the pool's current
+    topology - the pool name's A/AAAA set holds the members that are alive, SBM OK or WARNING
+    and past their hold-down; one name per node; the pool's extra O(pool) C(dns.records).
+  - Asks the authoritative server what it serves for exactly those names, and applies the
+    difference. Records MultiAll does not own are never touched.
+  - In C(update) mode the difference is sent as one RFC 2136 dynamic update signed with TSIG
+    (all or nothing). A wrong or missing key fails with a clear message and changes nothing.
+  - In C(rebuild) mode the whole zone is rendered with Jinja2, the SOA serial is bumped
+    monotonically, the file is checked with C(named-checkzone), atomically replaced and
+    reloaded with C(rndc reload). A zone that fails the check is never installed. Run it on the
+    DNS server (C(delegate_to)).
+  - The members come from O(members) when given, else from the local TakeConnector (the same
+    choice the connector applies in-process, hold-down included). Without quorum the module
+    refuses to change anything, so a minority partition never rewrites DNS for the majority.
+  - Idempotent - nothing is sent when the server already serves what the topology wants.
+attributes:
+  check_mode:
+    support: full
+    description: Shows the records that would be added and removed; sends and writes nothing.
+  diff_mode:
+    support: full
+    description: Before and after are the owned records as zone-file lines.
+  platform:
+    platforms: posix
+requirements:
+  - dnspython (python3-dnspython)
+  - Jinja2, named-checkzone and rndc for O(mode=rebuild)
+options:
+  pool:
+    description: The pool whose zone to reconcile; its C(dns) section gives zone, server, TTL, mode.
+    type: str
+    required: true
+  pools_file:
+    description: The pool model.
+    type: path
+    default: /etc/multiall/pools.yml
+  members:
+    description:
+      - The members to put in the pool record. Default - ask the connector on O(socket).
+      - An empty list is refused (DNS never removes the last member).
+    type: list
+    elements: str
+  socket:
+    description: The TakeConnector control socket to ask for the members, leader and quorum.
+    type: path
+    default: /run/multiall/connector.sock
+  mode:
+    description: Overrides the pool's C(dns.mode).
+    type: str
+    choices: [update, rebuild]
+  server:
+    description: The DNS server's address; overrides the pool's C(dns.server).
+    type: str
+  port:
+    description: The DNS server's port.
+    type: int
+    default: 53
+  key_file:
+    description: A BIND key file (C(tsig-keygen) output) with the TSIG key, for O(mode=update).
+    type: path
+    default: /etc/multiall/dns.key
+  key_name:
+    description: TSIG key name, when the key is given with O(key_secret) instead of O(key_file).
+    type: str
+  key_secret:
+    description: TSIG secret (base64); takes precedence over O(key_file).
+    type: str
+  key_algorithm:
+    description: TSIG algorithm for O(key_secret).
+    type: str
+    default: hmac-sha256
+  zone_file:
+    description: For O(mode=rebuild) - the zone file named loads.
+    type: path
+  template:
+    description: For O(mode=rebuild) - a Jinja2 zone template; default is the built-in one.
+    type: path
+  reload:
+    description: For O(mode=rebuild) - run C(rndc reload ZONE) after installing.
+    type: bool
+    default: true
+  timeout:
+    description: Seconds to wait for each DNS answer.
+    type: float
+    default: 2
+seealso:
+  - module: takelan.multiall.tns_maintenance
+  - name: DNS-SA guide
+    description: docs/dns.md in the collection.
+    link: https://github.com/takelan/multiall/blob/main/docs/dns.md
+"""
+
+EXAMPLES = r"""
+- name: Pool DNS follows the topology the local connector sees
+  takelan.multiall.dns_zone:
+    pool: web
+
+- name: Publish an explicit member list, show what would change
+  takelan.multiall.dns_zone:
+    pool: web
+    members: [n1, n2]
+  check_mode: true
+  diff: true
+
+- name: Rebuild mode - render, check and reload the zone on the DNS server
+  takelan.multiall.dns_zone:
+    pool: api
+    mode: rebuild
+    members: "{{ api_members }}"
+    zone_file: /var/lib/bind/multiall/api.pool.example.test.zone
+  delegate_to: ns1
+"""
+
+RETURN = r"""
+zone:
+  description: The pool's zone.
+  returned: always
+  type: str
+  sample: web.pool.example.test
+members:
+  description: The members published in the pool record.
+  returned: always
+  type: list
+  elements: str
+  sample: [n1, n2]
+records:
+  description: One line per record added (V(+)) or removed (V(-)).
+  returned: always
+  type: list
+  elements: str
+  sample: ["- @ IN A 198.18.0.13"]
+changes:
+  description: Each changed record set with the values added and removed.
+  returned: always
+  type: list
+  elements: dict
+wanted:
+  description: The owned records as they should be, zone-file lines.
+  returned: always
+  type: list
+  elements: str
+served:
+  description: The owned records as the server served them before the task.
+  returned: always
+  type: list
+  elements: str
+kept_last:
+  description: Members kept although unfit, because no member was fit (never an empty pool).
+  returned: when the members came from the connector
+  type: list
+  elements: str
+update_ms:
+  description: Milliseconds the signed dynamic update took.
+  returned: when an update was sent
+  type: float
+serial:
+  description: SOA serial of the rendered zone (rebuild mode).
+  returned: rebuild mode
+  type: int
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.takelan.multiall.plugins.module_utils._control import (
+    ControlError,
+    control_request,
+)
+from ansible_collections.takelan.multiall.plugins.module_utils.dns import (
+    HAS_DNSPYTHON,
+    DnsError,
+    load_key_file,
+    make_key,
+    pool_addresses,
+    reconcile,
+    zone_server,
+    zone_settings,
+)
+from ansible_collections.takelan.multiall.plugins.module_utils.pools import (
+    PoolModelError,
+    load,
+)
+
+
+def members_from_connector(module: AnsibleModule, pool: str) -> dict:
+    """The connector's choice for the pool; refuses without quorum."""
+    try:
+        reply = control_request(module.params["socket"], {"op": "dns", "pool": pool}, timeout=10)
+    except ControlError as exc:
+        module.fail_json(msg=f"{exc}; or give the members with the members option")
+    info = reply.get("pools", {}).get(pool)
+    if not info:
+        module.fail_json(msg=f"the connector on {reply.get('node')} is not a member of pool {pool}")
+    if not info.get("quorum"):
+        module.fail_json(
+            msg=f"pool {pool} has no quorum in {reply.get('node')}'s view: DNS is left alone "
+            "(a minority partition must not rewrite the zone)",
+            changed=False,
+        )
+    return info
+
+
+def main() -> None:
+    """Plan, show and apply the pool's DNS changes."""
+    module = AnsibleModule(
+        argument_spec={
+            "pool": {"type": "str", "required": True},
+            "pools_file": {"type": "path", "default": "/etc/multiall/pools.yml"},
+            "members": {"type": "list", "elements": "str"},
+            "socket": {"type": "path", "default": "/run/multiall/connector.sock"},
+            "mode": {"type": "str", "choices": ["update", "rebuild"]},
+            "server": {"type": "str"},
+            "port": {"type": "int", "default": 53},
+            "key_file": {"type": "path", "default": "/etc/multiall/dns.key"},
+            "key_name": {"type": "str"},
+            "key_secret": {"type": "str", "no_log": True},
+            "key_algorithm": {"type": "str", "default": "hmac-sha256"},
+            "zone_file": {"type": "path"},
+            "template": {"type": "path"},
+            "reload": {"type": "bool", "default": True},
+            "timeout": {"type": "float", "default": 2.0},
+        },
+        required_together=[("key_name", "key_secret")],
+        supports_check_mode=True,
+    )
+    if not HAS_DNSPYTHON:
+        module.fail_json(msg="dnspython is required: apt-get install python3-dnspython")
+    p = module.params
+    result: dict = {"changed": False}
+    try:
+        model = load(p["pools_file"])
+        settings = zone_settings(model, p["pool"])
+        if p["mode"]:
+            settings["mode"] = p["mode"]
+        server = zone_server(settings, p["server"])
+        addresses = pool_addresses(model, p["pool"])
+        if p["members"] is not None:
+            if not p["members"]:
+                module.fail_json(msg="members is empty: DNS never removes the last member")
+            members = list(p["members"])
+        else:
+            info = members_from_connector(module, p["pool"])
+            members = info["members"]["members"]
+            result["kept_last"] = info["members"]["kept_last"]
+        key = None
+        if settings["mode"] == "update":
+            if p["key_secret"]:
+                key = make_key(p["key_name"], p["key_algorithm"], p["key_secret"], "key_secret")
+            else:
+                key = load_key_file(p["key_file"])
+        template, template_source = None, "built-in template"
+        if p["template"]:
+            template_source = p["template"]
+            try:
+                with open(p["template"], encoding="utf-8") as handle:
+                    template = handle.read()
+            except OSError as exc:
+                module.fail_json(msg=f"{p['template']}: cannot read the zone template: {exc}")
+        outcome = reconcile(
+            settings,
+            addresses,
+            members,
+            server,
+            key=key,
+            port=p["port"],
+            timeout=p["timeout"],
+            check=module.check_mode,
+            zone_file=p["zone_file"],
+            template=template,
+            template_source=template_source,
+            reload_argv=None if p["reload"] else [],
+        )
+    except PoolModelError as exc:
+        module.fail_json(msg=str(exc), **result)
+    except DnsError as exc:
+        module.fail_json(msg=str(exc), **result)
+    result.update(
+        changed=outcome["changed"],
+        zone=outcome["zone"],
+        members=outcome["members"],
+        records=outcome["diff"],
+        changes=outcome["changes"],
+        wanted=outcome["wanted"],
+        served=outcome["served"],
+        diff={
+            "before": outcome["before"],
+            "after": outcome["after"],
+            "before_header": f"{outcome['zone']} (served by {server})",
+            "after_header": f"{outcome['zone']} (wanted)",
+        },
+    )
+    for extra in ("update_ms", "serial", "zone_file"):
+        if extra in outcome:
+            result[extra] = outcome[extra]
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
