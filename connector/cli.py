@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
+from .dns_cmd import add_dns_parser
 from .pools_cmd import add_pools_parser
 from .tns_cmd import add_tns_parsers
 
@@ -27,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     add_pools_parser(sub)
-    add_tns_parsers(sub)
+    common = add_tns_parsers(sub)
+    add_dns_parser(sub, common)
     return parser
 
 

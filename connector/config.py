@@ -68,6 +68,15 @@ SPEC = Field(
                 "interval": Field("number", minimum=0.1, maximum=3600),
             },
         ),
+        "dns": Field(
+            "object",
+            keys={
+                "key_file": Field("str"),
+                "hold_down": Field("number", minimum=0, maximum=3600),
+                "timeout": Field("number", minimum=0.05, maximum=30),
+                "resync": Field("number", minimum=1, maximum=3600),
+            },
+        ),
         "watcher": Field(
             "object",
             keys={
@@ -96,6 +105,7 @@ class ConnectorConfig:
     probe: dict[str, Any] = field(default_factory=dict)
     watcher: dict[str, Any] = field(default_factory=dict)
     sbm: dict[str, Any] = field(default_factory=dict)
+    dns: dict[str, Any] = field(default_factory=dict)
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -107,6 +117,13 @@ class ConnectorConfig:
             **self.serf,
         }
         self.probe = {"port": 7947, "interval": 0.2, "dead_after": 0.65, **self.probe}
+        self.dns = {
+            "key_file": "/etc/multiall/dns.key",
+            "hold_down": 3.0,
+            "timeout": 1.0,
+            "resync": 10.0,
+            **self.dns,
+        }
         self.watcher = {"debounce": 1.0, "retries": 3, "rules": [], **self.watcher}
 
 

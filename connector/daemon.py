@@ -32,6 +32,7 @@ from ansible_collections.takelan.multiall.plugins.module_utils.tns import (
 
 from . import __version__
 from .config import ConnectorConfig
+from .dns_reconciler import DnsReconciler
 from .journal import Journal
 from .probe import Prober
 from .sbm_scheduler import SbmScheduler
@@ -108,6 +109,7 @@ class Connector:
             reachable_peers=lambda: len(self._reachable_peers()),
         )
         self.metrics = _Metrics(cfg.metrics)
+        self.dns = DnsReconciler(self.node, self.model, self.pools, cfg.dns)
 
     # ------------------------------------------------------------------ serf
     def _serf_argv(self) -> list[str]:
@@ -335,6 +337,7 @@ class Connector:
                 new = pool_topology(pool, self.model.members(pool), serf, observations, rtts)
                 events = topology_events(self.topology.get(pool), new) if emit else []
                 self.topology[pool] = new
+                self.dns.observe(pool, new)
                 for event in events:
                     event["ts"] = time.time()
                     event["observer"] = self.node
@@ -382,12 +385,20 @@ class Connector:
             if not waiting:
                 break
             await asyncio.sleep(0.05)
+        # Drain: return only once no pool record hands this node out any more
+        # (or it is kept because no other member can take the clients).
+        dns = await self.dns.wait_drained(self.node, start + timeout) if enter else {}
+        not_drained = sorted(
+            p for p, v in dns.items() if v != "drained" and not v.startswith("kept")
+        )
         return {
-            "ok": not waiting,
+            "ok": not waiting and not not_drained,
             "maintenance": enter,
             "reason": reason,
             "waited_s": round(time.monotonic() - start, 3),
             "not_acknowledged_by": waiting,
+            "dns": dns,
+            "not_drained": not_drained,
         }
 
     def _reachable_peers(self) -> dict[str, str]:
@@ -438,12 +449,15 @@ class Connector:
                             str(req.get("reason", "")),
                             float(req.get("timeout", 15)),
                         )
+                    elif op == "dns":
+                        pool = req.get("pool")
+                        reply = await self.dns.report(str(pool) if pool else None)
                     elif op == "follow":
                         await self._follow(writer)
                         return
                     else:
                         raise ValueError(
-                            f"unknown op {op!r}; ops: status, events, runs, maintenance, follow"
+                            f"unknown op {op!r}; ops: status, events, sbm, runs, maintenance, dns, follow"
                         )
                 except (ValueError, TypeError, SerfError) as exc:
                     reply = {"ok": False, "error": str(exc)}
@@ -494,6 +508,7 @@ class Connector:
             asyncio.create_task(self.recompute(), name="topology"),
             asyncio.create_task(self.watcher.run(), name="watcher"),
             asyncio.create_task(self.sbm.run(), name="sbm"),
+            asyncio.create_task(self.dns.run(), name="dns"),
         ]
         log.info(
             "connector started",

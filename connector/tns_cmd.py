@@ -29,8 +29,8 @@ def request(path: str, req: dict[str, Any], timeout: float = 30) -> dict[str, An
     return control_request(path, req, timeout)
 
 
-def add_tns_parsers(sub: Any) -> None:
-    """Register the daemon and its client commands."""
+def add_tns_parsers(sub: Any) -> argparse.ArgumentParser:
+    """Register the daemon and its client commands; returns the shared --socket/--json options."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--socket", help=f"control socket (default $MULTIALL_SOCKET or {DEFAULT_SOCKET})"
@@ -71,6 +71,7 @@ def add_tns_parsers(sub: Any) -> None:
         "--timeout", type=float, default=15.0, help="seconds to wait for every peer to see it"
     )
     maint.set_defaults(func=cmd_maintenance)
+    return common
 
 
 def _guard(func):

@@ -142,6 +142,8 @@ class Watcher:
                 "multiall_events": run["events"],
                 "multiall_pool": run["pool"],
                 "multiall_reactor": self.connector.node,
+                "multiall_socket": self.connector.cfg.control_socket,
+                "multiall_pools_file": self.connector.cfg.pools_file,
             },
             envvars=env,
             quiet=True,

@@ -81,33 +81,41 @@ def badness(member: Any) -> int:
 
 
 class HoldDown:
-    """When each member became fit, so a recovered member waits before returning.
+    """When each member became fit, so a recovering member waits before it returns.
 
-    The first view a tracker gets is the baseline: members fit then count as
-    fit "forever", so a restarted connector does not pull healthy members out.
-    Every node keeps its own tracker for every DNS pool (not only the leader),
-    so a new leader already knows who is in hold-down.
+    A member must have been fit for ``hold_down`` seconds in this tracker's
+    view before it is added to the pool record. Members the server already
+    serves and that this tracker never saw down (failed, left, maintenance,
+    SBM CRITICAL) stay: a starting or restarted connector must not pull
+    healthy members out while it learns the pool. A revived node's own fresh
+    connector holds itself back, since it is not served yet. Every node keeps
+    a tracker for every DNS pool, not only the leader, so a new leader already
+    knows who is recovering.
     """
 
     def __init__(self) -> None:
         self.since: dict[str, float] = {}
-        self.baseline = True
+        self.was_down: set[str] = set()
 
     def observe(self, members: dict[str, Any], now: float) -> None:
         """Record the current view (``{name: MemberView}``)."""
         for name, member in members.items():
-            if badness(member) == 0:
-                self.since.setdefault(name, float("-inf") if self.baseline else now)
+            rank = badness(member)
+            if rank == 0:
+                self.since.setdefault(name, now)
             else:
                 self.since.pop(name, None)
-        self.baseline = False
+                if rank >= 2 and member.state != "left":
+                    # "left" is also how a member looks before Serf reported
+                    # it once (a starting connector): not evidence of trouble.
+                    self.was_down.add(name)
 
-    def held(self, now: float, hold_down: float) -> dict[str, float]:
+    def held(self, now: float, hold_down: float, served: Any = ()) -> dict[str, float]:
         """Members fit but still in hold-down: ``{name: seconds left}``."""
         return {
             name: round(since + hold_down - now, 2)
             for name, since in sorted(self.since.items())
-            if now - since < hold_down
+            if now - since < hold_down and (name in self.was_down or name not in served)
         }
 
 
@@ -138,20 +146,34 @@ def _why(member: Any) -> str:
     return member.state
 
 
-def choose_members(members: dict[str, Any], held: dict[str, float] | None = None) -> MemberChoice:
-    """Members that get clients: fit and out of hold-down; never nobody.
+def choose_members(
+    members: dict[str, Any],
+    held: dict[str, float] | None = None,
+    served: Any = (),
+    was_down: Any = (),
+) -> MemberChoice:
+    """Members that get clients; never nobody.
 
-    When no member is fit, the least-bad ones are kept (a degraded answer
-    beats NXDOMAIN for every client) and reported in ``kept_last``.
+    In: fit members out of hold-down, and served members whose SBM is not
+    known yet but that were never seen down (a connector that just started
+    must not pull them out). When that leaves nobody, the least-bad members
+    are kept, the served ones among them first (a degraded answer beats
+    NXDOMAIN for every client), and reported in ``kept_last``.
     """
-    held = dict(held or {})
+    held = {n: s for n, s in (held or {}).items() if n in members}
     excluded = {n: _why(m) for n, m in sorted(members.items()) if badness(m) > 0}
-    ready = sorted(n for n, m in members.items() if badness(m) == 0 and n not in held)
-    if ready or not members:
-        return MemberChoice(ready, {n: s for n, s in held.items() if n in members}, [], excluded)
+    chosen = sorted(
+        n
+        for n, m in members.items()
+        if (badness(m) == 0 and n not in held)
+        or (badness(m) == 1 and n in served and n not in was_down)
+    )
+    if chosen or not members:
+        return MemberChoice(chosen, held, [], excluded)
     best = min(badness(m) for m in members.values())
-    kept = sorted(n for n, m in members.items() if badness(m) == best)
-    return MemberChoice(kept, {n: s for n, s in held.items() if n in members}, kept, excluded)
+    candidates = sorted(n for n, m in members.items() if badness(m) == best)
+    kept = [n for n in candidates if n in served] or candidates
+    return MemberChoice(kept, held, kept, excluded)
 
 
 # --------------------------------------------------------------- records
@@ -230,6 +252,16 @@ def wanted_rrsets(
         values = tuple(sorted(_canonical(rtype, v) for _, v in items))
         out[(rname, rtype)] = RRset(rname, rtype, items[0][0], values)
     return out
+
+
+def served_members(
+    settings: dict[str, Any], addresses: dict[str, str], served: dict[tuple[str, str], RRset]
+) -> set[str]:
+    """Members whose address the pool record hands out now."""
+    values = {
+        v for (name, rtype), r in served.items() if name == settings["record"] for v in r.values
+    }
+    return {n for n, a in addresses.items() if a in values}
 
 
 def _canonical(rtype: str, value: str) -> str:

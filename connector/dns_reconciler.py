@@ -1,0 +1,275 @@
+"""In-process DNS-SA: the pool leader keeps the pool's records in step with TNS.
+
+Why in-process and not only the watcher's playbook: a signed RFC 2136 update
+takes about 2 ms, an ansible-runner run about 1-2 s before its first task
+(see docs/dns.md for the figures). The failover goal (clients off a dead node
+within 2.5 s of the kill, with detection itself taking ~1 s) leaves no room for
+the playbook, so the leader applies the same ``module_utils/dns.py`` logic the
+``dns_zone`` module uses, and the ``dns_reaction.yml`` playbook reconciles
+after it (and finds nothing to do).
+
+Rules: only the leader with quorum writes; hold-down before a recovered member
+returns; never an empty pool record; every failure is logged, kept in
+``multiall dns`` and retried with backoff, since the state (not a queue of
+changes) is what gets applied, nothing is lost while the server is away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from ansible_collections.takelan.multiall.plugins.module_utils.dns import (
+    DnsError,
+    HoldDown,
+    MemberChoice,
+    TsigKey,
+    choose_members,
+    load_key_file,
+    plan,
+    pool_addresses,
+    reconcile,
+    served_members,
+    served_rrsets,
+    zone_settings,
+)
+from ansible_collections.takelan.multiall.plugins.module_utils.tns import PoolTopology
+
+log = logging.getLogger("multiall.dns")
+
+
+class DnsReconciler:
+    """One per connector; acts for the pools this node leads."""
+
+    def __init__(self, node: str, model: Any, pools: list[str], cfg: dict[str, Any]) -> None:
+        self.node = node
+        self.settings = {p: zone_settings(model, p) for p in pools if model.pools[p].get("dns")}
+        self.addresses = {p: pool_addresses(model, p) for p in self.settings}
+        self.hold = {p: HoldDown() for p in self.settings}
+        self.hold_down = float(cfg.get("hold_down", 3.0))
+        self.timeout = float(cfg.get("timeout", 1.0))
+        self.resync = float(cfg.get("resync", 10.0))
+        self.key_file = str(cfg.get("key_file", "/etc/multiall/dns.key"))
+        self.key: TsigKey | None = None
+        self.topology: dict[str, PoolTopology] = {}
+        self.kick = asyncio.Event()
+        self.state: dict[str, dict[str, Any]] = {
+            p: {
+                "applied": None,
+                "checked": 0.0,
+                "error": None,
+                "retry_at": 0.0,
+                "last": None,
+                "served": None,
+            }
+            for p in self.settings
+        }
+
+    # ------------------------------------------------------------ decisions
+    def observe(self, pool: str, topo: PoolTopology) -> None:
+        """Called by the topology loop with every new view of a pool."""
+        if pool not in self.settings:
+            return
+        self.hold[pool].observe(topo.members, time.monotonic())
+        self.topology[pool] = topo
+        self.kick.set()
+
+    def choice(self, pool: str) -> MemberChoice:
+        """Who belongs in the pool record in this node's view, now."""
+        topo = self.topology.get(pool)
+        if topo is None:
+            return MemberChoice([])
+        served = self.state[pool]["served"] or set()
+        hold = self.hold[pool]
+        return choose_members(
+            topo.members, hold.held(time.monotonic(), self.hold_down, served), served, hold.was_down
+        )
+
+    def acting(self, pool: str) -> tuple[bool, str]:
+        """Whether this node writes the pool's zone, and why (not)."""
+        topo = self.topology.get(pool)
+        mode = self.settings[pool]["mode"]
+        if topo is None:
+            return False, "no topology yet"
+        if topo.leader != self.node:
+            return False, f"not the leader ({topo.leader or 'none'} is)"
+        if not topo.quorum:
+            return False, "no quorum: a minority never rewrites the zone"
+        if mode != "update":
+            return False, f"mode {mode}: applied by the dns_reaction playbook"
+        if not self.settings[pool].get("server"):
+            return False, "no dns.server in the pool model"
+        return True, "leader with quorum"
+
+    # ---------------------------------------------------------------- loop
+    async def run(self) -> None:
+        """Reconcile on every change, on hold-down expiry, after errors and every ``resync``."""
+        while True:
+            wait = 1.0
+            for pool in self.settings:
+                held = self.hold[pool].held(
+                    time.monotonic(), self.hold_down, self.state[pool]["served"] or set()
+                )
+                if held:
+                    wait = min(wait, max(0.02, min(held.values())))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.kick.wait(), wait)
+            self.kick.clear()
+            for pool in self.settings:
+                try:
+                    await self._step(pool)
+                except Exception as exc:  # the loop must outlive any bug
+                    log.exception("dns reconcile of %s crashed", pool)
+                    self.state[pool]["error"] = f"internal error: {exc!r}"
+
+    async def _step(self, pool: str) -> None:
+        state = self.state[pool]
+        ok, _ = self.acting(pool)
+        if not ok:
+            state.update(applied=None, served=None)  # re-read the server when leading again
+            return
+        if state["served"] is None:
+            # Learn what is served before choosing: hold-down keeps served members.
+            settings = self.settings[pool]
+            try:
+                found = await asyncio.to_thread(
+                    plan, settings, self.addresses[pool], [], settings["server"], 53, self.timeout
+                )
+            except DnsError as exc:
+                state["error"] = str(exc)
+                return
+            state["served"] = served_members(settings, self.addresses[pool], found["served"])
+        choice = self.choice(pool)
+        members = choice.members
+        now = time.monotonic()
+        due = (
+            tuple(members) != state["applied"]
+            or now - state["checked"] > self.resync
+            or (state["error"] and now >= state["retry_at"])
+        )
+        if not due or (state["error"] and now < state["retry_at"]):
+            return
+        state["served_before"] = state["served"]
+        try:
+            if self.key is None:
+                self.key = await asyncio.to_thread(load_key_file, self.key_file)
+            settings = self.settings[pool]
+            result = await asyncio.to_thread(
+                reconcile,
+                settings,
+                self.addresses[pool],
+                members,
+                settings["server"],
+                key=self.key,
+                timeout=self.timeout,
+            )
+        except DnsError as exc:
+            backoff = min(5.0, max(0.25, 2 * (state.get("backoff") or 0.125)))
+            state.update(error=str(exc), retry_at=now + backoff, backoff=backoff, applied=None)
+            if "TSIG" in str(exc) or "key" in str(exc):
+                self.key = None  # re-read: the key file may have been fixed
+            log.warning("dns: %s", exc, extra={"fields": {"pool": pool}})
+            return
+        state.update(applied=tuple(members), checked=now, error=None, backoff=None, retry_at=0.0)
+        if result["changed"]:
+            state["last"] = {
+                "ts": time.time(),
+                "changes": result["diff"],
+                "update_ms": result.get("update_ms"),
+                "members": result["members"],
+            }
+            log.info(
+                "dns updated",
+                extra={
+                    "fields": {
+                        "pool": pool,
+                        "zone": result["zone"],
+                        "changes": result["diff"],
+                        "update_ms": result.get("update_ms"),
+                        "choice": choice.as_dict(),
+                        "served_before": sorted(state.get("served_before") or []),
+                    }
+                },
+            )
+
+    # -------------------------------------------------------------- reports
+    async def report(self, pool: str | None = None) -> dict[str, Any]:
+        """``multiall dns``: what the server serves vs what the topology wants."""
+        if pool is not None and pool not in self.settings:
+            raise ValueError(
+                f"pool {pool!r} has no DNS on this node; DNS pools here: "
+                f"{', '.join(self.settings) or 'none'}"
+            )
+        out = {}
+        for name in [pool] if pool else list(self.settings):
+            settings = self.settings[name]
+            topo = self.topology.get(name)
+            choice = self.choice(name)
+            acting, why = self.acting(name)
+            entry: dict[str, Any] = {
+                "zone": settings["zone"],
+                "server": settings.get("server"),
+                "mode": settings["mode"],
+                "ttl": settings["ttl"],
+                "leader": topo.leader if topo else None,
+                "quorum": topo.quorum if topo else False,
+                "acting": acting,
+                "why": why,
+                "members": choice.as_dict(),
+                "last_change": self.state[name]["last"],
+                "error": self.state[name]["error"],
+            }
+            try:
+                found = await asyncio.to_thread(
+                    plan,
+                    settings,
+                    self.addresses[name],
+                    choice.members,
+                    str(settings.get("server") or ""),
+                    53,
+                    self.timeout,
+                )
+                if not acting:
+                    self.state[name]["served"] = served_members(
+                        settings, self.addresses[name], found["served"]
+                    )
+                entry["wanted"] = [x for r in found["wanted"].values() for x in r.lines()]
+                entry["served"] = [x for r in found["served"].values() for x in r.lines()]
+                entry["diff"] = found["diff"]
+                entry["in_sync"] = not found["changes"]
+            except DnsError as exc:
+                entry["served_error"] = str(exc)
+                entry["in_sync"] = False
+            out[name] = entry
+        return {"ok": True, "node": self.node, "pools": out}
+
+    async def wait_drained(self, node: str, deadline: float) -> dict[str, str]:
+        """After ``maintenance enter``: wait until no pool record still hands out ``node``."""
+        outcome: dict[str, str] = {}
+        for pool, settings in self.settings.items():
+            address = self.addresses[pool].get(node)
+            if address is None or not settings.get("server"):
+                continue
+            outcome[pool] = "timeout"
+            key = (settings["record"], "AAAA" if ":" in address else "A")
+            while time.monotonic() < deadline:
+                choice = self.choice(pool)
+                if node in choice.kept_last:
+                    outcome[pool] = "kept: no other member can take the clients"
+                    break
+                try:
+                    served = await asyncio.to_thread(
+                        served_rrsets, settings["server"], settings["zone"], [key], 53, self.timeout
+                    )
+                except DnsError as exc:
+                    outcome[pool] = f"unknown: {exc}"
+                    await asyncio.sleep(0.1)
+                    continue
+                if address not in served[key].values:
+                    outcome[pool] = "drained"
+                    break
+                await asyncio.sleep(0.02)
+        return outcome
