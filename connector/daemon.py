@@ -109,7 +109,14 @@ class Connector:
             reachable_peers=lambda: len(self._reachable_peers()),
         )
         self.metrics = _Metrics(cfg.metrics)
-        self.dns = DnsReconciler(self.node, self.model, self.pools, cfg.dns)
+        self.dns = DnsReconciler(
+            self.node,
+            self.model,
+            self.pools,
+            cfg.dns,
+            last_heard=lambda: dict(self.prober.last_pong),
+            fresh=float(cfg.probe["dead_after"]),
+        )
 
     # ------------------------------------------------------------------ serf
     def _serf_argv(self) -> list[str]:

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ansible_collections.takelan.multiall.plugins.module_utils.dns import (
@@ -44,8 +45,18 @@ log = logging.getLogger("multiall.dns")
 class DnsReconciler:
     """One per connector; acts for the pools this node leads."""
 
-    def __init__(self, node: str, model: Any, pools: list[str], cfg: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        node: str,
+        model: Any,
+        pools: list[str],
+        cfg: dict[str, Any],
+        last_heard: Callable[[], dict[str, float]] = dict,
+        fresh: float = 1.0,
+    ) -> None:
         self.node = node
+        self.members = {p: model.members(p) for p in pools}
+        self.last_heard, self.fresh = last_heard, fresh
         self.settings = {p: zone_settings(model, p) for p in pools if model.pools[p].get("dns")}
         self.addresses = {p: pool_addresses(model, p) for p in self.settings}
         self.hold = {p: HoldDown() for p in self.settings}
@@ -98,11 +109,29 @@ class DnsReconciler:
             return False, f"not the leader ({topo.leader or 'none'} is)"
         if not topo.quorum:
             return False, "no quorum: a minority never rewrites the zone"
+        if not self.fresh_majority(pool):
+            return False, "no fresh contact with a majority of the pool (partitioned?)"
         if mode != "update":
             return False, f"mode {mode}: applied by the dns_reaction playbook"
         if not self.settings[pool].get("server"):
             return False, "no dns.server in the pool model"
         return True, "leader with quorum"
+
+    def fresh_majority(self, pool: str) -> bool:
+        """A majority of the pool (this node included) was heard from just now.
+
+        TNS quorum decays member by member when this node is cut off: the
+        first peer to time out is "failed" while the others still count, and
+        a leader acting on that would remove healthy members from DNS. Every
+        write needs fresh packets from a majority, which a cut-off node lacks.
+        """
+        now = time.monotonic()
+        heard = self.last_heard()
+        declared = self.members[pool]
+        fresh = 1 + sum(
+            1 for n in declared if n != self.node and now - heard.get(n, -1e9) <= self.fresh
+        )
+        return fresh * 2 > len(declared)
 
     # ---------------------------------------------------------------- loop
     async def run(self) -> None:
@@ -133,15 +162,11 @@ class DnsReconciler:
             return
         if state["served"] is None:
             # Learn what is served before choosing: hold-down keeps served members.
-            settings = self.settings[pool]
             try:
-                found = await asyncio.to_thread(
-                    plan, settings, self.addresses[pool], [], settings["server"], 53, self.timeout
-                )
+                await self._refresh_served(pool)
             except DnsError as exc:
                 state["error"] = str(exc)
                 return
-            state["served"] = served_members(settings, self.addresses[pool], found["served"])
         choice = self.choice(pool)
         members = choice.members
         now = time.monotonic()
@@ -195,6 +220,20 @@ class DnsReconciler:
                 },
             )
 
+    async def _refresh_served(self, pool: str) -> None:
+        """Read which members the pool record hands out now (``state["served"]``)."""
+        settings = self.settings[pool]
+        found = await asyncio.to_thread(
+            plan,
+            settings,
+            self.addresses[pool],
+            [],
+            str(settings.get("server") or ""),
+            53,
+            self.timeout,
+        )
+        self.state[pool]["served"] = served_members(settings, self.addresses[pool], found["served"])
+
     # -------------------------------------------------------------- reports
     async def report(self, pool: str | None = None) -> dict[str, Any]:
         """``multiall dns``: what the server serves vs what the topology wants."""
@@ -207,8 +246,11 @@ class DnsReconciler:
         for name in [pool] if pool else list(self.settings):
             settings = self.settings[name]
             topo = self.topology.get(name)
-            choice = self.choice(name)
             acting, why = self.acting(name)
+            if not acting:  # the leader's own record of what it applied is current
+                with contextlib.suppress(DnsError):
+                    await self._refresh_served(name)
+            choice = self.choice(name)
             entry: dict[str, Any] = {
                 "zone": settings["zone"],
                 "server": settings.get("server"),
@@ -216,6 +258,7 @@ class DnsReconciler:
                 "ttl": settings["ttl"],
                 "leader": topo.leader if topo else None,
                 "quorum": topo.quorum if topo else False,
+                "fresh_majority": self.fresh_majority(name),
                 "acting": acting,
                 "why": why,
                 "members": choice.as_dict(),
@@ -232,10 +275,6 @@ class DnsReconciler:
                     53,
                     self.timeout,
                 )
-                if not acting:
-                    self.state[name]["served"] = served_members(
-                        settings, self.addresses[name], found["served"]
-                    )
                 entry["wanted"] = [x for r in found["wanted"].values() for x in r.lines()]
                 entry["served"] = [x for r in found["served"].values() for x in r.lines()]
                 entry["diff"] = found["diff"]

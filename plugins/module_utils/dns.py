@@ -83,14 +83,14 @@ def badness(member: Any) -> int:
 class HoldDown:
     """When each member became fit, so a recovering member waits before it returns.
 
-    A member must have been fit for ``hold_down`` seconds in this tracker's
-    view before it is added to the pool record. Members the server already
-    serves and that this tracker never saw down (failed, left, maintenance,
-    SBM CRITICAL) stay: a starting or restarted connector must not pull
-    healthy members out while it learns the pool. A revived node's own fresh
-    connector holds itself back, since it is not served yet. Every node keeps
-    a tracker for every DNS pool, not only the leader, so a new leader already
-    knows who is recovering.
+    Hold-down gates *adding*: a member the server does not hand out must have
+    been fit for ``hold_down`` seconds in this tracker's view before it goes
+    in. Members already served stay while fit, so a connector that just
+    started, or the side of a healed partition that saw the others "fail",
+    never pulls healthy members out. ``was_down`` remembers members seen
+    failed, in maintenance or SBM CRITICAL, for :func:`choose_members`.
+    Every node keeps a tracker for every DNS pool, not only the leader, so a
+    new leader already knows who is recovering.
     """
 
     def __init__(self) -> None:
@@ -115,7 +115,7 @@ class HoldDown:
         return {
             name: round(since + hold_down - now, 2)
             for name, since in sorted(self.since.items())
-            if now - since < hold_down and (name in self.was_down or name not in served)
+            if now - since < hold_down and name not in served
         }
 
 
@@ -249,7 +249,7 @@ def wanted_rrsets(
         key = (record["name"], record["type"].upper())
         extra.setdefault(key, []).append((int(record.get("ttl", ttl)), str(record["value"])))
     for (rname, rtype), items in extra.items():
-        values = tuple(sorted(_canonical(rtype, v) for _, v in items))
+        values = tuple(sorted(_canonical(rtype, v, settings["zone"]) for _, v in items))
         out[(rname, rtype)] = RRset(rname, rtype, items[0][0], values)
     return out
 
@@ -264,14 +264,15 @@ def served_members(
     return {n for n, a in addresses.items() if a in values}
 
 
-def _canonical(rtype: str, value: str) -> str:
-    """The server's text form of a value, so diffs compare like with like."""
+def _canonical(rtype: str, value: str, zone: str) -> str:
+    """The server's text form of a value (names absolute), so diffs compare like with like."""
     if not HAS_DNSPYTHON:
         return value
     import dns.rdata
 
     try:
-        return dns.rdata.from_text("IN", rtype, value).to_text()
+        origin = dns.name.from_text(f"{zone}.")
+        return dns.rdata.from_text("IN", rtype, value, origin=origin, relativize=False).to_text()
     except dns.exception.DNSException as exc:
         raise DnsError(f"record {rtype} {value!r}: {exc}") from None
 

@@ -203,7 +203,7 @@ def members_from_connector(module: AnsibleModule, pool: str) -> dict:
     info = reply.get("pools", {}).get(pool)
     if not info:
         module.fail_json(msg=f"the connector on {reply.get('node')} is not a member of pool {pool}")
-    if not info.get("quorum"):
+    if not info.get("quorum") or not info.get("fresh_majority", True):
         module.fail_json(
             msg=f"pool {pool} has no quorum in {reply.get('node')}'s view: DNS is left alone "
             "(a minority partition must not rewrite the zone)",
