@@ -528,6 +528,11 @@ def render_zone(template: str, context: dict[str, Any], source: str = "template"
         return env.from_string(template).render(**context)
     except jinja2.TemplateError as exc:
         line = getattr(exc, "lineno", None)
+        tb = exc.__traceback__
+        while line is None and tb is not None:  # runtime errors: the template's own frame
+            if tb.tb_frame.f_code.co_filename == "<template>":
+                line = tb.tb_lineno
+            tb = tb.tb_next
         where = f"{source}:{line}" if line else source
         raise DnsError(f"{where}: zone template error: {exc}") from None
 

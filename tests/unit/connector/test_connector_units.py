@@ -37,6 +37,8 @@ def test_config_defaults(tmp_path):
         ("node: n1\nbogus: 1\n", 2, "unknown key 'bogus'"),
         ("probe: {}\n", 1, "missing required key 'node'"),
         ("node: n1\nbind: 300.1.1.1\n", 2, "not an IP address or host name"),
+        ("node: n1\ndns:\n  hold_down: -1\n", 3, "must be at least 0"),
+        ("node: n1\ndns:\n  keyfile: /x\n", 3, "unknown key 'keyfile'"),
     ],
 )
 def test_bad_config_names_file_line_and_expectation(tmp_path, text, line, needle):
