@@ -28,10 +28,13 @@ from rich.table import Table
 from lab import Lab
 from lab.connector import control, start_all, start_connector, wait_converged
 from lab.core import checkout_env
+from lab.dns import served
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 MODEL = ROOT / "inventory" / "lab" / "pools.yml"
+NS = "198.18.0.10"
+ZONES = {"web": "web.pool.example.test", "db": "db.pool.example.test"}
 console = Console(highlight=False)
 
 
@@ -117,11 +120,15 @@ def show_status(lab: Lab, node: str) -> None:
     console.print(proc.stdout.rstrip() or proc.stderr.rstrip(), markup=False)
 
 
-def race(lab: Lab, victim: str, observers: list[str]) -> None:
-    """Kill a node and show, live, when each observer's connector and Serf call it failed."""
+def race(lab: Lab, victim: str, observers: list[str], dns_pool: str | None = None) -> None:
+    """Kill a node and show, live, when each observer's connector and Serf call it failed.
+
+    With ``dns_pool``, also when ns1 stops handing the victim out for that pool.
+    """
     start = time.monotonic()
     lab.kill(victim)
     seen: dict[tuple[str, str], float] = {}
+    address = lab.nodes[victim]
 
     def table() -> Table:
         tbl = Table(title=f"after lab kill {victim}", expand=False)
@@ -134,10 +141,24 @@ def race(lab: Lab, victim: str, observers: list[str]) -> None:
                 f"[red]failed[/red] after {conn:.2f} s" if conn else "alive ...",
                 f"[red]failed[/red] after {serf:.2f} s" if serf else "alive ...",
             )
+        if dns_pool:
+            gone = seen.get(("dns", "dns"))
+            tbl.caption = (
+                f"{ZONES[dns_pool]} stopped answering {address} after {gone:.2f} s"
+                if gone
+                else f"{ZONES[dns_pool]} still answers {address} ..."
+            )
         return tbl
 
     with Live(table(), console=console, refresh_per_second=10) as live:
-        while time.monotonic() - start < 15 and len(seen) < 2 * len(observers):
+        wanted = 2 * len(observers) + (1 if dns_pool else 0)
+        while time.monotonic() - start < 15 and len(seen) < wanted:
+            if (
+                dns_pool
+                and ("dns", "dns") not in seen
+                and address not in served(NS, ZONES[dns_pool])
+            ):
+                seen[("dns", "dns")] = time.monotonic() - start
             for obs in observers:
                 status = control(lab, obs, {"op": "status"}, timeout=5)
                 now = time.monotonic() - start
@@ -152,12 +173,29 @@ def race(lab: Lab, victim: str, observers: list[str]) -> None:
             time.sleep(0.05)
 
 
+def dig(pool: str) -> list[str]:
+    """The pool name's A record as ns1 answers it, shown like ``dig +short``."""
+    answer = served(NS, ZONES[pool])
+    console.print(
+        f"[dim]$ dig +short @{NS} {ZONES[pool]}[/dim]  ->  {' '.join(answer) or '(none)'}"
+    )
+    return answer
+
+
+def wait_dns(pool: str, address: str, present: bool, limit: float = 30) -> float:
+    """Seconds until ``address`` is (or is no longer) in the pool record."""
+    start = time.monotonic()
+    while (address in served(NS, ZONES[pool])) != present and time.monotonic() - start < limit:
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
 def story(lab: Lab, fast: bool) -> None:
     pause = 2 if fast else 4
     step(
         1,
-        "Three servers, two pools",
-        "The lab builds 3 real nodes (own network, /etc, sshd) from the pool model.",
+        "Three servers, two pools, one name server",
+        "The lab builds 4 real nodes (own network, /etc, sshd) from the pool model.",
     )
     console.print(MODEL.read_text(), markup=False)
     started = time.monotonic()
@@ -233,22 +271,58 @@ def story(lab: Lab, fast: bool) -> None:
 
     step(
         7,
-        "A server dies",
-        "lab kill n3: its pool peer n2 calls it failed within a second; Serf alone needs about 5 s.",
+        "Pool DNS follows the topology",
+        "The dns_sa role sets up BIND 9 on ns1 (a zone per pool, TSIG key, rndc); each pool's "
+        "leader keeps its zone in step with RFC 2136 updates signed with that key.",
     )
-    race(lab, "n3", observers=["n2"])
+    run(
+        [
+            str(BIN / "ansible-playbook"),
+            "-i",
+            inventory,
+            str(ROOT / "playbooks" / "dns.yml"),
+            # The lab has no systemd: named runs under the node's supervisor.
+            "-e",
+            f"dns_sa_lab_src={ROOT} dns_sa_lab_python={BIN / 'python'}",
+        ],
+        show=False,
+    )
+    console.print("playbooks/dns.yml: named runs on ns1, the key is on every pool node")
+    for pool in ZONES:
+        wait_dns(pool, lab.nodes["n2"], True)
+        dig(pool)
+    sock = ["--socket", "/run/lab/connector.sock"]
+    proc = lab.exec("n2", [str(BIN / "multiall"), "dns", "db", *sock], check=False)
+    console.print("[dim]n2$ multiall dns db[/dim]")
+    console.print(proc.stdout.rstrip(), markup=False)
+
+    step(
+        8,
+        "A server dies",
+        "lab kill n3: its pool peers call it failed within a second (Serf alone needs about 5 s), "
+        "and the db leader takes it out of DNS at once.",
+    )
+    race(lab, "n3", observers=["n2"], dns_pool="db")
+    dig("db")
     run(
         [str(BIN / "ansible"), "-i", inventory, "pool_db", "-m", "ansible.builtin.ping", "-o"],
         check=False,
     )
 
     step(
-        8,
+        9,
         "It comes back",
-        "lab revive n3: same disk and host key; its connector rejoins and peers report member_recovered.",
+        "lab revive n3: same disk and host key; its connector rejoins, peers report member_recovered, "
+        "and DNS takes it back only after a hold-down (3 s), so a flapping server gets no clients.",
     )
     lab.revive("n3")
+    revived = time.monotonic()
     start_connector(lab, "n3")
+    wait_dns("db", lab.nodes["n3"], True)
+    console.print(
+        f"  n3 back in db.pool.example.test {time.monotonic() - revived:.1f} s after lab revive"
+    )
+    dig("db")
     wait_converged(lab, timeout=60)
     for event in control(lab, "n2", {"op": "events"})["events"][-4:]:
         console.print(f"  n2 saw: {event['pool']:4} {event['type']:18} {event.get('member', '')}")
@@ -256,7 +330,7 @@ def story(lab: Lab, fast: bool) -> None:
         console.print(f"  n2 (leader of db) ran {item['playbook']}: {item['status']}")
 
     step(
-        9,
+        10,
         "A health check fails",
         "SBM runs each node's Baseline Rules 24/7; a failing Nagios-style check makes n3 CRITICAL and n2 sees it within a second.",
     )
@@ -275,24 +349,31 @@ def story(lab: Lab, fast: bool) -> None:
     )
     console.print("[dim]n2$ multiall sbm n3[/dim]")
     console.print(sbm_table.stdout, markup=False)
+    wait_dns("db", lab.nodes["n3"], False)
+    console.print("  a CRITICAL server gets no clients either:")
+    dig("db")
     lab.exec("n3", ["rm", "-f", "/run/sbm-fail"])
 
     step(
-        10,
+        11,
         "Planned maintenance",
-        "n1 enters maintenance; the call returns only once every pool peer has seen it.",
+        "n1 enters maintenance; the call returns only once every pool peer has seen it and "
+        "no pool record hands n1 out any more (drained).",
     )
     reply = control(lab, "n1", {"op": "maintenance", "action": "enter", "reason": "kernel upgrade"})
     console.print(
-        f"  maintenance enter returned after {reply['waited_s']} s, acknowledged by all: {reply['ok']}"
+        f"  maintenance enter returned after {reply['waited_s']} s, acknowledged by all: {reply['ok']}, "
+        f"DNS: {reply.get('dns')}"
     )
+    dig("web")
     show_status(lab, "n2")
     control(lab, "n1", {"op": "maintenance", "action": "exit"})
 
     step(
-        11,
+        12,
         "A network partition",
-        "lab partition n1 | n2,n3: web (n1,n2) has no majority on either side; db (n2,n3) keeps its quorum.",
+        "lab partition n1 | n2,n3: web (n1,n2) has no majority on either side, so nobody may "
+        "rewrite its DNS; db (n1,n2,n3) keeps its quorum on the n2,n3 side.",
     )
     lab.partition(["n1"], ["n2", "n3"])
     time.sleep(1.5)
@@ -304,10 +385,9 @@ def story(lab: Lab, fast: bool) -> None:
     console.print()
     console.print(
         Panel(
-            "Next in the story (coming with the FS-SA, DB-SA and DNS-SA issues): "
+            "Next in the story (coming with the FS-SA and DB-SA issues): "
             "a file written on one node appears on its peers; a DB row written during a "
-            "partition is replayed after heal; a killed node leaves DNS and returns after it "
-            "catches up.",
+            "partition is replayed after heal.",
             title="what's next",
             expand=False,
         )

@@ -1,6 +1,6 @@
 """The pools inventory and the multiall_node role against real lab nodes over SSH.
 
-A 3-node lab is built from ``inventory/lab/pools.yml`` (n1: web, n2: web+db,
+A 4-node lab is built from ``inventory/lab/pools.yml`` (ns1: dns, n1: web+db, n2: web+db,
 n3: db). Real ``ansible-playbook`` runs with the ``takelan.multiall.pools``
 inventory plugin on the lab's generated copy of that model.
 """
@@ -108,9 +108,10 @@ def test_node_in_two_pools_gets_both_pools_settings_as_hostvars(lab, tmp_path):
     report = run_playbook(Path(lab.inventory_path), playbook)
     assert report["rc"] == 0, report["output"]
     msgs = {h: r["msg"] for h, r in report["results"]["Show merged settings"].items()}
-    assert msgs["n1"] == "['web'] ['rsync']"
+    assert msgs["n1"] == "['db', 'web'] ['rsync', 'sqlite3']"
     assert msgs["n2"] == "['db', 'web'] ['rsync', 'sqlite3']"
     assert msgs["n3"] == "['db'] ['rsync', 'sqlite3']"
+    assert msgs["ns1"] == "['dns'] ['bind9']"
 
 
 def test_multiall_node_role_converges_and_is_idempotent(lab):
@@ -122,7 +123,7 @@ def test_multiall_node_role_converges_and_is_idempotent(lab):
 
     second = run_playbook(Path(lab.inventory_path), site)
     assert second["rc"] == 0, second["output"]
-    assert {h: s["changed"] for h, s in second["stats"].items()} == {"n1": 0, "n2": 0, "n3": 0}
+    assert {h: s["changed"] for h, s in second["stats"].items()} == {"ns1": 0, "n1": 0, "n2": 0, "n3": 0}
 
     # The node's own copy of the model merges to what the controller computed.
     node_yml = lab.exec("n2", ["cat", "/etc/multiall/node.yml"]).stdout
