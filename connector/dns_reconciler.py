@@ -111,8 +111,10 @@ class DnsReconciler:
             return False, "no quorum: a minority never rewrites the zone"
         if not self.fresh_majority(pool):
             return False, "no fresh contact with a majority of the pool (partitioned?)"
+        if mode == "rebuild":
+            return False, "mode rebuild: applied by the dns_reaction playbook on the DNS server"
         if mode != "update":
-            return False, f"mode {mode}: applied by the dns_reaction playbook"
+            return False, f"mode {mode}: not supported yet (needs FS-SA)"
         if not self.settings[pool].get("server"):
             return False, "no dns.server in the pool model"
         return True, "leader with quorum"

@@ -188,12 +188,17 @@ def cmd_maintenance(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(reply, indent=2))
     elif reply["ok"]:
-        print(f"maintenance {args.action}: every pool peer has seen it ({reply['waited_s']} s)")
-    else:
+        dns = "".join(f"; DNS {pool}: {state}" for pool, state in (reply.get("dns") or {}).items())
         print(
-            f"maintenance {args.action}: set, but not yet seen by {', '.join(reply['not_acknowledged_by'])}",
-            file=sys.stderr,
+            f"maintenance {args.action}: every pool peer has seen it ({reply['waited_s']} s){dns}"
         )
+    else:
+        missing = reply.get("not_acknowledged_by") or []
+        undrained = reply.get("not_drained") or []
+        problems = ([f"not yet seen by {', '.join(missing)}"] if missing else []) + (
+            [f"DNS still hands it out for {', '.join(undrained)}"] if undrained else []
+        )
+        print(f"maintenance {args.action}: set, but {'; '.join(problems)}", file=sys.stderr)
     return 0 if reply["ok"] else 1
 
 

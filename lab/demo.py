@@ -303,6 +303,7 @@ def story(lab: Lab, fast: bool) -> None:
         "and the db leader takes it out of DNS at once.",
     )
     race(lab, "n3", observers=["n2"], dns_pool="db")
+    console.print()
     dig("db")
     run(
         [str(BIN / "ansible"), "-i", inventory, "pool_db", "-m", "ansible.builtin.ping", "-o"],

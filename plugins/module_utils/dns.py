@@ -691,8 +691,8 @@ def reconcile(
             )
     else:
         raise DnsError(
-            f"zone {settings['zone']}: mode {mode!r} is applied by the dns_push playbook "
-            "(zone files carried to the secondaries), not here"
+            f"zone {settings['zone']}: mode {mode!r} needs FS-SA to carry zone files to the "
+            "secondaries, which is not built yet; use mode update or rebuild"
         )
     result["wanted"] = [line for r in result["wanted"].values() for line in r.lines()]
     result["served"] = [line for r in result["served"].values() for line in r.lines()]

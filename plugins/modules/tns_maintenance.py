@@ -13,9 +13,10 @@ author:
   - TakeLAN MultiAll developers
 description:
   - Sets or clears the node's maintenance flag in TNS through the local TakeConnector.
-  - Entering maintenance returns only after every reachable pool peer has seen the flag, so
-    pool DNS can drain the node before it goes down. When a peer has not acknowledged within
-    O(timeout) the module fails and says which peers are missing; the flag stays set.
+  - Entering maintenance returns only after every reachable pool peer has seen the flag and
+    the pool DNS no longer hands the node out (drained), so it can go down right after.
+    When a peer has not acknowledged, or DNS still answers with the node, within O(timeout)
+    the module fails and says what is missing; the flag stays set.
   - Idempotent - a node already in maintenance with the same reason is left alone; a new
     reason updates it.
   - Runs on the node itself (the connector's control socket is local, mode 0600).
@@ -78,6 +79,11 @@ waited:
   returned: changed and not check mode
   type: float
   sample: 0.21
+dns:
+  description: Per DNS pool of the node, V(drained) or why not (V(kept ...) when no other member can take the clients).
+  returned: changed and not check mode
+  type: dict
+  sample: {web: drained}
 not_acknowledged_by:
   description: Pool peers that had not seen the change when the module gave up.
   returned: failure
@@ -142,11 +148,17 @@ def main() -> None:
     except ControlError as exc:
         module.fail_json(msg=str(exc), **result)
     result["waited"] = reply.get("waited_s")
+    result["dns"] = reply.get("dns", {})
     if not reply.get("ok"):
         missing = reply.get("not_acknowledged_by", [])
+        undrained = reply.get("not_drained", [])
+        problems = ([f"not yet seen by: {', '.join(missing)}"] if missing else []) + (
+            [f"DNS still hands the node out for: {', '.join(undrained)}"] if undrained else []
+        )
         module.fail_json(
-            msg=f"maintenance flag set on {status.get('node')}, but not yet seen by: {', '.join(missing)}",
+            msg=f"maintenance flag set on {status.get('node')}, but {'; '.join(problems)}",
             not_acknowledged_by=missing,
+            not_drained=undrained,
             **result,
         )
     module.exit_json(**result)
