@@ -123,7 +123,12 @@ def test_multiall_node_role_converges_and_is_idempotent(lab):
 
     second = run_playbook(Path(lab.inventory_path), site)
     assert second["rc"] == 0, second["output"]
-    assert {h: s["changed"] for h, s in second["stats"].items()} == {"ns1": 0, "n1": 0, "n2": 0, "n3": 0}
+    assert {h: s["changed"] for h, s in second["stats"].items()} == {
+        "ns1": 0,
+        "n1": 0,
+        "n2": 0,
+        "n3": 0,
+    }
 
     # The node's own copy of the model merges to what the controller computed.
     node_yml = lab.exec("n2", ["cat", "/etc/multiall/node.yml"]).stdout
