@@ -38,8 +38,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "collection"))
 
+from failover_detect import percentile  # benchmarks/ is on sys.path when run as a script
+
 from lab import Lab
-from lab.connector import control, start_all, start_connector, wait_converged
+from lab.connector import control, start_all, start_connector, wait_converged, wait_for
 from lab.core import checkout_env
 from lab.dns import install_dns, served
 
@@ -47,24 +49,6 @@ MODEL = ROOT / "inventory" / "lab-dns" / "pools.yml"
 NS, ZONE = "198.18.0.10", "web.pool.example.test"
 WEB = ["n1", "n2", "n3", "n4"]
 HOLD_DOWN = 1.0
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
-
-def wait(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except Exception:  # a node may be restarting: try again
-            pass
-        time.sleep(0.05)
-    raise SystemExit(f"timed out: {what}")
 
 
 def one_kill(lab: Lab, victim: str, limit: float = 20.0) -> tuple[float, float]:
@@ -92,7 +76,7 @@ def revive(lab: Lab, victim: str) -> None:
     lab.revive(victim)
     start_connector(lab, victim)
     wait_converged(lab, timeout=90)
-    wait(lambda: lab.nodes[victim] in served(NS, ZONE), 30, f"{victim} back in DNS")
+    wait_for(lambda: lab.nodes[victim] in served(NS, ZONE), 30, f"{victim} back in DNS")
 
 
 def drain(lab: Lab, node: str, queries: int) -> dict[str, float]:
@@ -105,7 +89,7 @@ def drain(lab: Lab, node: str, queries: int) -> dict[str, float]:
         hits = sum(address in served(NS, ZONE) for _ in range(queries))
     finally:
         control(lab, node, {"op": "maintenance", "action": "exit"})
-    wait(lambda: address in served(NS, ZONE), 30, f"{node} back after maintenance")
+    wait_for(lambda: address in served(NS, ZONE), 30, f"{node} back after maintenance")
     return {"hits": hits, "enter_s": took, "ok": bool(reply.get("ok"))}
 
 
@@ -171,7 +155,7 @@ def main() -> int:
         install_dns(lab)
         start_all(lab, dns={"hold_down": HOLD_DOWN})
         wait_converged(lab, timeout=90)
-        wait(lambda: served(NS, ZONE) == sorted(lab.nodes[n] for n in WEB), 30, "all in DNS")
+        wait_for(lambda: served(NS, ZONE) == sorted(lab.nodes[n] for n in WEB), 30, "all in DNS")
         for i in range(kills):
             victim = WEB[i % len(WEB)]
             gone, serf = one_kill(lab, victim)

@@ -200,7 +200,14 @@ class DnsReconciler:
                 self.key = None  # re-read: the key file may have been fixed
             log.warning("dns: %s", exc, extra={"fields": {"pool": pool}})
             return
-        state.update(applied=tuple(members), checked=now, error=None, backoff=None, retry_at=0.0)
+        state.update(
+            applied=tuple(members),
+            served=set(members),
+            checked=now,
+            error=None,
+            backoff=None,
+            retry_at=0.0,
+        )
         if result["changed"]:
             state["last"] = {
                 "ts": time.time(),

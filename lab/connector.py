@@ -84,6 +84,25 @@ def control(lab: Lab, node: str, req: dict[str, Any], timeout: float = 30) -> di
     return request(str(lab.ctl_path(node) / "connector.sock"), req, timeout)
 
 
+def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns something true; that value is returned.
+
+    A node that is restarting makes control requests fail for a moment: those
+    errors are retried, and the last one is shown if time runs out.
+    """
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except (OSError, ValueError, KeyError, ControlError, LabError) as exc:
+            last = exc
+        time.sleep(interval)
+    raise LabError(f"timed out after {timeout:g} s waiting for {what}; last: {last!r}")
+
+
 def wait_converged(lab: Lab, nodes: list[str] | None = None, timeout: float = 30) -> None:
     """Wait until every connector sees every pool member alive."""
     deadline = time.monotonic() + timeout

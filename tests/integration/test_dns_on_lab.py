@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ansible_collections.takelan.multiall.plugins.module_utils._control import ControlError
 
-from lab.connector import control, start_all, start_connector, wait_converged
+from lab.connector import control, start_all, start_connector, wait_converged, wait_for
 from lab.core import checkout_env
 from lab.dns import install_dns, served
 
@@ -47,20 +46,6 @@ def dns_lab(lab_module):
     wait_converged(lab, timeout=90)
     wait_for(lambda: served(NS, WEB) == ALL_WEB, 15, "every web member in the pool record")
     return lab
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except (OSError, ValueError, KeyError, ControlError) as exc:
-            last = exc
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 def playbook(lab, tasks: list, *args: str, check: bool = True) -> subprocess.CompletedProcess:

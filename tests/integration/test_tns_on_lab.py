@@ -11,9 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from ansible_collections.takelan.multiall.plugins.module_utils._control import ControlError
 
-from lab.connector import control, start_all, start_connector, wait_converged
+from lab.connector import control, start_all, start_connector, wait_converged, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -36,20 +35,6 @@ def tns_lab(lab_module):
 
 def state_of(lab, observer: str, pool: str, member: str) -> str:
     return control(lab, observer, {"op": "status"})["pools"][pool]["members"][member]["state"]
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except (OSError, ValueError, KeyError, ControlError) as exc:
-            last = exc
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 def test_status_shows_pools_leader_quorum_and_rtt(tns_lab):

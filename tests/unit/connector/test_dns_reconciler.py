@@ -1,0 +1,137 @@
+"""The connector's in-process DNS reconciler: who writes, when, and what it sends.
+
+The DNS server is replaced by recording stand-ins for ``plan``/``reconcile``
+(pure decision logic under test); the real server is exercised in
+tests/integration/test_dns_on_lab.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from ansible_collections.takelan.multiall.plugins.module_utils.dns import DnsError, RRset
+from ansible_collections.takelan.multiall.plugins.module_utils.pools import PoolModel
+from ansible_collections.takelan.multiall.plugins.module_utils.tns import SerfMember, pool_topology
+
+from connector import dns_reconciler
+from connector.dns_reconciler import DnsReconciler
+
+MODEL = PoolModel.from_text(
+    "nodes:\n"
+    "  n1: {address: 198.18.0.11, pools: [web]}\n"
+    "  n2: {address: 198.18.0.12, pools: [web]}\n"
+    "  n3: {address: 198.18.0.13, pools: [web]}\n"
+    "pools:\n  web:\n    dns: {zone: web.example.test, server: 198.18.0.10}\n"
+)
+NODES = ["n1", "n2", "n3"]
+
+
+def topology(*failed: str, sbm: dict[str, str] | None = None):
+    sbm = sbm or {}
+    serf = {
+        n: SerfMember(n, status="failed" if n in failed else "alive", tags={"sbm": sbm.get(n, "0")})
+        for n in NODES
+    }
+    return pool_topology("web", NODES, serf, {})
+
+
+class FakeServer:
+    """Stands in for BIND: serves a set of members, records what is sent."""
+
+    def __init__(self, members: list[str]) -> None:
+        self.members = list(members)
+        self.sent: list[list[str]] = []
+        self.fail: str | None = None
+
+    def plan(self, settings, addresses, members, server, port=53, timeout=2.0):
+        values = tuple(addresses[m] for m in self.members)
+        return {"served": {("@", "A"): RRset("@", "A", 5, values)}}
+
+    def reconcile(self, settings, addresses, members, server, key=None, timeout=2.0, **_):
+        if self.fail:
+            raise DnsError(self.fail)
+        changed = sorted(members) != sorted(self.members)
+        self.sent.append(list(members))
+        self.members = list(members)
+        return {"changed": changed, "diff": [], "zone": settings["zone"], "members": members}
+
+
+@pytest.fixture
+def server(monkeypatch):
+    fake = FakeServer(NODES)
+    monkeypatch.setattr(dns_reconciler, "plan", fake.plan)
+    monkeypatch.setattr(dns_reconciler, "reconcile", fake.reconcile)
+    monkeypatch.setattr(dns_reconciler, "load_key_file", lambda path: object())
+    return fake
+
+
+def reconciler(node: str = "n1", heard: float = 0.0, hold_down: float = 3.0) -> DnsReconciler:
+    def last_heard():
+        return {n: time.monotonic() - heard for n in NODES}
+
+    return DnsReconciler(node, MODEL, ["web"], {"hold_down": hold_down}, last_heard, fresh=0.65)
+
+
+def test_only_the_leader_with_quorum_and_fresh_contact_writes():
+    r = reconciler("n1")
+    r.observe("web", topology())
+    assert r.acting("web") == (True, "leader with quorum")
+    other = reconciler("n2")
+    other.observe("web", topology())
+    assert other.acting("web")[0] is False and "n1 is" in other.acting("web")[1]
+    r.observe("web", topology("n2", "n3"))
+    assert r.acting("web")[0] is False and "quorum" in r.acting("web")[1]
+    stale = reconciler("n1", heard=5.0)
+    stale.observe("web", topology())
+    assert stale.acting("web") == (
+        False,
+        "no fresh contact with a majority of the pool (partitioned?)",
+    )
+
+
+def test_failed_member_is_removed_once_and_not_resent(server):
+    r = reconciler("n1")
+    r.observe("web", topology())
+    asyncio.run(r._step("web"))
+    assert server.sent == [["n1", "n2", "n3"]]
+    asyncio.run(r._step("web"))  # nothing changed: nothing sent
+    assert len(server.sent) == 1
+    r.observe("web", topology("n3"))
+    asyncio.run(r._step("web"))
+    assert server.sent[-1] == ["n1", "n2"]
+
+
+def test_recovered_member_waits_for_hold_down(server):
+    r = reconciler("n1", hold_down=0.3)
+    r.observe("web", topology())
+    asyncio.run(r._step("web"))
+    r.observe("web", topology("n3"))
+    asyncio.run(r._step("web"))
+    r.observe("web", topology())
+    asyncio.run(r._step("web"))
+    assert server.sent[-1] == ["n1", "n2"]  # n3 is held
+    assert "n3" in r.choice("web").held
+    time.sleep(0.35)
+    asyncio.run(r._step("web"))
+    assert server.sent[-1] == ["n1", "n2", "n3"]
+
+
+def test_sbm_critical_removes_and_errors_are_kept_and_retried(server):
+    r = reconciler("n1")
+    r.observe("web", topology(sbm={"n2": "2"}))
+    server.fail = "DNS server 198.18.0.10:53 unreachable for the update: timeout"
+    asyncio.run(r._step("web"))
+    assert r.state["web"]["error"].startswith("DNS server 198.18.0.10:53 unreachable")
+    server.fail = None
+    r.state["web"]["retry_at"] = 0.0  # the backoff has passed
+    asyncio.run(r._step("web"))
+    assert server.sent[-1] == ["n1", "n3"] and r.state["web"]["error"] is None
+
+
+def test_a_non_leader_writes_nothing(server):
+    r = reconciler("n2")
+    r.observe("web", topology("n3"))
+    asyncio.run(r._step("web"))
+    assert server.sent == []
