@@ -14,7 +14,7 @@ author:
 description:
   - Computes the records a pool should have from the pool model and the pool's current
     topology - the pool name's A/AAAA set holds the members that are alive, SBM OK or WARNING
-    and past their hold-down; one name per node; the pool's extra O(pool) C(dns.records).
+    and past their hold-down; one name per node; the pool's extra C(dns.records).
   - Asks the authoritative server what it serves for exactly those names, and applies the
     difference. Records MultiAll does not own are never touched.
   - In C(update) mode the difference is sent as one RFC 2136 dynamic update signed with TSIG
