@@ -283,9 +283,15 @@ class Connector:
             raise ValueError(f"no node {node!r} in the pool model")
         if not self.rpc:
             raise SerfError("the Serf agent is not connected yet")
-        answers = await self.rpc.query("multiall-sbm", b"", nodes=[node], timeout=timeout)
+        answers: list = []
+        for _ in range(2):  # a query is one UDP exchange: one lost packet is no verdict
+            answers = await self.rpc.query("multiall-sbm", b"", nodes=[node], timeout=timeout)
+            if answers:
+                break
         if not answers:
-            raise SerfError(f"{node} did not answer within {timeout:g} s (down or partitioned?)")
+            raise SerfError(
+                f"{node} did not answer twice within {timeout:g} s (down or partitioned?)"
+            )
         try:
             data = json.loads(answers[0]["payload"])
         except ValueError:
