@@ -116,6 +116,7 @@ class Connector:
             cfg.dns,
             last_heard=lambda: dict(self.prober.last_pong),
             fresh=float(cfg.probe["dead_after"]),
+            on_change=self.publish,
         )
 
     # ------------------------------------------------------------------ serf
@@ -352,16 +353,20 @@ class Connector:
                 self.topology[pool] = new
                 self.dns.observe(pool, new)
                 for event in events:
-                    event["ts"] = time.time()
-                    event["observer"] = self.node
-                    event["id"] = await asyncio.to_thread(self.journal.add_event, event)
-                    log.info("tns event", extra={"fields": event})
-                    for queue in list(self.subscribers):
-                        queue.put_nowait(event)
-                    self.watcher.submit(event)
-                    self.metrics.event(event)
+                    await self.publish(event)
                 self.metrics.topology(new, self.prober.rtt_ms)
             await asyncio.sleep(0.02)  # coalesce bursts
+
+    async def publish(self, event: dict[str, Any]) -> None:
+        """Journal an event, stream it to followers, hand it to the watcher, count it."""
+        event["ts"] = time.time()
+        event["observer"] = self.node
+        event["id"] = await asyncio.to_thread(self.journal.add_event, event)
+        log.info("tns event", extra={"fields": event})
+        for queue in list(self.subscribers):
+            queue.put_nowait(event)
+        self.watcher.submit(event)
+        self.metrics.event(event)
 
     def status(self) -> dict[str, Any]:
         return {

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ansible_collections.takelan.multiall.plugins.module_utils.dns import (
@@ -53,10 +53,11 @@ class DnsReconciler:
         cfg: dict[str, Any],
         last_heard: Callable[[], dict[str, float]] = dict,
         fresh: float = 1.0,
+        on_change: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
     ) -> None:
         self.node = node
         self.members = {p: model.members(p) for p in pools}
-        self.last_heard, self.fresh = last_heard, fresh
+        self.last_heard, self.fresh, self.on_change = last_heard, fresh, on_change
         self.settings = {p: zone_settings(model, p) for p in pools if model.pools[p].get("dns")}
         self.addresses = {p: pool_addresses(model, p) for p in self.settings}
         self.hold = {p: HoldDown() for p in self.settings}
@@ -215,6 +216,18 @@ class DnsReconciler:
                 "update_ms": result.get("update_ms"),
                 "members": result["members"],
             }
+            if self.on_change is not None:
+                # Journaled like topology events: `multiall events` tells what DNS did when.
+                await self.on_change(
+                    {
+                        "type": "dns_changed",
+                        "pool": pool,
+                        "zone": result["zone"],
+                        "changes": result["diff"],
+                        "members": result["members"],
+                        "update_ms": result.get("update_ms"),
+                    }
+                )
             log.info(
                 "dns updated",
                 extra={

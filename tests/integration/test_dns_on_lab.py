@@ -92,6 +92,11 @@ def test_killed_node_leaves_the_pool_record_and_returns_after_hold_down(dns_lab)
         assert served(NS, WEB) == ["198.18.0.11", "198.18.0.12", "198.18.0.14"]
         # The node's own name stays: that is where an admin reaches it.
         assert served(NS, WEB, "n3") == ["198.18.0.13"]
+        # The leader journals what it did: `multiall events` shows it.
+        events = control(lab, "n1", {"op": "events"})["events"]
+        assert any(
+            e["type"] == "dns_changed" and "- @ IN A 198.18.0.13" in e["changes"] for e in events
+        )
     finally:
         lab.revive("n3")
         start_connector(lab, "n3")

@@ -130,6 +130,31 @@ def test_sbm_critical_removes_and_errors_are_kept_and_retried(server):
     assert server.sent[-1] == ["n1", "n3"] and r.state["web"]["error"] is None
 
 
+def test_each_change_is_published_as_a_dns_changed_event(server):
+    events = []
+
+    async def collect(event):
+        events.append(event)
+
+    r = DnsReconciler(
+        "n1",
+        MODEL,
+        ["web"],
+        {},
+        lambda: {n: time.monotonic() for n in NODES},
+        fresh=0.65,
+        on_change=collect,
+    )
+    r.observe("web", topology())
+    asyncio.run(r._step("web"))
+    assert events == []  # the server already served everyone: no change, no event
+    r.observe("web", topology("n2"))
+    asyncio.run(r._step("web"))
+    assert [(e["type"], e["pool"], e["members"]) for e in events] == [
+        ("dns_changed", "web", ["n1", "n3"])
+    ]
+
+
 def test_a_non_leader_writes_nothing(server):
     r = reconciler("n2")
     r.observe("web", topology("n3"))
