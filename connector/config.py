@@ -121,7 +121,7 @@ class ConnectorConfig:
             "key_file": "/etc/multiall/dns.key",
             "hold_down": 3.0,
             "timeout": 1.0,
-            "resync": 10.0,
+            "resync": 2.0,
             **self.dns,
         }
         self.watcher = {"debounce": 1.0, "retries": 3, "rules": [], **self.watcher}

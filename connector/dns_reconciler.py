@@ -63,7 +63,7 @@ class DnsReconciler:
         self.hold = {p: HoldDown() for p in self.settings}
         self.hold_down = float(cfg.get("hold_down", 3.0))
         self.timeout = float(cfg.get("timeout", 1.0))
-        self.resync = float(cfg.get("resync", 10.0))
+        self.resync = float(cfg.get("resync", 2.0))
         self.key_file = str(cfg.get("key_file", "/etc/multiall/dns.key"))
         self.key: TsigKey | None = None
         self.topology: dict[str, PoolTopology] = {}

@@ -48,6 +48,11 @@ def dns_lab(lab_module):
     return lab
 
 
+def settled() -> None:
+    """Earlier tests moved members in and out: wait until the whole pool is back."""
+    wait_for(lambda: served(NS, WEB) == ALL_WEB, 30, "every web member back in DNS")
+
+
 def playbook(lab, tasks: list, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run a one-play playbook against the lab with the real ansible-playbook."""
     play = [{"name": "dns test", "hosts": "n1", "gather_facts": False, "tasks": tasks}]
@@ -109,6 +114,7 @@ def test_killed_node_leaves_the_pool_record_and_returns_after_hold_down(dns_lab)
 
 
 def test_maintenance_enter_returns_only_when_drained(dns_lab):
+    settled()
     lab = dns_lab
     reply = control(lab, "n2", {"op": "maintenance", "action": "enter", "reason": "kernel"})
     try:
@@ -122,6 +128,7 @@ def test_maintenance_enter_returns_only_when_drained(dns_lab):
 
 
 def test_sbm_critical_removes_the_member_and_ok_brings_it_back(dns_lab):
+    settled()
     lab = dns_lab
     lab.exec("n4", ["touch", "/run/sbm-fail"])
     try:
@@ -134,6 +141,7 @@ def test_sbm_critical_removes_the_member_and_ok_brings_it_back(dns_lab):
 
 
 def test_minority_partition_does_not_change_the_zone(dns_lab):
+    settled()
     lab = dns_lab
     # n1 (the leader) keeps the DNS node; the majority n2-n4 cannot reach it.
     lab.partition(["n1", "ns1"], ["n2", "n3", "n4"])
@@ -208,6 +216,7 @@ def test_last_member_is_never_removed(dns_lab):
 
 
 def test_multiall_dns_cli_shows_served_and_wanted(dns_lab):
+    settled()
     sock = str(dns_lab.ctl_path("n2") / "connector.sock")
     proc = subprocess.run(
         [str(BIN / "multiall"), "dns", "--json", "--socket", sock],
@@ -247,6 +256,7 @@ def test_watcher_playbook_reconciles_after_the_in_process_update(dns_lab):
 
 
 def test_dns_zone_check_mode_shows_the_diff_and_changes_nothing(dns_lab):
+    settled()
     task = {
         "takelan.multiall.dns_zone": {"pool": "web", "members": ["n1"]},
         "register": "plan",
@@ -260,6 +270,7 @@ def test_dns_zone_check_mode_shows_the_diff_and_changes_nothing(dns_lab):
 
 
 def test_dns_zone_is_idempotent_and_wrong_keys_change_nothing(dns_lab):
+    settled()
     ok = playbook(
         dns_lab,
         [{"takelan.multiall.dns_zone": {"pool": "web", "members": ["n1", "n2", "n3", "n4"]}}],
