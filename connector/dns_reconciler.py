@@ -27,10 +27,12 @@ from ansible_collections.takelan.multiall.plugins.module_utils.dns import (
     DnsError,
     HoldDown,
     MemberChoice,
+    RRset,
     TsigKey,
     choose_members,
+    compare,
     load_key_file,
-    plan,
+    owned_keys,
     pool_addresses,
     reconcile,
     served_members,
@@ -56,7 +58,6 @@ class DnsReconciler:
         on_change: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
     ) -> None:
         self.node = node
-        self.members = {p: model.members(p) for p in pools}
         self.last_heard, self.fresh, self.on_change = last_heard, fresh, on_change
         self.settings = {p: zone_settings(model, p) for p in pools if model.pools[p].get("dns")}
         self.addresses = {p: pool_addresses(model, p) for p in self.settings}
@@ -130,7 +131,7 @@ class DnsReconciler:
         """
         now = time.monotonic()
         heard = self.last_heard()
-        declared = self.members[pool]
+        declared = list(self.addresses[pool])
         fresh = 1 + sum(
             1 for n in declared if n != self.node and now - heard.get(n, -1e9) <= self.fresh
         )
@@ -166,7 +167,7 @@ class DnsReconciler:
         if state["served"] is None:
             # Learn what is served before choosing: hold-down keeps served members.
             try:
-                await self._refresh_served(pool)
+                self._note_served(pool, await self._read_served(pool))
             except DnsError as exc:
                 state["error"] = str(exc)
                 return
@@ -180,7 +181,6 @@ class DnsReconciler:
         )
         if not due or (state["error"] and now < state["retry_at"]):
             return
-        state["served_before"] = state["served"]
         try:
             if self.key is None:
                 self.key = await asyncio.to_thread(load_key_file, self.key_file)
@@ -237,24 +237,27 @@ class DnsReconciler:
                         "changes": result["diff"],
                         "update_ms": result.get("update_ms"),
                         "choice": choice.as_dict(),
-                        "served_before": sorted(state.get("served_before") or []),
                     }
                 },
             )
 
-    async def _refresh_served(self, pool: str) -> None:
-        """Read which members the pool record hands out now (``state["served"]``)."""
+    async def _read_served(self, pool: str) -> dict[tuple[str, str], RRset]:
+        """Ask the server for every record set MultiAll owns in the pool's zone."""
         settings = self.settings[pool]
-        found = await asyncio.to_thread(
-            plan,
-            settings,
-            self.addresses[pool],
-            [],
+        return await asyncio.to_thread(
+            served_rrsets,
             str(settings.get("server") or ""),
+            settings["zone"],
+            owned_keys(settings, self.addresses[pool]),
             53,
             self.timeout,
         )
-        self.state[pool]["served"] = served_members(settings, self.addresses[pool], found["served"])
+
+    def _note_served(self, pool: str, served: dict[tuple[str, str], RRset]) -> None:
+        """Remember which members the pool record hands out (hold-down keeps those)."""
+        self.state[pool]["served"] = served_members(
+            self.settings[pool], self.addresses[pool], served
+        )
 
     # -------------------------------------------------------------- reports
     async def report(self, pool: str | None = None) -> dict[str, Any]:
@@ -269,9 +272,13 @@ class DnsReconciler:
             settings = self.settings[name]
             topo = self.topology.get(name)
             acting, why = self.acting(name)
-            if not acting:  # the leader's own record of what it applied is current
-                with contextlib.suppress(DnsError):
-                    await self._refresh_served(name)
+            served, served_error = None, None
+            try:
+                served = await self._read_served(name)
+                if not acting:  # the leader's own record of what it applied is current
+                    self._note_served(name, served)
+            except DnsError as exc:
+                served_error = str(exc)
             choice = self.choice(name)
             entry: dict[str, Any] = {
                 "zone": settings["zone"],
@@ -286,24 +293,18 @@ class DnsReconciler:
                 "members": choice.as_dict(),
                 "last_change": self.state[name]["last"],
                 "error": self.state[name]["error"],
+                "in_sync": False,
             }
-            try:
-                found = await asyncio.to_thread(
-                    plan,
-                    settings,
-                    self.addresses[name],
-                    choice.members,
-                    str(settings.get("server") or ""),
-                    53,
-                    self.timeout,
+            if served is None:
+                entry["served_error"] = served_error
+            else:
+                found = compare(
+                    settings, self.addresses[name], choice.members, served, str(settings["server"])
                 )
                 entry["wanted"] = [x for r in found["wanted"].values() for x in r.lines()]
                 entry["served"] = [x for r in found["served"].values() for x in r.lines()]
                 entry["diff"] = found["diff"]
                 entry["in_sync"] = not found["changes"]
-            except DnsError as exc:
-                entry["served_error"] = str(exc)
-                entry["in_sync"] = False
             out[name] = entry
         return {"ok": True, "node": self.node, "pools": out}
 

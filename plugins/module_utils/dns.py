@@ -601,20 +601,23 @@ def zone_server(settings: dict[str, Any], override: str | None = None) -> str:
     return str(server)
 
 
-def plan(
+def owned_keys(settings: dict[str, Any], addresses: dict[str, str]) -> list[tuple[str, str]]:
+    """Every (name, type) MultiAll owns in the zone; the same whoever is up."""
+    return list(wanted_rrsets(settings, addresses, []))
+
+
+def compare(
     settings: dict[str, Any],
     addresses: dict[str, str],
     members: list[str],
+    served: dict[tuple[str, str], RRset],
     server: str,
-    port: int = 53,
-    timeout: float = 2.0,
 ) -> dict[str, Any]:
     """Wanted vs served for the owned record sets, and the changes between them."""
     unknown = sorted(set(members) - set(addresses))
     if unknown:
         raise DnsError(f"not members of the pool: {', '.join(unknown)}")
     wanted = wanted_rrsets(settings, addresses, members)
-    served = served_rrsets(server, settings["zone"], list(wanted), port, timeout)
     changes = diff_rrsets(wanted, served)
     return {
         "zone": settings["zone"],
@@ -627,6 +630,20 @@ def plan(
         "before": zone_text(served),
         "after": zone_text(wanted),
     }
+
+
+def plan(
+    settings: dict[str, Any],
+    addresses: dict[str, str],
+    members: list[str],
+    server: str,
+    port: int = 53,
+    timeout: float = 2.0,
+) -> dict[str, Any]:
+    """Ask the server for the owned record sets and :func:`compare` them with the wanted ones."""
+    keys = owned_keys(settings, addresses)
+    served = served_rrsets(server, settings["zone"], keys, port, timeout)
+    return compare(settings, addresses, members, served, server)
 
 
 def reconcile(

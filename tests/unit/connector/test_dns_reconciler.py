@@ -45,9 +45,12 @@ class FakeServer:
         self.sent: list[list[str]] = []
         self.fail: str | None = None
 
-    def plan(self, settings, addresses, members, server, port=53, timeout=2.0):
-        values = tuple(addresses[m] for m in self.members)
-        return {"served": {("@", "A"): RRset("@", "A", 5, values)}}
+    def served_rrsets(self, server, zone, keys, port=53, timeout=2.0):
+        addresses = {n: f"198.18.0.1{n[1]}" for n in NODES}
+        out = {key: RRset(key[0], key[1], 0, ()) for key in keys}
+        out.update({(n, "A"): RRset(n, "A", 5, (a,)) for n, a in addresses.items()})
+        out[("@", "A")] = RRset("@", "A", 5, tuple(addresses[m] for m in self.members))
+        return out
 
     def reconcile(self, settings, addresses, members, server, key=None, timeout=2.0, **_):
         if self.fail:
@@ -61,7 +64,7 @@ class FakeServer:
 @pytest.fixture
 def server(monkeypatch):
     fake = FakeServer(NODES)
-    monkeypatch.setattr(dns_reconciler, "plan", fake.plan)
+    monkeypatch.setattr(dns_reconciler, "served_rrsets", fake.served_rrsets)
     monkeypatch.setattr(dns_reconciler, "reconcile", fake.reconcile)
     monkeypatch.setattr(dns_reconciler, "load_key_file", lambda path: object())
     return fake
@@ -155,8 +158,12 @@ def test_each_change_is_published_as_a_dns_changed_event(server):
     ]
 
 
-def test_a_non_leader_writes_nothing(server):
+def test_a_non_leader_writes_nothing_but_reports_the_difference(server):
     r = reconciler("n2")
     r.observe("web", topology("n3"))
     asyncio.run(r._step("web"))
     assert server.sent == []
+    report = asyncio.run(r.report("web"))["pools"]["web"]
+    assert not report["acting"] and not report["in_sync"]
+    assert report["diff"] == ["- @ IN A 198.18.0.13"]
+    assert report["members"]["excluded"] == {"n3": "failed"}
