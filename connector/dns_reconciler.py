@@ -29,12 +29,14 @@ from ansible_collections.takelan.multiall.plugins.module_utils.dns import (
     MemberChoice,
     RRset,
     TsigKey,
+    address_type,
     choose_members,
     compare,
     load_key_file,
     owned_keys,
     pool_addresses,
     reconcile,
+    rrset_lines,
     served_members,
     served_rrsets,
     zone_settings,
@@ -197,8 +199,7 @@ class DnsReconciler:
         except DnsError as exc:
             backoff = min(5.0, max(0.25, 2 * (state.get("backoff") or 0.125)))
             state.update(error=str(exc), retry_at=now + backoff, backoff=backoff, applied=None)
-            if "TSIG" in str(exc) or "key" in str(exc):
-                self.key = None  # re-read: the key file may have been fixed
+            self.key = None  # re-read on retry: the key file may have been fixed
             log.warning("dns: %s", exc, extra={"fields": {"pool": pool}})
             return
         state.update(
@@ -210,36 +211,19 @@ class DnsReconciler:
             retry_at=0.0,
         )
         if result["changed"]:
-            state["last"] = {
-                "ts": time.time(),
+            change = {
+                "type": "dns_changed",
+                "pool": pool,
+                "zone": result["zone"],
                 "changes": result["diff"],
-                "update_ms": result.get("update_ms"),
                 "members": result["members"],
+                "update_ms": result.get("update_ms"),
             }
+            state["last"] = {**change, "ts": time.time()}
+            log.info("dns updated", extra={"fields": {**change, "choice": choice.as_dict()}})
             if self.on_change is not None:
                 # Journaled like topology events: `multiall events` tells what DNS did when.
-                await self.on_change(
-                    {
-                        "type": "dns_changed",
-                        "pool": pool,
-                        "zone": result["zone"],
-                        "changes": result["diff"],
-                        "members": result["members"],
-                        "update_ms": result.get("update_ms"),
-                    }
-                )
-            log.info(
-                "dns updated",
-                extra={
-                    "fields": {
-                        "pool": pool,
-                        "zone": result["zone"],
-                        "changes": result["diff"],
-                        "update_ms": result.get("update_ms"),
-                        "choice": choice.as_dict(),
-                    }
-                },
-            )
+                await self.on_change(change)
 
     async def _read_served(self, pool: str) -> dict[tuple[str, str], RRset]:
         """Ask the server for every record set MultiAll owns in the pool's zone."""
@@ -301,8 +285,8 @@ class DnsReconciler:
                 found = compare(
                     settings, self.addresses[name], choice.members, served, str(settings["server"])
                 )
-                entry["wanted"] = [x for r in found["wanted"].values() for x in r.lines()]
-                entry["served"] = [x for r in found["served"].values() for x in r.lines()]
+                entry["wanted"] = rrset_lines(found["wanted"])
+                entry["served"] = rrset_lines(found["served"])
                 entry["diff"] = found["diff"]
                 entry["in_sync"] = not found["changes"]
             out[name] = entry
@@ -316,7 +300,7 @@ class DnsReconciler:
             if address is None or not settings.get("server"):
                 continue
             outcome[pool] = "timeout"
-            key = (settings["record"], "AAAA" if ":" in address else "A")
+            key = (settings["record"], address_type(node, address))
             while time.monotonic() < deadline:
                 choice = self.choice(pool)
                 if node in choice.kept_last:

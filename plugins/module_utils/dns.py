@@ -211,7 +211,8 @@ def zone_settings(model: Any, pool: str) -> dict[str, Any]:
     return out
 
 
-def _address_type(node: str, address: str) -> str:
+def address_type(node: str, address: str) -> str:
+    """``A`` or ``AAAA`` for a node's address (a host name is refused: records need IPs)."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -236,13 +237,13 @@ def wanted_rrsets(
     out: dict[tuple[str, str], RRset] = {}
     for rtype in MANAGED_TYPES:
         values = sorted(
-            (addresses[n] for n in members if _address_type(n, addresses[n]) == rtype),
+            (addresses[n] for n in members if address_type(n, addresses[n]) == rtype),
             key=lambda a: ipaddress.ip_address(a),
         )
         out[(name, rtype)] = RRset(name, rtype, ttl, tuple(values))
     if settings["node_records"]:
         for node, address in sorted(addresses.items()):
-            rtype = _address_type(node, address)
+            rtype = address_type(node, address)
             out[(node, rtype)] = RRset(node, rtype, ttl, (address,))
     extra: dict[tuple[str, str], list[tuple[int, str]]] = {}
     for record in settings["records"]:
@@ -353,9 +354,14 @@ def diff_rrsets(
     return changes
 
 
+def rrset_lines(rrsets: dict[tuple[str, str], RRset]) -> list[str]:
+    """Record sets as sorted zone-file lines, one per value."""
+    return [line for _, r in sorted(rrsets.items()) for line in _normalise(r).lines()]
+
+
 def zone_text(rrsets: dict[tuple[str, str], RRset]) -> str:
-    """Owned records as zone-file lines (for ``--diff``)."""
-    lines = [line for _, r in sorted(rrsets.items()) for line in _normalise(r).lines()]
+    """Owned records as zone-file text (for ``--diff``)."""
+    lines = rrset_lines(rrsets)
     return "\n".join(lines) + ("\n" if lines else "")
 
 
@@ -711,8 +717,8 @@ def reconcile(
             f"zone {settings['zone']}: mode {mode!r} needs FS-SA to carry zone files to the "
             "secondaries, which is not built yet; use mode update or rebuild"
         )
-    result["wanted"] = [line for r in result["wanted"].values() for line in r.lines()]
-    result["served"] = [line for r in result["served"].values() for line in r.lines()]
+    result["wanted"] = rrset_lines(result["wanted"])
+    result["served"] = rrset_lines(result["served"])
     return result
 
 
