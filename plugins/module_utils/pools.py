@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import copy
 import os
+import socket
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from ._located_yaml import LocatedDict, LocatedList, Mark, SourceError, load_located_file
-from ._pools_spec import MODEL_FIELDS, MODEL_KEYS, SECTIONS, TOP
-from ._schema import Validator, render_path
+from ._pools_spec import BASELINE_RULE, MODEL_FIELDS, MODEL_KEYS, SECTIONS, TOP
+from ._schema import Field, Validator, render_path
 
 DEFAULT_PATH = "/etc/multiall/pools.yml"
 YAML_SUFFIXES = (".yml", ".yaml")
@@ -709,6 +710,25 @@ def _names(mapping: dict[str, Any], limit: int = 12) -> str:
         return "(none)"
     shown = ", ".join(names[:limit])
     return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def validate_rules(rules: Any, where: str = "rules") -> dict[str, Any]:
+    """Baseline Rules given outside a pools file, checked exactly as the model checks its own.
+
+    For the ``baseline`` module's ``rules`` option: a typo in a kind or a
+    threshold is the same clear error there as in ``pools.yml``. Raises
+    :class:`PoolModelError` listing every problem (paths start with ``where``).
+    """
+    validator = Validator()
+    data = validator.validate(rules, Field("map", values=BASELINE_RULE), (where,), None)
+    if validator.errors:
+        raise PoolModelError(validator.errors)
+    return plain(data)
+
+
+def local_node_name() -> str:
+    """This host's name in the model when none is given: its short host name."""
+    return socket.gethostname().split(".")[0]
 
 
 def load(path: str | None = None) -> PoolModel:
