@@ -31,6 +31,7 @@ class ArgumentSpec:
         required_if: list[tuple[Any, ...]] | None = None,
         required_one_of: list[tuple[str, ...]] | None = None,
         mutually_exclusive: list[tuple[str, ...]] | None = None,
+        required_by: dict[str, list[str]] | None = None,
     ) -> None:
         # Deep copies: pieces are merged into many specs and must never share dicts.
         self.argument_spec: dict[str, dict[str, Any]] = copy.deepcopy(argument_spec or {})
@@ -38,6 +39,9 @@ class ArgumentSpec:
         self.required_if = list(required_if or [])
         self.required_one_of = list(required_one_of or [])
         self.mutually_exclusive = list(mutually_exclusive or [])
+        self.required_by: dict[str, list[str]] = {
+            k: list(v) for k, v in (required_by or {}).items()
+        }
 
     def merge(self, other: ArgumentSpec) -> ArgumentSpec:
         """Add ``other``'s options and constraints; an option defined twice is a bug."""
@@ -49,6 +53,8 @@ class ArgumentSpec:
         self.required_if.extend(other.required_if)
         self.required_one_of.extend(other.required_one_of)
         self.mutually_exclusive.extend(other.mutually_exclusive)
+        for key, needed in other.required_by.items():
+            self.required_by.setdefault(key, []).extend(needed)
         return self
 
     def to_kwargs(self) -> dict[str, Any]:
@@ -59,6 +65,7 @@ class ArgumentSpec:
             "required_if": self.required_if,
             "required_one_of": self.required_one_of,
             "mutually_exclusive": self.mutually_exclusive,
+            "required_by": self.required_by,
         }
 
 

@@ -280,6 +280,8 @@ def argument_spec() -> ArgumentSpec:
                     "timeout": {"type": "float", "default": 2.0},
                 },
                 required_together=[("key_name", "key_secret")],
+                # required_together counts an explicit null as given; this does not.
+                required_by={"key_secret": ["key_name"]},
             )
         )
     )

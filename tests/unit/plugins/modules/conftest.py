@@ -1,0 +1,160 @@
+"""Running a module's ``main()`` in-process, the way community.general's unit tests do.
+
+``run_module`` exposes the arguments to ``AnsibleModule`` (ansible-core's
+``patch_module_args`` where it exists, else ``basic._ANSIBLE_ARGS``) and turns
+``exit_json``/``fail_json`` into exceptions carrying the result, so a test
+asserts on exactly what a playbook would see. ``connector`` serves a real unix
+socket that speaks the control protocol of ``module_utils/_control.py``, so
+modules that ask the connector are tested through their real client code.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import tempfile
+import threading
+import types
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ansible.module_utils import basic
+from ansible.module_utils.common.text.converters import to_bytes
+
+try:  # ansible-core >= 2.19
+    from ansible.module_utils.testing import patch_module_args
+except ImportError:  # pragma: no cover - older cores: the community.general recipe
+    patch_module_args = None
+
+
+class ModuleExit(Exception):
+    """``exit_json`` was called; ``result`` is what the module returned."""
+
+    def __init__(self, result: dict[str, Any]) -> None:
+        super().__init__(result)
+        self.result = result
+
+
+class ModuleFail(Exception):
+    """``fail_json`` was called; ``result`` holds ``msg`` and the other keys."""
+
+    def __init__(self, result: dict[str, Any]) -> None:
+        super().__init__(result.get("msg"))
+        self.result = result
+
+
+def _exit_json(_module: Any, **kwargs: Any) -> None:
+    kwargs.setdefault("changed", False)
+    raise ModuleExit(kwargs)
+
+
+def _fail_json(_module: Any, msg: str = "", **kwargs: Any) -> None:
+    kwargs["failed"] = True
+    kwargs["msg"] = msg
+    raise ModuleFail(kwargs)
+
+
+RunModule = Callable[..., dict[str, Any]]
+
+
+@pytest.fixture
+def run_module(monkeypatch: pytest.MonkeyPatch) -> RunModule:
+    """``run_module(module, args, check_mode=False, diff=False)`` -> the result.
+
+    Raises :class:`ModuleFail` when the module fails, so a test writes
+    ``with pytest.raises(ModuleFail) as failed: ...``.
+    """
+    monkeypatch.setattr(basic.AnsibleModule, "exit_json", _exit_json)
+    monkeypatch.setattr(basic.AnsibleModule, "fail_json", _fail_json)
+
+    def run(
+        module: types.ModuleType,
+        args: dict[str, Any],
+        check_mode: bool = False,
+        diff: bool = False,
+    ) -> dict[str, Any]:
+        full = dict(args, _ansible_check_mode=check_mode, _ansible_diff=diff)
+        if patch_module_args is not None:
+            with patch_module_args(full), pytest.raises(ModuleExit) as done:
+                module.main()
+        else:  # pragma: no cover
+            raw = to_bytes(json.dumps({"ANSIBLE_MODULE_ARGS": full}))
+            monkeypatch.setattr(basic, "_ANSIBLE_ARGS", raw)
+            with pytest.raises(ModuleExit) as done:
+                module.main()
+        return done.value.result
+
+    return run
+
+
+class ControlServer:
+    """A unix socket answering the connector's JSON-lines control protocol.
+
+    ``answer(request) -> reply`` decides each reply; every request is kept in
+    ``requests`` so a test can assert what the module asked for (and that
+    check mode asked for no change).
+    """
+
+    def __init__(self, path: Path, answer: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        self.path = str(path)
+        self.answer = answer
+        self.requests: list[dict[str, Any]] = []
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.bind(self.path)
+        self._sock.listen(8)
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _addr = self._sock.accept()
+            except OSError:  # closed by stop()
+                return
+            with conn, conn.makefile("rwb") as stream:
+                for line in stream:
+                    request = json.loads(line)
+                    self.requests.append(request)
+                    stream.write(json.dumps(self.answer(request)).encode() + b"\n")
+                    stream.flush()
+
+    def ops(self) -> list[str]:
+        """The ``op`` of every request so far, in order."""
+        return [r.get("op") for r in self.requests]
+
+    def stop(self) -> None:
+        """Close the listening socket; the serving thread ends.
+
+        ``shutdown`` first: on Linux it wakes a thread blocked in ``accept``,
+        which a bare ``close`` does not.
+        """
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()
+        self._thread.join(timeout=5)
+
+
+@pytest.fixture
+def connector() -> Iterator[Callable[..., ControlServer]]:
+    """``connector(answer)`` starts a ControlServer; stopped and removed after the test.
+
+    The socket lives in a short temporary directory: a unix socket path must
+    stay under ~100 bytes, which pytest's ``tmp_path`` does not promise.
+    """
+    directory = Path(tempfile.mkdtemp(prefix="ma-ctl-"))
+    servers: list[ControlServer] = []
+
+    def start(answer: Callable[[dict[str, Any]], dict[str, Any]]) -> ControlServer:
+        server = ControlServer(directory / f"c{len(servers)}.sock", answer)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+    shutil.rmtree(directory, ignore_errors=True)
