@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import tempfile
-import threading
 import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,38 +21,12 @@ from typing import Any
 import pytest
 from ansible.module_utils import basic
 from ansible.module_utils.common.text.converters import to_bytes
+from module_harness import ControlServer, ModuleExit, exit_json, fail_json
 
 try:  # ansible-core >= 2.19
     from ansible.module_utils.testing import patch_module_args
 except ImportError:  # pragma: no cover - older cores: the community.general recipe
     patch_module_args = None
-
-
-class ModuleExit(Exception):
-    """``exit_json`` was called; ``result`` is what the module returned."""
-
-    def __init__(self, result: dict[str, Any]) -> None:
-        super().__init__(result)
-        self.result = result
-
-
-class ModuleFail(Exception):
-    """``fail_json`` was called; ``result`` holds ``msg`` and the other keys."""
-
-    def __init__(self, result: dict[str, Any]) -> None:
-        super().__init__(result.get("msg"))
-        self.result = result
-
-
-def _exit_json(_module: Any, **kwargs: Any) -> None:
-    kwargs.setdefault("changed", False)
-    raise ModuleExit(kwargs)
-
-
-def _fail_json(_module: Any, msg: str = "", **kwargs: Any) -> None:
-    kwargs["failed"] = True
-    kwargs["msg"] = msg
-    raise ModuleFail(kwargs)
 
 
 RunModule = Callable[..., dict[str, Any]]
@@ -67,8 +39,8 @@ def run_module(monkeypatch: pytest.MonkeyPatch) -> RunModule:
     Raises :class:`ModuleFail` when the module fails, so a test writes
     ``with pytest.raises(ModuleFail) as failed: ...``.
     """
-    monkeypatch.setattr(basic.AnsibleModule, "exit_json", _exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, "fail_json", _fail_json)
+    monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
+    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
 
     def run(
         module: types.ModuleType,
@@ -88,55 +60,6 @@ def run_module(monkeypatch: pytest.MonkeyPatch) -> RunModule:
         return done.value.result
 
     return run
-
-
-class ControlServer:
-    """A unix socket answering the connector's JSON-lines control protocol.
-
-    ``answer(request) -> reply`` decides each reply; every request is kept in
-    ``requests`` so a test can assert what the module asked for (and that
-    check mode asked for no change).
-    """
-
-    def __init__(self, path: Path, answer: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
-        self.path = str(path)
-        self.answer = answer
-        self.requests: list[dict[str, Any]] = []
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.bind(self.path)
-        self._sock.listen(8)
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _addr = self._sock.accept()
-            except OSError:  # closed by stop()
-                return
-            with conn, conn.makefile("rwb") as stream:
-                for line in stream:
-                    request = json.loads(line)
-                    self.requests.append(request)
-                    stream.write(json.dumps(self.answer(request)).encode() + b"\n")
-                    stream.flush()
-
-    def ops(self) -> list[str]:
-        """The ``op`` of every request so far, in order."""
-        return [r.get("op") for r in self.requests]
-
-    def stop(self) -> None:
-        """Close the listening socket; the serving thread ends.
-
-        ``shutdown`` first: on Linux it wakes a thread blocked in ``accept``,
-        which a bare ``close`` does not.
-        """
-        try:
-            self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self._sock.close()
-        self._thread.join(timeout=5)
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from ansible_collections.takelan.multiall.plugins.modules import baseline
-from conftest import ModuleFail
+from module_harness import ModuleFail
 
 OK_RULE = {"kind": "command", "command": "echo all good"}
 WARN_RULE = {"kind": "command", "command": "echo getting full; exit 1"}

@@ -9,26 +9,25 @@ what it sends, and that check mode sends nothing.
 from __future__ import annotations
 
 import base64
+import contextlib
 import socket
 import struct
 import threading
 from collections.abc import Iterator
 from typing import Any
 
+import dns.message
+import dns.name
+import dns.opcode
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+import dns.tsig
+import dns.tsigkeyring
 import pytest
-
-dns = pytest.importorskip("dns")
-import dns.message  # noqa: E402
-import dns.name  # noqa: E402
-import dns.opcode  # noqa: E402
-import dns.rcode  # noqa: E402
-import dns.rdataclass  # noqa: E402
-import dns.rdatatype  # noqa: E402
-import dns.rrset  # noqa: E402
-import dns.tsig  # noqa: E402
-import dns.tsigkeyring  # noqa: E402
-from ansible_collections.takelan.multiall.plugins.modules import dns_zone  # noqa: E402
-from conftest import ModuleFail  # noqa: E402
+from ansible_collections.takelan.multiall.plugins.modules import dns_zone
+from module_harness import ModuleFail
 
 ZONE = "web.pool.example.test"
 KEY_NAME = "multiall-test"
@@ -138,10 +137,8 @@ class ZoneStandIn:
     def stop(self) -> None:
         """Close both sockets (shutdown wakes the blocked accept/recv)."""
         for sock in (self.tcp, self.udp):
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             sock.close()
         for thread in self._threads:
             thread.join(timeout=5)

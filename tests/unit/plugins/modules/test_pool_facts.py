@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 from ansible_collections.takelan.multiall.plugins.modules import pool_facts
-from conftest import ModuleFail
+from module_harness import ModuleFail
 
 MODEL = """\
 defaults: {ssh_user: root, python: /usr/bin/python3}

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from ansible_collections.takelan.multiall.plugins.modules import tns_maintenance
-from conftest import ModuleFail
+from module_harness import ModuleFail
 
 
 class FakeConnector:
