@@ -116,20 +116,15 @@ results:
       sample: 1.7
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.takelan.multiall.plugins.module_utils._argspec import (
     ArgumentSpec,
     node_argspec,
     pools_file_argspec,
 )
-from ansible_collections.takelan.multiall.plugins.module_utils._located_yaml import (
-    HAS_YAML,
-    YAML_IMPORT_ERROR,
-)
+from ansible_collections.takelan.multiall.plugins.module_utils._pools_module import node_view
 from ansible_collections.takelan.multiall.plugins.module_utils.pools import (
     PoolModelError,
-    load,
-    local_node_name,
     validate_rules,
 )
 from ansible_collections.takelan.multiall.plugins.module_utils.sbm import (
@@ -159,20 +154,14 @@ def argument_spec() -> ArgumentSpec:
 
 def node_rules(module: AnsibleModule) -> dict:
     """The rules to run: O(rules) checked like the model's, else the node's from the model."""
-    params = module.params
+    if module.params["rules"] is None:
+        return node_view(module).settings["baseline"]
     try:
-        if params["rules"] is not None:
-            return validate_rules(params["rules"])
-        if not HAS_YAML:
-            module.fail_json(msg=missing_required_lib("PyYAML"), exception=YAML_IMPORT_ERROR)
-        node = params["node"] or local_node_name()
-        return load(params["pools_file"]).effective(node).settings["baseline"]
+        return validate_rules(module.params["rules"])
     except PoolModelError as exc:
         module.fail_json(
             msg="; ".join(str(e) for e in exc.errors), errors=[e.as_dict() for e in exc.errors]
         )
-    except KeyError as exc:
-        module.fail_json(msg=f"{params['pools_file']}: {exc.args[0]}")
     return {}  # not reached: fail_json exits
 
 

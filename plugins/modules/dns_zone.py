@@ -219,10 +219,7 @@ from ansible_collections.takelan.multiall.plugins.module_utils._control import (
     ControlError,
     control_request,
 )
-from ansible_collections.takelan.multiall.plugins.module_utils._located_yaml import (
-    HAS_YAML,
-    YAML_IMPORT_ERROR,
-)
+from ansible_collections.takelan.multiall.plugins.module_utils._pools_module import require_yaml
 from ansible_collections.takelan.multiall.plugins.module_utils.dns import (
     HAS_DNSPYTHON,
     DnsError,
@@ -292,8 +289,7 @@ def main() -> None:
     module = AnsibleModule(**argument_spec().to_kwargs(), supports_check_mode=True)
     if not HAS_DNSPYTHON:
         module.fail_json(msg=missing_required_lib("dnspython (python3-dnspython)"))
-    if not HAS_YAML:
-        module.fail_json(msg=missing_required_lib("PyYAML"), exception=YAML_IMPORT_ERROR)
+    require_yaml(module)
     p = module.params
     result: dict = {"changed": False}
     try:

@@ -131,21 +131,13 @@ ansible_facts:
           sample: {ansible_user: root, ansible_python_interpreter: /usr/bin/python3}
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.takelan.multiall.plugins.module_utils._argspec import (
     ArgumentSpec,
     node_argspec,
     pools_file_argspec,
 )
-from ansible_collections.takelan.multiall.plugins.module_utils._located_yaml import (
-    HAS_YAML,
-    YAML_IMPORT_ERROR,
-)
-from ansible_collections.takelan.multiall.plugins.module_utils.pools import (
-    PoolModelError,
-    load,
-    local_node_name,
-)
+from ansible_collections.takelan.multiall.plugins.module_utils._pools_module import node_view
 
 
 def argument_spec() -> ArgumentSpec:
@@ -160,16 +152,7 @@ def argument_spec() -> ArgumentSpec:
 def main() -> None:
     """Load the model, merge the node's pools, return them as facts."""
     module = AnsibleModule(**argument_spec().to_kwargs(), supports_check_mode=True)
-    if not HAS_YAML:
-        module.fail_json(msg=missing_required_lib("PyYAML"), exception=YAML_IMPORT_ERROR)
-    path = module.params["pools_file"]
-    node = module.params["node"] or local_node_name()
-    try:
-        view = load(path).effective(node)
-    except PoolModelError as exc:
-        module.fail_json(msg=str(exc), errors=[e.as_dict() for e in exc.errors])
-    except KeyError as exc:
-        module.fail_json(msg=f"{path}: {exc.args[0]}")
+    view = node_view(module)
     facts = view.as_dict()
     if view.conflicts and module.params["fail_on_conflict"]:
         module.fail_json(

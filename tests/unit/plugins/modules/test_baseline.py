@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from ansible_collections.takelan.multiall.plugins.module_utils import _pools_module
 from ansible_collections.takelan.multiall.plugins.modules import baseline
 from module_harness import ModuleFail
 
@@ -82,7 +83,7 @@ def test_a_rule_that_cannot_run_is_unknown_never_ok(run_module):
 
 
 def test_without_pyyaml_ad_hoc_rules_still_run(run_module, monkeypatch):
-    monkeypatch.setattr(baseline, "HAS_YAML", False)
+    monkeypatch.setattr(_pools_module, "HAS_YAML", False)
     assert run_module(baseline, {"rules": {"a": OK_RULE}})["status"] == 0
     with pytest.raises(ModuleFail) as failed:
         run_module(baseline, {"node": "n1"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+from ansible_collections.takelan.multiall.plugins.module_utils import _pools_module
 from ansible_collections.takelan.multiall.plugins.modules import pool_facts
 from module_harness import ModuleFail
 
@@ -117,8 +118,8 @@ def test_a_missing_model_says_where_it_looked(run_module, tmp_path):
 
 
 def test_without_pyyaml_the_module_asks_for_it(run_module, pools_file, monkeypatch):
-    monkeypatch.setattr(pool_facts, "HAS_YAML", False)
-    monkeypatch.setattr(pool_facts, "YAML_IMPORT_ERROR", "ModuleNotFoundError: yaml")
+    monkeypatch.setattr(_pools_module, "HAS_YAML", False)
+    monkeypatch.setattr(_pools_module, "YAML_IMPORT_ERROR", "ModuleNotFoundError: yaml")
     with pytest.raises(ModuleFail) as failed:
         run_module(pool_facts, {"pools_file": pools_file(), "node": "web1"})
     assert "Failed to import the required Python library (PyYAML)" in failed.value.result["msg"]
