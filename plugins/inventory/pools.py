@@ -9,7 +9,7 @@ name: pools
 short_description: MultiAll pools as Ansible inventory
 version_added: 0.1.0
 author:
-  - TakeLAN MultiAll developers
+  - TakeLAN MultiAll developers (@takelan)
 description:
   - Reads a MultiAll pool model (C(pools.yml)) and turns it into inventory.
   - Every pool becomes a group C(pool_<name>) (prefix configurable) holding its members.
@@ -85,6 +85,7 @@ from ansible_collections.takelan.multiall.plugins.module_utils._located_yaml imp
     SourceError,
     load_located,
 )
+from ansible_collections.takelan.multiall.plugins.module_utils._pools_spec import MODEL_KEYS
 from ansible_collections.takelan.multiall.plugins.module_utils.pools import (
     PoolModel,
     PoolModelError,
@@ -135,8 +136,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         if not isinstance(raw, dict) or raw.get("plugin") != self.NAME:
             found = raw.get("plugin", "none found") if isinstance(raw, dict) else "none found"
             raise AnsibleParserError(f"Incorrect plugin name in file: {found}")
-        model_keys = ("defaults", "nodes", "pools", "exceptions")
-        options = {k: plain(v) for k, v in raw.items() if k not in model_keys}
+        options = {k: plain(v) for k, v in raw.items() if k not in MODEL_KEYS}
         for key in _TEMPLATED_OPTIONS:
             if key in options:
                 options[key] = _trusted(options[key])

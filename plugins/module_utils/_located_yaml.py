@@ -9,13 +9,29 @@ PyYAML throws marks away once it builds plain dicts, so this loader builds
 of the code and JSON/Ansible see ordinary containers) that keep the marks, and
 it refuses duplicate keys, which PyYAML would otherwise resolve silently by
 keeping the last one.
+
+PyYAML is imported guarded: modules ship this file to managed nodes, where it
+may be missing. Importing never fails; ``HAS_YAML``/``YAML_IMPORT_ERROR`` let a
+module fail with ``missing_required_lib("PyYAML")``, and loading without it
+raises :class:`SourceError` saying what to install.
 """
 
 from __future__ import annotations
 
+import traceback
 from typing import Any, NamedTuple
 
-import yaml
+try:
+    import yaml
+except ImportError:
+    HAS_YAML = False
+    YAML_IMPORT_ERROR: str | None = traceback.format_exc()
+else:
+    HAS_YAML = True
+    YAML_IMPORT_ERROR = None
+
+# What to install when PyYAML is missing; named in every such error.
+YAML_REQUIREMENT = "PyYAML (Debian package python3-yaml)"
 
 
 class Mark(NamedTuple):
@@ -89,20 +105,11 @@ class LocatedList(list):
         return self.mark
 
 
-_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def _mark(loader: Any, node: yaml.Node) -> Mark:
+def _mark(loader: Any, node: Any) -> Mark:
     return Mark(loader.multiall_file, node.start_mark.line + 1, node.start_mark.column + 1)
 
 
-class _LocatingLoader(_BaseLoader):  # type: ignore[misc, valid-type]
-    """SafeLoader (C parser when available) that builds Located containers."""
-
-    multiall_file = "<string>"
-
-
-def _construct_mapping(loader: Any, node: yaml.MappingNode) -> LocatedDict:
+def _construct_mapping(loader: Any, node: Any) -> LocatedDict:
     loader.flatten_mapping(node)
     result = LocatedDict()
     result.mark = _mark(loader, node)
@@ -127,21 +134,38 @@ def _construct_mapping(loader: Any, node: yaml.MappingNode) -> LocatedDict:
     return result
 
 
-def _construct_sequence(loader: Any, node: yaml.SequenceNode) -> LocatedList:
+def _construct_sequence(loader: Any, node: Any) -> LocatedList:
     result = LocatedList(loader.construct_object(child, deep=True) for child in node.value)
     result.mark = _mark(loader, node)
     result.item_marks = [_mark(loader, child) for child in node.value]
     return result
 
 
-_LocatingLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-_LocatingLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence
-)
+def _make_loader() -> Any:
+    """SafeLoader (C parser when available) that builds Located containers.
+
+    Built in a function so that this file imports without PyYAML.
+    """
+    base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+    class LocatingLoader(base):  # type: ignore[misc, valid-type]
+        """A SafeLoader whose mappings and sequences remember their marks."""
+
+        multiall_file = "<string>"
+
+    resolver = yaml.resolver.BaseResolver
+    LocatingLoader.add_constructor(resolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+    LocatingLoader.add_constructor(resolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
+    return LocatingLoader
+
+
+_LocatingLoader: Any = _make_loader() if HAS_YAML else None
 
 
 def load_located(text: str, filename: str) -> Any:
     """Parse one YAML document, returning Located containers; errors name the file."""
+    if _LocatingLoader is None:
+        raise SourceError(f"reading YAML needs {YAML_REQUIREMENT}", Mark(filename, 0, 0))
     loader = _LocatingLoader(text)
     loader.multiall_file = filename
     try:

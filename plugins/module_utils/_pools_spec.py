@@ -357,14 +357,18 @@ INVENTORY_KEYS = (
     "group_prefix",
 )
 
+# The model's own top-level keys: the one list the loader, the directory merge
+# and the inventory plugin (which must tell its options from the model) all use.
+MODEL_FIELDS: dict[str, Field] = {
+    "defaults": Field("object", keys=dict(SSH_FIELDS)),
+    "nodes": Field("map", key_check=check_node_name, values=NODE),
+    "pools": Field("map", key_check=check_pool_name, values=POOL),
+    "exceptions": Field("list", item=EXCEPTION),
+}
+MODEL_KEYS = tuple(MODEL_FIELDS)
+
 TOP = Field(
     "object",
-    keys={
-        "defaults": Field("object", keys=dict(SSH_FIELDS)),
-        "nodes": Field("map", key_check=check_node_name, values=NODE),
-        "pools": Field("map", key_check=check_pool_name, values=POOL),
-        "exceptions": Field("list", item=EXCEPTION),
-        **{k: Field("any") for k in INVENTORY_KEYS},
-    },
+    keys={**MODEL_FIELDS, **{k: Field("any") for k in INVENTORY_KEYS}},
     expect="a mapping with 'nodes', 'pools' and optionally 'defaults', 'exceptions'",
 )

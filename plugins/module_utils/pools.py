@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import copy
 import os
+import socket
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from ._located_yaml import LocatedDict, LocatedList, Mark, SourceError, load_located_file
-from ._pools_spec import SECTIONS, TOP
-from ._schema import Validator, render_path
+from ._pools_spec import BASELINE_RULE, MODEL_FIELDS, MODEL_KEYS, SECTIONS, TOP
+from ._schema import Field, Validator, render_path
 
 DEFAULT_PATH = "/etc/multiall/pools.yml"
 YAML_SUFFIXES = (".yml", ".yaml")
@@ -264,7 +265,7 @@ class PoolModel:
         self.nodes: dict[str, LocatedDict] = data.get("nodes") or {}
         self.pools: dict[str, LocatedDict] = data.get("pools") or {}
         self.exceptions: list[LocatedDict] = data.get("exceptions") or []
-        self.options: dict[str, Any] = {k: v for k, v in data.items() if k not in TOP_SECTIONS}
+        self.options: dict[str, Any] = {k: v for k, v in data.items() if k not in MODEL_KEYS}
         self._node_pools: dict[str, list[str]] = {}
         self._members: dict[str, list[str]] = {}
         self._views: dict[str, NodeView] = {}
@@ -308,10 +309,8 @@ class PoolModel:
     def _build(cls, parts: list[tuple[str, Any]]) -> PoolModel:
         validator = Validator()
         combined: dict[str, Any] = {
-            "defaults": LocatedDict(),
-            "nodes": LocatedDict(),
-            "pools": LocatedDict(),
-            "exceptions": LocatedList(),
+            key: LocatedList() if field.kind == "list" else LocatedDict()
+            for key, field in MODEL_FIELDS.items()
         }
         for name, raw in parts:
             if raw is None:
@@ -323,7 +322,7 @@ class PoolModel:
             _combine(combined, data, validator)
         if validator.errors:
             raise PoolModelError(validator.errors)
-        model = cls(combined, [n for n, _ in parts])
+        model = cls(combined, [name for name, _raw in parts])
         model._cross_check(validator)
         if validator.errors:
             raise PoolModelError(validator.errors)
@@ -634,14 +633,15 @@ _CONNECTION = {
     "python": "ansible_python_interpreter",
 }
 
-TOP_SECTIONS = ("defaults", "nodes", "pools", "exceptions")
-
 
 def _combine(combined: dict[str, Any], data: dict[str, Any], v: Validator) -> None:
     """Fold one file of a directory into the whole; a name declared twice is an error."""
-    for section in ("defaults", "nodes", "pools"):
+    for section in MODEL_KEYS:
+        target = combined[section]
+        if isinstance(target, LocatedList):
+            target.extend(data.get(section) or [])
+            continue
         incoming = data.get(section) or {}
-        target: LocatedDict = combined[section]
         for key, value in incoming.items():
             if key in target:
                 first = target.key_marks.get(key)
@@ -656,9 +656,8 @@ def _combine(combined: dict[str, Any], data: dict[str, Any], v: Validator) -> No
             if isinstance(incoming, LocatedDict):
                 target.key_marks[key] = incoming.mark_of(key)  # type: ignore[assignment]
                 target.value_marks[key] = incoming.value_mark_of(key)  # type: ignore[assignment]
-    combined["exceptions"].extend(data.get("exceptions") or [])
     for key, value in data.items():
-        if key not in TOP_SECTIONS:
+        if key not in MODEL_KEYS:
             combined.setdefault(key, value)
 
 
@@ -711,6 +710,25 @@ def _names(mapping: dict[str, Any], limit: int = 12) -> str:
         return "(none)"
     shown = ", ".join(names[:limit])
     return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def validate_rules(rules: Any, where: str = "rules") -> dict[str, Any]:
+    """Baseline Rules given outside a pools file, checked exactly as the model checks its own.
+
+    For the ``baseline`` module's ``rules`` option: a typo in a kind or a
+    threshold is the same clear error there as in ``pools.yml``. Raises
+    :class:`PoolModelError` listing every problem (paths start with ``where``).
+    """
+    validator = Validator()
+    data = validator.validate(rules, Field("map", values=BASELINE_RULE), (where,), None)
+    if validator.errors:
+        raise PoolModelError(validator.errors)
+    return plain(data)
+
+
+def local_node_name() -> str:
+    """This host's name in the model when none is given: its short host name."""
+    return socket.gethostname().split(".")[0]
 
 
 def load(path: str | None = None) -> PoolModel:

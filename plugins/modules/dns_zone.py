@@ -10,7 +10,7 @@ module: dns_zone
 short_description: Make a pool's DNS records follow its topology (RFC 2136 with TSIG, or zone rebuild)
 version_added: 0.1.0
 author:
-  - TakeLAN MultiAll developers
+  - TakeLAN MultiAll developers (@takelan)
 description:
   - Computes the records a pool should have from the pool model and the pool's current
     topology - the pool name's A/AAAA set holds the members that are alive, SBM OK or WARNING
@@ -27,15 +27,19 @@ description:
     choice the connector applies in-process, hold-down included). Without quorum the module
     refuses to change anything, so a minority partition never rewrites DNS for the majority.
   - Idempotent - nothing is sent when the server already serves what the topology wants.
+extends_documentation_fragment:
+  - takelan.multiall.pools
+  - takelan.multiall.connector
+  - takelan.multiall._attributes
 attributes:
   check_mode:
     support: full
-    description: Shows the records that would be added and removed; sends and writes nothing.
+    details:
+      - Shows the records that would be added and removed; sends and writes nothing.
   diff_mode:
     support: full
-    description: Before and after are the owned records as zone-file lines.
-  platform:
-    platforms: posix
+    details:
+      - Before and after are the owned records as zone-file lines.
 requirements:
   - dnspython (python3-dnspython)
   - Jinja2, named-checkzone and rndc for O(mode=rebuild)
@@ -44,20 +48,13 @@ options:
     description: The pool whose zone to reconcile; its C(dns) section gives zone, server, TTL, mode.
     type: str
     required: true
-  pools_file:
-    description: The pool model.
-    type: path
-    default: /etc/multiall/pools.yml
   members:
     description:
-      - The members to put in the pool record. Default - ask the connector on O(socket).
+      - The members to put in the pool record. Default - ask the connector on O(socket) for the
+        members, leader and quorum.
       - An empty list is refused (DNS never removes the last member).
     type: list
     elements: str
-  socket:
-    description: The TakeConnector control socket to ask for the members, leader and quorum.
-    type: path
-    default: /run/multiall/connector.sock
   mode:
     description: Overrides the pool's C(dns.mode).
     type: str
@@ -94,7 +91,7 @@ options:
     type: bool
     default: true
   timeout:
-    description: Seconds to wait for each DNS answer.
+    description: Seconds to wait for each DNS answer (the connector is given 10 seconds).
     type: float
     default: 2
 seealso:
@@ -128,56 +125,101 @@ EXAMPLES = r"""
 RETURN = r"""
 zone:
   description: The pool's zone.
-  returned: always
+  returned: success
   type: str
   sample: web.pool.example.test
 members:
-  description: The members published in the pool record.
-  returned: always
+  description: The members published in the pool record, sorted.
+  returned: success
   type: list
   elements: str
   sample: [n1, n2]
 records:
-  description: One line per record added (V(+)) or removed (V(-)).
-  returned: always
+  description:
+    - One line per record added (V(+)) or removed (V(-)), or whose TTL changes (V(~)).
+  returned: success
   type: list
   elements: str
-  sample: ["- @ IN A 198.18.0.13"]
+  sample: ["- @ IN A 198.18.0.13", "+ @ 5 IN A 198.18.0.12"]
 changes:
   description: Each changed record set with the values added and removed.
-  returned: always
+  returned: success
   type: list
   elements: dict
+  contains:
+    name:
+      description: Owner name relative to the zone (V(@) is the apex).
+      type: str
+      sample: "@"
+    type:
+      description: Record type.
+      type: str
+      sample: A
+    ttl:
+      description: The TTL the set gets.
+      type: int
+      sample: 5
+    add:
+      description: Values added.
+      type: list
+      elements: str
+      sample: [198.18.0.12]
+    remove:
+      description: Values removed.
+      type: list
+      elements: str
+      sample: [198.18.0.13]
+    values:
+      description: The set's values after the change (empty means the set is deleted).
+      type: list
+      elements: str
+      sample: [198.18.0.11, 198.18.0.12]
 wanted:
   description: The owned records as they should be, zone-file lines.
-  returned: always
+  returned: success
   type: list
   elements: str
+  sample: ["@ 5 IN A 198.18.0.11", "n1 5 IN A 198.18.0.11"]
 served:
-  description: The owned records as the server served them before the task.
-  returned: always
+  description: The owned records as the server served them before the task, zone-file lines.
+  returned: success
   type: list
   elements: str
+  sample: ["@ 5 IN A 198.18.0.11", "@ 5 IN A 198.18.0.13"]
 kept_last:
   description: Members kept although unfit, because no member was fit (never an empty pool).
   returned: when the members came from the connector
   type: list
   elements: str
+  sample: []
 update_ms:
   description: Milliseconds the signed dynamic update took.
-  returned: when an update was sent
+  returned: when an update was sent (O(mode=update), changed, not check mode)
   type: float
+  sample: 1.42
 serial:
-  description: SOA serial of the rendered zone (rebuild mode).
-  returned: rebuild mode
+  description: SOA serial of the rendered zone.
+  returned: O(mode=rebuild)
   type: int
+  sample: 1764118800
+zone_file:
+  description: Where the rebuilt zone was installed.
+  returned: O(mode=rebuild), changed and not check mode
+  type: str
+  sample: /var/lib/bind/multiall/web.pool.example.test.zone
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.takelan.multiall.plugins.module_utils._argspec import (
+    ArgumentSpec,
+    connector_argspec,
+    pools_file_argspec,
+)
 from ansible_collections.takelan.multiall.plugins.module_utils._control import (
     ControlError,
     control_request,
 )
+from ansible_collections.takelan.multiall.plugins.module_utils._pools_module import require_yaml
 from ansible_collections.takelan.multiall.plugins.module_utils.dns import (
     HAS_DNSPYTHON,
     DnsError,
@@ -212,31 +254,42 @@ def members_from_connector(module: AnsibleModule, pool: str) -> dict:
     return info
 
 
+def argument_spec() -> ArgumentSpec:
+    """The module's options, as DOCUMENTATION (with its fragments) describes them."""
+    return (
+        pools_file_argspec()
+        .merge(connector_argspec())
+        .merge(
+            ArgumentSpec(
+                {
+                    "pool": {"type": "str", "required": True},
+                    "members": {"type": "list", "elements": "str"},
+                    "mode": {"type": "str", "choices": ["update", "rebuild"]},
+                    "server": {"type": "str"},
+                    "port": {"type": "int", "default": 53},
+                    "key_file": {"type": "path", "default": "/etc/multiall/dns.key"},
+                    "key_name": {"type": "str"},
+                    "key_secret": {"type": "str", "no_log": True},
+                    "key_algorithm": {"type": "str", "default": "hmac-sha256"},
+                    "zone_file": {"type": "path"},
+                    "template": {"type": "path"},
+                    "reload": {"type": "bool", "default": True},
+                    "timeout": {"type": "float", "default": 2.0},
+                },
+                required_together=[("key_name", "key_secret")],
+                # required_together counts an explicit null as given; this does not.
+                required_by={"key_secret": ["key_name"]},
+            )
+        )
+    )
+
+
 def main() -> None:
     """Plan, show and apply the pool's DNS changes."""
-    module = AnsibleModule(
-        argument_spec={
-            "pool": {"type": "str", "required": True},
-            "pools_file": {"type": "path", "default": "/etc/multiall/pools.yml"},
-            "members": {"type": "list", "elements": "str"},
-            "socket": {"type": "path", "default": "/run/multiall/connector.sock"},
-            "mode": {"type": "str", "choices": ["update", "rebuild"]},
-            "server": {"type": "str"},
-            "port": {"type": "int", "default": 53},
-            "key_file": {"type": "path", "default": "/etc/multiall/dns.key"},
-            "key_name": {"type": "str"},
-            "key_secret": {"type": "str", "no_log": True},
-            "key_algorithm": {"type": "str", "default": "hmac-sha256"},
-            "zone_file": {"type": "path"},
-            "template": {"type": "path"},
-            "reload": {"type": "bool", "default": True},
-            "timeout": {"type": "float", "default": 2.0},
-        },
-        required_together=[("key_name", "key_secret")],
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(**argument_spec().to_kwargs(), supports_check_mode=True)
     if not HAS_DNSPYTHON:
-        module.fail_json(msg="dnspython is required: apt-get install python3-dnspython")
+        module.fail_json(msg=missing_required_lib("dnspython (python3-dnspython)"))
+    require_yaml(module)
     p = module.params
     result: dict = {"changed": False}
     try:

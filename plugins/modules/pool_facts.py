@@ -10,7 +10,7 @@ module: pool_facts
 short_description: A node's effective MultiAll pool settings as facts
 version_added: 0.1.0
 author:
-  - TakeLAN MultiAll developers
+  - TakeLAN MultiAll developers (@takelan)
 description:
   - Loads the MultiAll pool model and returns the merged settings of one node in
     C(ansible_facts.multiall) - its pools, and for every section (baseline, files, packages,
@@ -21,10 +21,10 @@ description:
   - The same code backs C(multiall pools show) and the C(takelan.multiall.pools) inventory plugin.
 extends_documentation_fragment:
   - takelan.multiall.pools
-  - takelan.multiall.pools.attributes
-attributes:
-  facts:
-    support: full
+  - takelan.multiall.pools.node
+  - takelan.multiall._attributes
+  - takelan.multiall._attributes.info_module
+  - takelan.multiall._attributes.facts
 options:
   fail_on_conflict:
     description:
@@ -49,7 +49,7 @@ EXAMPLES = r"""
 
 - name: Read a model kept elsewhere, tolerating conflicts
   takelan.multiall.pool_facts:
-    path: /srv/multiall/pools.d
+    pools_file: /srv/multiall/pools.d
     fail_on_conflict: false
 """
 
@@ -66,69 +66,93 @@ ansible_facts:
       contains:
         node:
           description: The node name in the model.
+          returned: always
           type: str
           sample: web1
         address:
           description: The node's address in the model.
+          returned: always
           type: str
           sample: 198.18.0.11
         pools:
           description: The pools the node is in, sorted.
+          returned: always
           type: list
           elements: str
           sample: [api, web]
         settings:
-          description: Merged settings, one key per section.
+          description:
+            - Merged settings, one key per section (V(baseline), V(files), V(packages),
+              V(services), V(databases), V(dns), V(vars)); every section is present, empty when
+              no pool sets it.
+          returned: always
           type: dict
           sample: {packages: {nginx: {version: "1.24*"}}, files: {}, baseline: {}}
         sources:
           description: For each merged value (dotted key), the pools or overrides it came from.
+          returned: always
           type: dict
           sample: {"packages.nginx.version": ["api"]}
         conflicts:
-          description: Unresolved disagreements between pools (only when O(fail_on_conflict=false)).
+          description:
+            - Unresolved disagreements between the node's pools; empty when there are none.
+            - With O(fail_on_conflict=true) (the default) a conflict fails the task instead, and
+              the failure result carries the same list as RV(ansible_facts.multiall.conflicts).
+          returned: always
           type: list
           elements: dict
+          contains:
+            node:
+              description: The node.
+              type: str
+              sample: web1
+            key:
+              description: The dotted key the pools disagree on.
+              type: str
+              sample: packages.nginx.version
+            values:
+              description: Each pool's value, by pool name.
+              type: dict
+              sample: {web: "1.22*", api: "1.24*"}
+            where:
+              description: Where each pool sets it (C(file:line:column)), by pool name.
+              type: dict
+              sample: {web: "pools.yml:9:14", api: "pools.yml:14:14"}
+            message:
+              description: The conflict in one sentence.
+              type: str
         connection:
-          description: Connection variables the model declares for the node.
+          description:
+            - Connection variables the model declares for the node, named as Ansible names them
+              (C(ansible_user), C(ansible_port), C(ansible_ssh_private_key_file),
+              C(ansible_ssh_common_args), C(ansible_python_interpreter)).
+          returned: always
           type: dict
+          sample: {ansible_user: root, ansible_python_interpreter: /usr/bin/python3}
 """
 
-import socket
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.takelan.multiall.plugins.module_utils._argspec import (
+    ArgumentSpec,
+    node_argspec,
+    pools_file_argspec,
+)
+from ansible_collections.takelan.multiall.plugins.module_utils._pools_module import node_view
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-try:
-    from ansible_collections.takelan.multiall.plugins.module_utils.pools import (
-        PoolModelError,
-        load,
+def argument_spec() -> ArgumentSpec:
+    """The module's options, as DOCUMENTATION (with its fragments) describes them."""
+    return (
+        pools_file_argspec()
+        .merge(node_argspec())
+        .merge(ArgumentSpec({"fail_on_conflict": {"type": "bool", "default": True}}))
     )
-
-    YAML_IMPORT_ERROR = None
-except ImportError as exc:  # PyYAML missing on the managed node
-    YAML_IMPORT_ERROR = exc
 
 
 def main() -> None:
     """Load the model, merge the node's pools, return them as facts."""
-    module = AnsibleModule(
-        argument_spec={
-            "path": {"type": "path", "default": "/etc/multiall/pools.yml"},
-            "node": {"type": "str"},
-            "fail_on_conflict": {"type": "bool", "default": True},
-        },
-        supports_check_mode=True,
-    )
-    if YAML_IMPORT_ERROR is not None:
-        module.fail_json(msg=missing_required_lib("PyYAML"), exception=str(YAML_IMPORT_ERROR))
-    node = module.params["node"] or socket.gethostname().split(".")[0]
-    try:
-        model = load(module.params["path"])
-        view = model.effective(node)
-    except PoolModelError as exc:
-        module.fail_json(msg=str(exc), errors=[e.as_dict() for e in exc.errors])
-    except KeyError as exc:
-        module.fail_json(msg=f"{module.params['path']}: {exc.args[0]}")
+    module = AnsibleModule(**argument_spec().to_kwargs(), supports_check_mode=True)
+    view = node_view(module)
     facts = view.as_dict()
     if view.conflicts and module.params["fail_on_conflict"]:
         module.fail_json(

@@ -10,7 +10,7 @@ module: tns_maintenance
 short_description: Put a MultiAll node into planned maintenance, or take it out
 version_added: 0.1.0
 author:
-  - TakeLAN MultiAll developers
+  - TakeLAN MultiAll developers (@takelan)
 description:
   - Sets or clears the node's maintenance flag in TNS through the local TakeConnector.
   - Entering maintenance returns only after every reachable pool peer has seen the flag and
@@ -20,15 +20,18 @@ description:
   - Idempotent - a node already in maintenance with the same reason is left alone; a new
     reason updates it.
   - Runs on the node itself (the connector's control socket is local, mode 0600).
+extends_documentation_fragment:
+  - takelan.multiall.connector
+  - takelan.multiall._attributes
 attributes:
   check_mode:
     support: full
-    description: Reports what would change without touching the flag.
+    details:
+      - Reports what would change without touching the flag.
   diff_mode:
     support: full
-    description: Shows the maintenance flag and reason before and after.
-  platform:
-    platforms: posix
+    details:
+      - Shows the maintenance flag and reason before and after.
 options:
   state:
     description:
@@ -40,16 +43,15 @@ options:
     description: Why the node is in maintenance; shown by C(multiall status) and in events.
     type: str
     default: ""
-  socket:
-    description: The connector's control socket.
-    type: path
-    default: /run/multiall/connector.sock
   timeout:
-    description: Seconds to wait for every pool peer to acknowledge.
+    description:
+      - Seconds to wait for every pool peer to acknowledge the change and, when entering
+        maintenance, for the pool DNS to stop handing the node out.
     type: float
     default: 15
 seealso:
   - module: takelan.multiall.pool_facts
+  - module: takelan.multiall.dns_zone
 """
 
 EXAMPLES = r"""
@@ -70,51 +72,70 @@ maintenance:
   type: bool
   sample: true
 reason:
-  description: The maintenance reason after the task.
+  description: The maintenance reason after the task (empty when not in maintenance).
   returned: always
   type: str
   sample: kernel upgrade
 waited:
-  description: Seconds spent waiting for pool peers to acknowledge.
+  description: Seconds spent waiting for pool peers to acknowledge (and DNS to drain).
   returned: changed and not check mode
   type: float
   sample: 0.21
 dns:
-  description: Per DNS pool of the node, V(drained) or why not (V(kept ...) when no other member can take the clients).
+  description:
+    - Per DNS pool of the node, V(drained) or why not (V(kept ...) when no other member can take
+      the clients). Empty when leaving maintenance.
   returned: changed and not check mode
   type: dict
   sample: {web: drained}
 not_acknowledged_by:
   description: Pool peers that had not seen the change when the module gave up.
-  returned: failure
+  returned: failure after the flag was set
   type: list
   elements: str
+  sample: [n3]
+not_drained:
+  description: DNS pools that still handed the node out when the module gave up.
+  returned: failure after the flag was set
+  type: list
+  elements: str
+  sample: [web]
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.takelan.multiall.plugins.module_utils._argspec import (
+    ArgumentSpec,
+    connector_argspec,
+)
 from ansible_collections.takelan.multiall.plugins.module_utils._control import (
     ControlError,
     control_request,
 )
+from ansible_collections.takelan.multiall.plugins.module_utils.tns import SerfMember
+
+
+def argument_spec() -> ArgumentSpec:
+    """The module's options, as DOCUMENTATION (with its fragments) describes them."""
+    return connector_argspec().merge(
+        ArgumentSpec(
+            {
+                "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+                "reason": {"type": "str", "default": ""},
+                "timeout": {"type": "float", "default": 15.0},
+            }
+        )
+    )
 
 
 def current_state(tag: str) -> tuple[bool, str]:
-    """``1:reason`` -> (True, reason); ``0`` -> (False, '')."""
-    flag, _, reason = (tag or "0").partition(":")
-    return flag == "1", reason if flag == "1" else ""
+    """The connector's ``maint`` tag as (in maintenance, reason), read as TNS reads it."""
+    member = SerfMember(name="", tags={"maint": tag or "0"})
+    return member.in_maintenance, member.maintenance_reason
 
 
 def main() -> None:
     """Compare the wanted flag with the connector's, change it if needed."""
-    module = AnsibleModule(
-        argument_spec={
-            "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
-            "reason": {"type": "str", "default": ""},
-            "socket": {"type": "path", "default": "/run/multiall/connector.sock"},
-            "timeout": {"type": "float", "default": 15.0},
-        },
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(**argument_spec().to_kwargs(), supports_check_mode=True)
     path, want_on = module.params["socket"], module.params["state"] == "present"
     want_reason = module.params["reason"] if want_on else ""
     try:
@@ -156,7 +177,7 @@ def main() -> None:
             [f"DNS still hands the node out for: {', '.join(undrained)}"] if undrained else []
         )
         module.fail_json(
-            msg=f"maintenance flag set on {status.get('node')}, but {'; '.join(problems)}",
+            msg=f"maintenance flag {'set' if want_on else 'cleared'} on {status.get('node')}, but {'; '.join(problems)}",
             not_acknowledged_by=missing,
             not_drained=undrained,
             **result,

@@ -6,11 +6,14 @@ cannot run offline here: it bootstraps pip from a CI download host.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -24,6 +27,7 @@ INVENTORY = sorted(
 )
 
 
+@functools.cache
 def ansible_doc(kind: str, name: str) -> dict:
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(ROOT / "collection"))
     proc = subprocess.run(
@@ -38,6 +42,7 @@ def ansible_doc(kind: str, name: str) -> dict:
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert "WARNING" not in proc.stderr, proc.stderr
@@ -74,3 +79,53 @@ def test_inventory_plugin_has_documentation(name):
     doc = ansible_doc("inventory", name)
     assert doc["doc"]["options"]["plugin"]["choices"] == [f"takelan.multiall.{name}"]
     assert yaml.safe_load(doc["examples"])
+
+
+def _spec_view(spec: dict[str, Any]) -> dict[str, Any]:
+    """What an argument spec says about one option, in the terms DOCUMENTATION uses."""
+    return {
+        "type": spec.get("type", "str"),
+        "elements": spec.get("elements"),
+        "default": spec.get("default"),
+        "choices": list(spec.get("choices") or []),
+        "required": bool(spec.get("required", False)),
+        "aliases": sorted(spec.get("aliases") or []),
+    }
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_argument_spec_matches_the_documentation(name):
+    """Options, types, defaults, choices, required and aliases agree, fragments merged.
+
+    The documentation is what ``ansible-doc`` shows a user (doc fragments
+    merged); the spec is what the module passes to ``AnsibleModule``.
+    """
+    module = importlib.import_module(f"ansible_collections.takelan.multiall.plugins.modules.{name}")
+    spec = module.argument_spec().argument_spec
+    documented = ansible_doc("module", name)["doc"]["options"]
+    assert sorted(spec) == sorted(documented), "options differ between spec and DOCUMENTATION"
+    for option, doc in documented.items():
+        assert _spec_view(spec[option]) == _spec_view(doc), f"{name}: option {option}"
+
+
+def test_doc_fragments_state_the_defaults_the_code_uses():
+    """The socket and model paths are typed once in code; the fragments must say the same."""
+    from ansible_collections.takelan.multiall.plugins.doc_fragments import connector, pools
+    from ansible_collections.takelan.multiall.plugins.module_utils._control import DEFAULT_SOCKET
+    from ansible_collections.takelan.multiall.plugins.module_utils.pools import DEFAULT_PATH
+
+    socket_doc = yaml.safe_load(connector.ModuleDocFragment.DOCUMENTATION)["options"]["socket"]
+    assert socket_doc["default"] == DEFAULT_SOCKET
+    model_doc = yaml.safe_load(pools.ModuleDocFragment.DOCUMENTATION)["options"]["pools_file"]
+    assert model_doc["default"] == DEFAULT_PATH
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_modules_share_one_name_for_the_model_and_the_socket(name):
+    """``pools_file`` (alias ``path``) and ``socket`` mean the same in every module."""
+    documented = ansible_doc("module", name)["doc"]["options"]
+    assert "path" not in documented, "the model path is pools_file (path is its alias)"
+    if "pools_file" in documented:
+        assert documented["pools_file"]["aliases"] == ["path"]
+    if "socket" in documented:
+        assert "connector" in documented["socket"]["description"][0].lower()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from ansible_collections.takelan.multiall.plugins.module_utils.pools import (
@@ -10,6 +13,8 @@ from ansible_collections.takelan.multiall.plugins.module_utils.pools import (
     PoolModelError,
     load,
 )
+
+ROOT = Path(__file__).resolve().parents[4]
 
 
 def model(text: str) -> PoolModel:
@@ -356,3 +361,61 @@ def test_empty_directory_and_missing_path_fail_clearly(tmp_path, monkeypatch):
 def test_unknown_node_is_a_clear_key_error():
     with pytest.raises(KeyError, match=r"no node .zz."):
         two("description: x", "description: y").effective("zz")
+
+
+def test_exceptions_and_defaults_from_several_files_are_combined(tmp_path):
+    (tmp_path / "10.yml").write_text(
+        "defaults: {ssh_user: root}\n"
+        "nodes: {a: {address: 198.18.0.11, pools: [web, api]}}\n"
+        "exceptions: [{node: a, remove: {packages: [curl]}}]\n"
+    )
+    (tmp_path / "20.yml").write_text(
+        "defaults: {ssh_port: 2222}\n"
+        "pools: {web: {packages: {curl: {}}}, api: {packages: {nginx: {}}}}\n"
+        "exceptions: [{node: a, remove: {packages: [nginx]}}]\n"
+    )
+    view = load(str(tmp_path)).effective("a")
+    assert view.settings["packages"] == {}
+    assert view.connection["ansible_user"] == "root" and view.connection["ansible_port"] == 2222
+    (tmp_path / "30.yml").write_text("defaults: {ssh_user: admin}\n")
+    with pytest.raises(PoolModelError, match=r"default 'ssh_user' is declared twice"):
+        load(str(tmp_path))
+
+
+def test_model_keys_are_the_top_level_keys_the_loader_accepts():
+    """One list: the inventory plugin tells its options from the model with it."""
+    from ansible_collections.takelan.multiall.plugins.module_utils._pools_spec import (
+        MODEL_KEYS,
+        TOP,
+    )
+
+    assert MODEL_KEYS == ("defaults", "nodes", "pools", "exceptions")
+    assert set(MODEL_KEYS) <= set(TOP.keys)
+    found = errors("nodes: {}\npool: {}\n")
+    assert "unknown key 'pool'" in found[0] and "pools" in found[0]
+
+
+def test_without_pyyaml_modules_import_and_loading_says_what_to_install(tmp_path):
+    """Modules ship this code to nodes that may lack PyYAML: importing must not fail."""
+    (tmp_path / "pools.yml").write_text("nodes: {}\n")
+    code = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["yaml"] = None  # as if PyYAML were not installed
+        sys.path.insert(0, {str(ROOT / "collection")!r})
+        from ansible_collections.takelan.multiall.plugins.module_utils import _located_yaml, pools
+        from ansible_collections.takelan.multiall.plugins.modules import (
+            baseline, dns_zone, pool_facts, tns_maintenance,
+        )
+        assert _located_yaml.HAS_YAML is False and "yaml" in _located_yaml.YAML_IMPORT_ERROR
+        try:
+            pools.load({str(tmp_path / "pools.yml")!r})
+        except pools.PoolModelError as exc:
+            print(exc)
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "reading YAML needs PyYAML (Debian package python3-yaml)" in proc.stdout
