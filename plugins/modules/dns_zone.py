@@ -178,13 +178,15 @@ from ansible_collections.takelan.multiall.plugins.module_utils._control import (
     ControlError,
     control_request,
 )
-from ansible_collections.takelan.multiall.plugins.module_utils.dns import (
-    HAS_DNSPYTHON,
-    DnsError,
+from ansible_collections.takelan.multiall.plugins.module_utils._dns_reconcile import reconcile
+from ansible_collections.takelan.multiall.plugins.module_utils._dns_tsig import (
     load_key_file,
     make_key,
+)
+from ansible_collections.takelan.multiall.plugins.module_utils._dns_zone import (
+    HAS_DNSPYTHON,
+    DnsError,
     pool_addresses,
-    reconcile,
     zone_server,
     zone_settings,
 )
