@@ -16,17 +16,28 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-from ansible_collections.takelan.multiall.plugins.module_utils._dns_zone import (
-    HAS_DNSPYTHON,
-    DnsError,
-)
+from ansible_collections.takelan.multiall.plugins.module_utils._dns_zone import DnsError
 
-if HAS_DNSPYTHON:
+try:  # dnspython: in the connector's venv, and python3-dnspython on managed nodes
     import dns.exception
     import dns.name
     import dns.rdata
 
+    HAS_DNSPYTHON = True
+except ImportError:  # pragma: no cover - reported by require_dnspython() and the module
+    HAS_DNSPYTHON = False
+
 MANAGED_TYPES = ("A", "AAAA")
+
+
+def require_dnspython() -> None:
+    """Fail with the package to install, before the first use of dnspython.
+
+    The one availability flag: the other ``_dns_*`` files import dnspython
+    only when this one could.
+    """
+    if not HAS_DNSPYTHON:
+        raise DnsError("dnspython is missing (apt-get install python3-dnspython)")
 
 
 @dataclass(frozen=True)

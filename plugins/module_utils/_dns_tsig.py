@@ -15,11 +15,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ansible_collections.takelan.multiall.plugins.module_utils._dns_zone import (
+from ansible_collections.takelan.multiall.plugins.module_utils._dns_records import (
     HAS_DNSPYTHON,
-    DnsError,
     require_dnspython,
 )
+from ansible_collections.takelan.multiall.plugins.module_utils._dns_zone import DnsError
 
 if HAS_DNSPYTHON:
     import dns.tsigkeyring

@@ -15,15 +15,13 @@ import time
 from typing import Any
 
 from ansible_collections.takelan.multiall.plugins.module_utils._dns_records import (
+    HAS_DNSPYTHON,
     RRset,
+    require_dnspython,
     value_sort_key,
 )
 from ansible_collections.takelan.multiall.plugins.module_utils._dns_tsig import TsigKey
-from ansible_collections.takelan.multiall.plugins.module_utils._dns_zone import (
-    HAS_DNSPYTHON,
-    DnsError,
-    require_dnspython,
-)
+from ansible_collections.takelan.multiall.plugins.module_utils._dns_zone import DnsError
 
 if HAS_DNSPYTHON:
     import dns.exception

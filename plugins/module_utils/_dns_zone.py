@@ -4,22 +4,15 @@
 """DNS-SA: a pool's ``dns`` section, its members' addresses, and the error type.
 
 The base the other ``_dns_*`` files build on (it imports none of them):
-:class:`DnsError`, the dnspython availability check, and the settings read
-once from the pool model — the defaults live here and nowhere else, so the
-``dns_zone`` module, the connector and the ``dns_sa`` role's bootstrap zone
-agree on them.
+:class:`DnsError` and the settings read once from the pool model. The
+defaults live here and nowhere else, so the ``dns_zone`` module, the
+connector and the ``dns_sa`` role's bootstrap zone agree on them. No
+dnspython here: the pure member and settings logic works without it.
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-try:  # dnspython: in the connector's venv, and python3-dnspython on managed nodes
-    import dns.exception  # noqa: F401  (the availability probe; the users import the rest)
-
-    HAS_DNSPYTHON = True
-except ImportError:  # pragma: no cover - reported by require_dnspython() and the module
-    HAS_DNSPYTHON = False
 
 DEFAULT_TTL = 5
 DEFAULT_ZONE_DIR = "/var/lib/bind/multiall"
@@ -27,12 +20,6 @@ DEFAULT_ZONE_DIR = "/var/lib/bind/multiall"
 
 class DnsError(Exception):
     """A DNS-SA operation failed; the message says what and what to do."""
-
-
-def require_dnspython() -> None:
-    """Fail with the package to install, before the first use of dnspython."""
-    if not HAS_DNSPYTHON:
-        raise DnsError("dnspython is missing (apt-get install python3-dnspython)")
 
 
 def settings_from_spec(spec: dict[str, Any]) -> dict[str, Any]:

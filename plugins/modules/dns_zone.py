@@ -179,12 +179,12 @@ from ansible_collections.takelan.multiall.plugins.module_utils._control import (
     control_request,
 )
 from ansible_collections.takelan.multiall.plugins.module_utils._dns_reconcile import reconcile
+from ansible_collections.takelan.multiall.plugins.module_utils._dns_records import HAS_DNSPYTHON
 from ansible_collections.takelan.multiall.plugins.module_utils._dns_tsig import (
     load_key_file,
     make_key,
 )
 from ansible_collections.takelan.multiall.plugins.module_utils._dns_zone import (
-    HAS_DNSPYTHON,
     DnsError,
     pool_addresses,
     zone_server,
