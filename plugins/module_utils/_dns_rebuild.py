@@ -55,10 +55,12 @@ def zone_context(
     addresses: dict[str, str],
     members: list[str],
 ) -> dict[str, Any]:
-    """What a zone template sees (documented for the ``template`` option of ``dns_zone``).
+    """What a zone template sees, the built-in one and a user's ``template`` alike.
 
-    The name server is ``ns.<zone>``; it gets an A record only when ``server``
-    is an address (a host name is resolved elsewhere).
+    ``zone``, ``ttl``, ``serial``, ``ns_name`` (``ns.<zone>``), ``ns_address``
+    (``server`` when it is an address, else empty: a host name needs no glue
+    here), ``rrsets`` (the non-empty owned sets; ``rr.lines()`` gives their
+    zone-file lines), ``members`` and ``addresses``.
     """
     return {
         "zone": settings["zone"],
