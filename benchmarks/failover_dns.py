@@ -86,7 +86,7 @@ def drain(lab: Lab, node: str, queries: int) -> dict[str, float]:
     reply = control(lab, node, {"op": "maintenance", "action": "enter", "reason": "bench"})
     took = time.monotonic() - start
     try:
-        hits = sum(address in served(NS, ZONE) for _ in range(queries))
+        hits = sum(address in served(NS, ZONE) for dummy in range(queries))
     finally:
         control(lab, node, {"op": "maintenance", "action": "exit"})
     wait_for(lambda: address in served(NS, ZONE), 30, f"{node} back after maintenance")
@@ -126,7 +126,7 @@ def runner_reference(lab: Lab, runs: int) -> list[float]:
             for k, v in checkout_env().items()
             if k.startswith("ANSIBLE_") or k in ("PATH", "HOME")
         }
-        for _ in range(runs):
+        for _dummy in range(runs):
             start = time.monotonic()
             result = ansible_runner.run(
                 private_data_dir=tmp, playbook=str(playbook), envvars=env, quiet=True

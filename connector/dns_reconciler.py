@@ -4,7 +4,7 @@ Why in-process and not only the watcher's playbook: a signed RFC 2136 update
 takes about 2 ms, an ansible-runner run about 1-2 s before its first task
 (see docs/dns.md for the figures). The failover goal (clients off a dead node
 within 2.5 s of the kill, with detection itself taking ~1 s) leaves no room for
-the playbook, so the leader applies the same ``module_utils/dns.py`` logic the
+the playbook, so the leader applies the same ``module_utils/_dns_*.py`` logic the
 ``dns_zone`` module uses, and the ``dns_reaction.yml`` playbook reconciles
 after it (and finds nothing to do).
 
@@ -23,22 +23,29 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ansible_collections.takelan.multiall.plugins.module_utils.dns import (
-    DnsError,
+from ansible_collections.takelan.multiall.plugins.module_utils._dns_members import (
+    DEFAULT_HOLD_DOWN,
     HoldDown,
     MemberChoice,
-    RRset,
-    TsigKey,
-    address_type,
     choose_members,
+)
+from ansible_collections.takelan.multiall.plugins.module_utils._dns_reconcile import reconcile
+from ansible_collections.takelan.multiall.plugins.module_utils._dns_records import (
+    RRset,
+    address_type,
     compare,
-    load_key_file,
     owned_keys,
-    pool_addresses,
-    reconcile,
     rrset_lines,
     served_members,
-    served_rrsets,
+)
+from ansible_collections.takelan.multiall.plugins.module_utils._dns_tsig import (
+    TsigKey,
+    load_key_file,
+)
+from ansible_collections.takelan.multiall.plugins.module_utils._dns_update import served_rrsets
+from ansible_collections.takelan.multiall.plugins.module_utils._dns_zone import (
+    DnsError,
+    pool_addresses,
     zone_settings,
 )
 from ansible_collections.takelan.multiall.plugins.module_utils.tns import PoolTopology
@@ -64,7 +71,7 @@ class DnsReconciler:
         self.settings = {p: zone_settings(model, p) for p in pools if model.pools[p].get("dns")}
         self.addresses = {p: pool_addresses(model, p) for p in self.settings}
         self.hold = {p: HoldDown() for p in self.settings}
-        self.hold_down = float(cfg.get("hold_down", 3.0))
+        self.hold_down = float(cfg.get("hold_down", DEFAULT_HOLD_DOWN))
         self.timeout = float(cfg.get("timeout", 1.0))
         self.resync = float(cfg.get("resync", 2.0))
         self.key_file = str(cfg.get("key_file", "/etc/multiall/dns.key"))
@@ -162,8 +169,7 @@ class DnsReconciler:
 
     async def _step(self, pool: str) -> None:
         state = self.state[pool]
-        ok, _ = self.acting(pool)
-        if not ok:
+        if not self.acting(pool)[0]:
             state.update(applied=None, served=None)  # re-read the server when leading again
             return
         if state["served"] is None:

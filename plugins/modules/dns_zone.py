@@ -219,17 +219,19 @@ from ansible_collections.takelan.multiall.plugins.module_utils._control import (
     ControlError,
     control_request,
 )
-from ansible_collections.takelan.multiall.plugins.module_utils._pools_module import require_yaml
-from ansible_collections.takelan.multiall.plugins.module_utils.dns import (
-    HAS_DNSPYTHON,
-    DnsError,
+from ansible_collections.takelan.multiall.plugins.module_utils._dns_reconcile import reconcile
+from ansible_collections.takelan.multiall.plugins.module_utils._dns_records import HAS_DNSPYTHON
+from ansible_collections.takelan.multiall.plugins.module_utils._dns_tsig import (
     load_key_file,
     make_key,
+)
+from ansible_collections.takelan.multiall.plugins.module_utils._dns_zone import (
+    DnsError,
     pool_addresses,
-    reconcile,
     zone_server,
     zone_settings,
 )
+from ansible_collections.takelan.multiall.plugins.module_utils._pools_module import require_yaml
 from ansible_collections.takelan.multiall.plugins.module_utils.pools import (
     PoolModelError,
     load,

@@ -11,7 +11,8 @@ import asyncio
 import time
 
 import pytest
-from ansible_collections.takelan.multiall.plugins.module_utils.dns import DnsError, RRset
+from ansible_collections.takelan.multiall.plugins.module_utils._dns_records import RRset
+from ansible_collections.takelan.multiall.plugins.module_utils._dns_zone import DnsError
 from ansible_collections.takelan.multiall.plugins.module_utils.pools import PoolModel
 from ansible_collections.takelan.multiall.plugins.module_utils.tns import SerfMember, pool_topology
 
