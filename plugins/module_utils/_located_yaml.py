@@ -127,10 +127,17 @@ def _mark(loader: Any, node: Any) -> Mark:
     return _mark_at(loader.multiall_file, node)
 
 
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
 def _construct_mapping(loader: Any, node: Any) -> LocatedDict:
     loader.flatten_mapping(node)
+    # Pairs merged in by ``<<: *anchor`` may be overridden by the mapping's
+    # own keys (that is what merging is for); only its own keys must be unique.
+    own = loader.multiall_own_keys.get(id(node))
     result = LocatedDict()
     result.mark = _mark(loader, node)
+    own_keys: set[Any] = set()
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         try:
@@ -140,12 +147,14 @@ def _construct_mapping(loader: Any, node: Any) -> LocatedDict:
                 "a mapping key must be a plain value (string or number), not a list or mapping",
                 _mark(loader, key_node),
             ) from None
-        if key in result:
-            raise SourceError(
-                f"duplicate key {key!r} (first written at line {result.key_marks[key].line}); "
-                "each key may appear once in a mapping",
-                _mark(loader, key_node),
-            )
+        if own is None or id(key_node) in own:
+            if key in own_keys:
+                raise SourceError(
+                    f"duplicate key {key!r} (first written at line "
+                    f"{result.key_marks[key].line}); each key may appear once in a mapping",
+                    _mark(loader, key_node),
+                )
+            own_keys.add(key)
         result[key] = loader.construct_object(value_node, deep=True)
         result.key_marks[key] = _mark(loader, key_node)
         result.value_marks[key] = _mark(loader, value_node)
@@ -229,6 +238,23 @@ def _make_loader() -> Any:
         """A SafeLoader whose mappings and sequences remember their marks."""
 
         multiall_file = "<string>"
+
+        def __init__(self, stream: Any) -> None:
+            super().__init__(stream)
+            # id(mapping node) -> ids of the key nodes written in it (not merged in).
+            self.multiall_own_keys: dict[int, set[int]] = {}
+
+        def flatten_mapping(self, node: Any) -> None:
+            """Remember a mapping's own keys before merges are folded into it.
+
+            PyYAML flattens a merged anchor when it is merged, possibly before
+            that anchor is constructed itself, so this is recorded on first sight.
+            """
+            if id(node) not in self.multiall_own_keys:
+                self.multiall_own_keys[id(node)] = {
+                    id(key) for key, _value in node.value if key.tag != _MERGE_TAG
+                }
+            super().flatten_mapping(node)
 
     resolver = yaml.resolver.BaseResolver
     LocatingLoader.add_constructor(resolver.DEFAULT_MAPPING_TAG, _construct_mapping)

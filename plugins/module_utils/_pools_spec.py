@@ -105,9 +105,11 @@ def _dns_name_problem(value: str, what: str, relative: bool) -> str | None:
         labels = labels[1:]
     bad = next((label for label in labels if not _DNS_LABEL.match(label)), None)
     if bad is not None or not labels:
-        shown = "an empty label" if bad == "" or not labels else f"label {bad!r}"
+        shown = "" if bad == text else f" (label {bad!r})"
+        if bad == "" or not labels:
+            shown = " (an empty label)"
         return (
-            f"{what} {value!r} is not a valid DNS name ({shown}): use labels of 1-63 letters, "
+            f"{what} {value!r} is not a valid DNS name{shown}: use labels of 1-63 letters, "
             "digits, '-' and '_' separated by single dots"
         )
     if len(text) > 253:
@@ -128,6 +130,11 @@ def check_dns_zone(value: str) -> str | None:
 def check_dns_owner(value: str) -> str | None:
     """A record's owner name relative to the zone."""
     return _dns_name_problem(value, "name", relative=True)
+
+
+def check_dns_pool_record(value: str) -> str | None:
+    """The name the pool's members are published under, relative to the zone."""
+    return _dns_name_problem(value, "record", relative=True)
 
 
 def check_dns_key_name(value: str) -> str | None:
@@ -178,7 +185,7 @@ def check_dns(spec: Any) -> tuple[str, str] | None:
     zone, record = spec.get("zone"), spec.get("record")
     if not isinstance(zone, str) or not isinstance(record, str) or record == "@":
         return None
-    if check_dns_zone(zone) or check_dns_owner(record):
+    if check_dns_zone(zone) or check_dns_pool_record(record):
         return None  # already reported on its own
     try:
         dns.name.from_text(record, origin=dns.name.from_text(zone))
@@ -396,7 +403,7 @@ DNS = Field(
         "server": _str(check=check_address),
         "mode": _str(choices=("update", "rebuild", "push")),
         "ttl": _int(minimum=0, maximum=86400),
-        "record": _str(check=check_dns_owner),
+        "record": _str(check=check_dns_pool_record),
         "node_records": _bool(),
         "key_name": _str(check=check_dns_key_name),
         "records": Field("list", item=DNS_RECORD),
