@@ -107,6 +107,10 @@ def render_view(view: NodeView) -> str:
     lines = [
         f"node: {view.name}",
         f"address: {view.address}",
+    ]
+    if view.ip and view.ip != view.address:
+        lines.append(f"ip: {view.ip}  # what TNS uses")
+    lines += [
         f"pools: [{', '.join(view.pools)}]",
         "connection:",
     ]

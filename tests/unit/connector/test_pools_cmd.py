@@ -104,3 +104,17 @@ def test_check_refuses_an_alias_bomb_quickly_without_traceback(tmp_path):
     proc = run("pools", "check", str(bomb))
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert f"{bomb}:10:" in proc.stderr and "YAML alias bomb" in proc.stderr
+
+
+def test_show_names_the_ip_tns_uses_when_ssh_uses_a_host_name(tmp_path):
+    pools = tmp_path / "pools.yml"
+    pools.write_text(
+        "nodes: {web1: {address: web1.example.net, ip: 198.18.0.11, pools: [web]}}\n"
+        "pools: {web: {}}\n"
+    )
+    proc = run("pools", "show", "web1", str(pools))
+    assert proc.returncode == 0, proc.stderr
+    assert "address: web1.example.net\nip: 198.18.0.11  # what TNS uses\n" in proc.stdout
+    assert json.loads(run("pools", "show", "web1", str(pools), "--json").stdout)["ip"] == (
+        "198.18.0.11"
+    )
