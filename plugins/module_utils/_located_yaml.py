@@ -184,14 +184,16 @@ def check_node_graph(root: Any, filename: str) -> None:
     the stack), memoising each node's expanded size and height: a node
     referenced by many aliases is measured once. Raises :class:`SourceError`
     at the first node (innermost first) whose expansion adds more than
-    :data:`MAX_ALIAS_NODES` nodes beyond those written in the file.
+    :data:`MAX_ALIAS_NODES` nodes beyond those written in the file, at the
+    first value nested deeper than :data:`MAX_DEPTH`, or at an alias that
+    contains itself.
     """
     size: dict[int, int] = {}
     height: dict[int, int] = {}
     active: set[int] = set()
-    stack: list[tuple[Any, bool]] = [(root, False)]
+    stack: list[tuple[Any, int, bool]] = [(root, 1, False)]
     while stack:
-        node, leaving = stack.pop()
+        node, depth, leaving = stack.pop()
         key = id(node)
         if leaving:
             kids = _children(node)
@@ -205,13 +207,18 @@ def check_node_graph(root: Any, filename: str) -> None:
                     "YAML alias bomb (write the values out, or use fewer nested aliases)",
                     _mark_at(filename, node),
                 )
-            if height[key] > MAX_DEPTH:
-                raise SourceError(
-                    f"mappings and lists nest more than {MAX_DEPTH} levels deep here",
-                    _mark_at(filename, node),
-                )
             continue
+        # Measured already (an alias to it came first): only its depth here counts.
+        deepest = depth + height[key] - 1 if key in size else depth
+        if deepest > MAX_DEPTH:
+            raise SourceError(
+                f"mappings and lists nest more than {MAX_DEPTH} levels deep here",
+                _mark_at(filename, node),
+            )
         if key in size:
+            continue
+        if not isinstance(node.value, list):  # a scalar: nothing below it
+            size[key] = height[key] = 1
             continue
         if key in active:
             raise SourceError(
@@ -219,8 +226,9 @@ def check_node_graph(root: Any, filename: str) -> None:
                 _mark_at(filename, node),
             )
         active.add(key)
-        stack.append((node, True))
-        stack.extend((kid, False) for kid in _children(node) if id(kid) not in size)
+        stack.append((node, depth, True))
+        # Reversed, so that the walk (and the first problem found) follows the file.
+        stack.extend((kid, depth + 1, False) for kid in reversed(_children(node)))
 
 
 def _mark_at(filename: str, node: Any) -> Mark:
