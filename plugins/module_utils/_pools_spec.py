@@ -79,6 +79,10 @@ def check_address(value: str) -> str | None:
     return None
 
 
+# The types a pool's extra ``records`` may have.
+DNS_RECORD_TYPES = ("A", "AAAA", "CNAME", "SRV", "TXT", "MX")
+
+
 def check_ipv4(value: str) -> str | None:
     """The TNS probe's address of a node: IPv4 only, like its socket."""
     try:
@@ -142,6 +146,21 @@ def check_dns_key_name(value: str) -> str | None:
     return _dns_name_problem(value, "key name", relative=False)
 
 
+def _starts_comment(value: str) -> bool:
+    """True when an unquoted ';' would make the rest of ``value`` a zone-file comment."""
+    quoted = escaped = False
+    for char in value:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == ";" and not quoted:
+            return True
+    return False
+
+
 def check_dns_record(record: Any) -> tuple[str, str] | None:
     """A record's value must parse as that type's data, on one line.
 
@@ -154,10 +173,13 @@ def check_dns_record(record: Any) -> tuple[str, str] | None:
     if not isinstance(record, dict):
         return None
     value, rtype = record.get("value"), record.get("type")
-    if not isinstance(value, str) or not isinstance(rtype, str):
-        return None
+    if not isinstance(value, str) or rtype not in DNS_RECORD_TYPES:
+        return None  # a wrong type is reported on its own
     if _CONTROL.search(value):
         return ("value", f"value {value!r} contains a control character (newline, tab...)")
+    if _starts_comment(value):
+        # DNS would silently drop everything after it: say so instead.
+        return ("value", f"value {value!r} has an unquoted ';', which starts a comment; quote it")
     if HAS_DNSPYTHON:
         try:
             dns.rdata.from_text("IN", rtype, value, origin=None)
@@ -389,7 +411,7 @@ DNS_RECORD = Field(
     "object",
     keys={
         "name": _str(required=True, check=check_dns_owner),
-        "type": _str(required=True, choices=("A", "AAAA", "CNAME", "SRV", "TXT", "MX")),
+        "type": _str(required=True, choices=DNS_RECORD_TYPES),
         "value": _str(required=True),
         "ttl": _int(minimum=0),
     },

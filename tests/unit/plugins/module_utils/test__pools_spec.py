@@ -86,6 +86,11 @@ def with_dns(dns: str) -> str:
             "contains a control character",
         ),
         (
+            "{zone: example.net, records: [{name: t, type: TXT, value: 'a ; $INCLUDE /x'}]}",
+            "pools.yml:8:",
+            "unquoted ';', which starts a comment",
+        ),
+        (
             "{zone: example.net, records: [{name: api, type: NS, value: ns1}]}",
             "pools.yml:8:",
             "expected one of: A, AAAA, CNAME",
@@ -109,7 +114,8 @@ def test_valid_dns_section_passes_and_reaches_the_zone_as_written():
             "{zone: web.example.net., record: www, key_name: multiall-web.,"
             " records: [{name: _http._tcp, type: SRV, value: '0 5 80 www'},"
             " {name: '*.cdn', type: CNAME, value: www}, {name: '@', type: MX, value: '10 mx1'},"
-            " {name: info, type: TXT, value: 'hello world'}]}"
+            " {name: info, type: TXT, value: 'hello world'},"
+            " {name: semi, type: TXT, value: '\"a;b\" c\\;d'}]}"
         ),
         "pools.yml",
     )
@@ -122,6 +128,7 @@ def test_valid_dns_section_passes_and_reaches_the_zone_as_written():
     )
     assert "www 5 IN A 198.18.0.11" in text
     assert "_http._tcp 5 IN SRV 0 5 80 www.web.example.net." in text
+    assert 'semi 5 IN TXT "a;b" "c;d"' in text  # quoted or escaped ';' is data
     assert all(not line.startswith("$") for line in text.splitlines())
 
 
