@@ -63,10 +63,15 @@ def cmd_check(args: argparse.Namespace) -> int:
         "nodes": len(model.nodes),
         "pools": {p: model.members(p) for p in model.pool_names()},
         "errors": [c.as_error().as_dict() for c in conflicts],
+        # Valid but risky (e.g. a DNS pool too small to fail over): never change the exit code.
+        "warnings": [w.as_dict() for w in model.warnings],
     }
     if args.json:
         _print_json(summary)
-    elif conflicts:
+        return 0 if not conflicts else 1
+    for warning in model.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if conflicts:
         print(f"{len(conflicts)} unresolved conflict(s) in the pool model:", file=sys.stderr)
         for conflict in conflicts:
             print(f"  {conflict.as_error()}", file=sys.stderr)
@@ -102,6 +107,10 @@ def render_view(view: NodeView) -> str:
     lines = [
         f"node: {view.name}",
         f"address: {view.address}",
+    ]
+    if view.ip and view.ip != view.address:
+        lines.append(f"ip: {view.ip}  # what TNS uses")
+    lines += [
         f"pools: [{', '.join(view.pools)}]",
         "connection:",
     ]

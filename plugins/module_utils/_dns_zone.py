@@ -12,6 +12,7 @@ dnspython here: the pure member and settings logic works without it.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 DEFAULT_TTL = 5
@@ -47,8 +48,20 @@ def zone_settings(model: Any, pool: str) -> dict[str, Any]:
 
 
 def pool_addresses(model: Any, pool: str) -> dict[str, str]:
-    """Every declared member of the pool and its address."""
-    return {n: model.effective(n).address for n in model.members(pool)}
+    """Every declared member of the pool and the address its records carry.
+
+    A member's ``address`` when it is an IP; its ``ip`` when the address is a
+    host name (the model requires ``ip`` then), since records need IPs.
+    """
+    out = {}
+    for node in model.members(pool):
+        view = model.effective(node)
+        try:
+            ipaddress.ip_address(view.address)
+            out[node] = view.address
+        except ValueError:
+            out[node] = view.ip or view.address
+    return out
 
 
 def zone_server(settings: dict[str, Any], override: str | None = None) -> str:

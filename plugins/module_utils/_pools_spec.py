@@ -15,8 +15,14 @@ import posixpath
 import re
 from typing import Any
 
+from ._dns_records import HAS_DNSPYTHON
 from ._located_yaml import LocatedDict
 from ._schema import Field
+
+if HAS_DNSPYTHON:
+    import dns.exception
+    import dns.name
+    import dns.rdata
 
 NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 POOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -24,6 +30,14 @@ _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
 )
 _LOOKS_NUMERIC = re.compile(r"^[0-9.]+$")
+# One label of a DNS name as MultiAll writes it into zone files and updates:
+# host-name characters plus '_' (for _service._proto names). Stricter than DNS
+# itself on purpose: names are written unescaped into rebuilt zone files, where
+# a space, ';', '$' or a newline would change what the line means.
+_DNS_LABEL = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
+# A control character (newline, tab, NUL...) in a record value would end the
+# zone-file line early and let the rest of the value be read as a new line.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 # Rules whose metric is "higher is worse" need warn < crit; "lower is worse"
 # (e.g. how many peers are reachable) need warn > crit.
@@ -62,6 +76,143 @@ def check_address(value: str) -> str | None:
         pass
     if _LOOKS_NUMERIC.match(value) or not _HOSTNAME.match(value):
         return f"{value!r} is not an IP address or host name (e.g. 198.18.0.11 or web1.example.net)"
+    return None
+
+
+# The types a pool's extra ``records`` may have.
+DNS_RECORD_TYPES = ("A", "AAAA", "CNAME", "SRV", "TXT", "MX")
+
+
+def check_ipv4(value: str) -> str | None:
+    """The TNS probe's address of a node: IPv4 only, like its socket."""
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        return f"{value!r} is not an IPv4 address (e.g. 198.18.0.11)"
+    return None
+
+
+def _dns_name_problem(value: str, what: str, relative: bool) -> str | None:
+    """Why ``value`` is not a DNS name MultiAll can write safely, or None.
+
+    ``relative``: an owner name inside the zone (``@``, ``www``, ``*.www``,
+    ``_sip._tcp``), which must not end with '.' since MultiAll matches the
+    server's records by their name relative to the zone.
+    """
+    if relative and value == "@":
+        return None
+    if relative and value.endswith("."):
+        return f"{what} {value!r} must be relative to the zone (no trailing '.'); '@' is the zone"
+    text = value[:-1] if value.endswith(".") else value
+    labels = text.split(".")
+    if relative and labels[0] == "*":
+        labels = labels[1:]
+    bad = next((label for label in labels if not _DNS_LABEL.match(label)), None)
+    if bad is not None or not labels:
+        shown = "" if bad == text else f" (label {bad!r})"
+        if bad == "" or not labels:
+            shown = " (an empty label)"
+        return (
+            f"{what} {value!r} is not a valid DNS name{shown}: use labels of 1-63 letters, "
+            "digits, '-' and '_' separated by single dots"
+        )
+    if len(text) > 253:
+        return f"{what} {value!r} is longer than 253 characters, the most a DNS name may be"
+    if HAS_DNSPYTHON:
+        try:
+            dns.name.from_text(value, origin=None if relative else dns.name.root)
+        except dns.exception.DNSException as exc:
+            return f"{what} {value!r} is not a valid DNS name: {exc}"
+    return None
+
+
+def check_dns_zone(value: str) -> str | None:
+    """A zone name (``example.net`` or ``example.net.``)."""
+    return _dns_name_problem(value, "zone", relative=False)
+
+
+def check_dns_owner(value: str) -> str | None:
+    """A record's owner name relative to the zone."""
+    return _dns_name_problem(value, "name", relative=True)
+
+
+def check_dns_pool_record(value: str) -> str | None:
+    """The name the pool's members are published under, relative to the zone."""
+    return _dns_name_problem(value, "record", relative=True)
+
+
+def check_dns_key_name(value: str) -> str | None:
+    """A TSIG key name is a DNS name too."""
+    return _dns_name_problem(value, "key name", relative=False)
+
+
+def _starts_comment(value: str) -> bool:
+    """True when an unquoted ';' would make the rest of ``value`` a zone-file comment."""
+    quoted = escaped = False
+    for char in value:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == ";" and not quoted:
+            return True
+    return False
+
+
+def check_dns_record(record: Any) -> tuple[str, str] | None:
+    """A record's value must parse as that type's data, on one line.
+
+    With dnspython the value is parsed exactly as the DNS server will
+    (``dns.rdata.from_text``). Without it (a managed node that lacks
+    python3-dnspython) A/AAAA are still checked and no value with a control
+    character passes; the rest is parsed where records are written, which
+    needs dnspython anyway.
+    """
+    if not isinstance(record, dict):
+        return None
+    value, rtype = record.get("value"), record.get("type")
+    if not isinstance(value, str) or rtype not in DNS_RECORD_TYPES:
+        return None  # a wrong type is reported on its own
+    if _CONTROL.search(value):
+        return ("value", f"value {value!r} contains a control character (newline, tab...)")
+    if _starts_comment(value):
+        # DNS would silently drop everything after it: say so instead.
+        return ("value", f"value {value!r} has an unquoted ';', which starts a comment; quote it")
+    if HAS_DNSPYTHON:
+        try:
+            dns.rdata.from_text("IN", rtype, value, origin=None)
+        except dns.exception.DNSException as exc:
+            return ("value", f"{value!r} is not valid {rtype} record data: {exc}")
+        return None
+    if rtype in ("A", "AAAA"):
+        try:
+            version = ipaddress.ip_address(value).version
+        except ValueError:
+            version = 0
+        if version != (4 if rtype == "A" else 6):
+            family = "IPv4" if rtype == "A" else "IPv6"
+            return (
+                "value",
+                f"{value!r} is not valid {rtype} record data: expected an {family} address",
+            )
+    return None
+
+
+def check_dns(spec: Any) -> tuple[str, str] | None:
+    """The pool record name must still be a valid name once the zone is appended."""
+    if not isinstance(spec, dict) or not HAS_DNSPYTHON:
+        return None
+    zone, record = spec.get("zone"), spec.get("record")
+    if not isinstance(zone, str) or not isinstance(record, str) or record == "@":
+        return None
+    if check_dns_zone(zone) or check_dns_pool_record(record):
+        return None  # already reported on its own
+    try:
+        dns.name.from_text(record, origin=dns.name.from_text(zone))
+    except dns.exception.DNSException as exc:
+        return ("record", f"record {record!r} in zone {zone!r}: {exc}")
     return None
 
 
@@ -259,25 +410,27 @@ DATABASE = Field(
 DNS_RECORD = Field(
     "object",
     keys={
-        "name": _str(required=True),
-        "type": _str(required=True, choices=("A", "AAAA", "CNAME", "SRV", "TXT", "MX")),
+        "name": _str(required=True, check=check_dns_owner),
+        "type": _str(required=True, choices=DNS_RECORD_TYPES),
         "value": _str(required=True),
         "ttl": _int(minimum=0),
     },
+    check=check_dns_record,
 )
 
 DNS = Field(
     "object",
     keys={
-        "zone": _str(required=True),
+        "zone": _str(required=True, check=check_dns_zone),
         "server": _str(check=check_address),
         "mode": _str(choices=("update", "rebuild", "push")),
         "ttl": _int(minimum=0, maximum=86400),
-        "record": _str(),
+        "record": _str(check=check_dns_pool_record),
         "node_records": _bool(),
-        "key_name": _str(),
+        "key_name": _str(check=check_dns_key_name),
         "records": Field("list", item=DNS_RECORD),
     },
+    check=check_dns,
 )
 
 SETTINGS_FIELDS: dict[str, Field] = {
@@ -302,6 +455,9 @@ NODE = Field(
     "object",
     keys={
         "address": _str(required=True, check=check_address),
+        # The IPv4 address TNS (probe and Serf) uses; needed when ``address``
+        # is a host name or IPv6, which SSH (and DNS, for IPv6) keep using.
+        "ip": _str(check=check_ipv4, expect="an IPv4 address such as 198.18.0.11"),
         "pools": Field("list", item=_str()),
         "description": _str(),
         # Per-node overrides: same sections as a pool; they win over pools.

@@ -13,6 +13,7 @@ user fixes a file in one go; normalisation (shorthands such as
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +21,9 @@ from typing import Any
 
 from ._located_yaml import LocatedDict, LocatedList, Mark, SourceError
 
-Check = Callable[[Any], "str | None"]
+# A check returns None when the value is fine, else the problem; an object's
+# check may return ``(key, problem)`` to point at one of its values instead.
+Check = Callable[[Any], "str | tuple[str, str] | None"]
 Normalise = Callable[[Any], Any]
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
@@ -117,6 +120,16 @@ class Validator:
             options = ", ".join(str(c) for c in spec.choices)
             self.error(f"expected one of: {options}; got {describe(value)}", mark, path)
             return value
+        if isinstance(value, float) and not math.isfinite(value):
+            # NaN compares false with everything, so it would pass any bound
+            # and make every threshold check silently never fire.
+            self.error(
+                f"expected a finite number, got {describe(value)} "
+                "(.nan and .inf are not allowed here)",
+                mark,
+                path,
+            )
+            return value
         if spec.kind in ("int", "number"):
             if spec.minimum is not None and value < spec.minimum:
                 self.error(f"must be at least {spec.minimum:g}, got {value}", mark, path)
@@ -130,7 +143,11 @@ class Validator:
             value = self._validate_object(value, spec, path)
         if spec.check is not None:
             problem = spec.check(value)
-            if problem:
+            if isinstance(problem, tuple):
+                key, text = problem
+                where = value.value_mark_of(key) if isinstance(value, LocatedDict) else mark
+                self.error(text, where, (*path, key))
+            elif problem:
                 self.error(problem, mark, path)
         return value
 

@@ -18,6 +18,7 @@ and PyYAML only (AnsiballZ ships it to managed nodes).
 from __future__ import annotations
 
 import copy
+import ipaddress
 import os
 import socket
 from collections.abc import Iterable, Iterator
@@ -102,12 +103,16 @@ class NodeView:
     settings: dict[str, Any]
     sources: dict[str, list[str]]
     conflicts: list[Conflict] = field(default_factory=list)
+    # The IPv4 address TNS uses: ``ip`` as written, else ``address`` when it is
+    # one; None for a host name (resolved by PoolModel.probe_ip when needed).
+    ip: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form used by ``multiall pools show --json`` and pool_facts."""
         return {
             "node": self.name,
             "address": self.address,
+            "ip": self.ip,
             "pools": list(self.pools),
             "connection": dict(self.connection),
             "settings": self.settings,
@@ -271,6 +276,8 @@ class PoolModel:
         self._views: dict[str, NodeView] = {}
         self._contributions: dict[str, dict[str, Any]] = {}
         self._include_conflicts: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+        # Valid but risky: reported by ``multiall pools check``, never fatal.
+        self.warnings: list[SourceError] = []
 
     # ----------------------------------------------------------------- loading
     @classmethod
@@ -359,7 +366,7 @@ class PoolModel:
                     )
                 else:
                     node_pools[member].add(pname)
-        self._check_addresses(v)
+        self._check_addresses(v, node_pools)
         self._check_includes(v)
         self._node_pools = {n: sorted(p) for n, p in node_pools.items()}
         self._members = {p: [] for p in self.pools}
@@ -369,6 +376,7 @@ class PoolModel:
         if not v.errors:
             self._check_include_conflicts(v)
             self._check_exceptions(v)
+            self._check_dns_pools()
 
     def _check_include_conflicts(self, v: Validator) -> None:
         for pool in self.pools:
@@ -387,8 +395,16 @@ class PoolModel:
         known = self.pools if kind == "pool" else self.nodes
         return f"{name!r} is not a declared {kind}; declared {kind}s: {_names(known)}"
 
-    def _check_addresses(self, v: Validator) -> None:
+    def _check_addresses(self, v: Validator, node_pools: dict[str, set[str]]) -> None:
+        """Addresses and IPs are unique; every pool member has an IPv4 ``ip`` for TNS.
+
+        The TNS probe (IPv4 only so far) tells peers apart by the source IP of
+        their packets: a pool member known only by host name would be voted
+        unreachable by every peer, and two nodes with one IP would speak for
+        each other. ``ip`` defaults to ``address`` when that is IPv4.
+        """
         seen: dict[str, str] = {}
+        seen_ip: dict[str, str] = {}
         for name, node in self.nodes.items():
             address = node.get("address")
             if address in seen:
@@ -398,8 +414,44 @@ class PoolModel:
                     node.value_mark_of("address"),
                     ("nodes", name, "address"),
                 )
-            else:
-                seen[address] = name
+                continue
+            seen[address] = name
+            key = "ip" if "ip" in node else "address"
+            ip = _ipv4(node.get(key))
+            if ip is None:
+                if node_pools[name]:
+                    v.error(
+                        _needs_ip(name, sorted(node_pools[name]), address),
+                        node.value_mark_of("address"),
+                        ("nodes", name, "address"),
+                    )
+                continue
+            if ip in seen_ip:
+                v.error(
+                    f"ip {ip!r} is already used by node {seen_ip[ip]!r}; the TNS probe "
+                    "tells nodes apart by IP, so each node needs its own",
+                    node.value_mark_of(key),
+                    ("nodes", name, key),
+                )
+            seen_ip.setdefault(ip, name)
+
+    def _check_dns_pools(self) -> None:
+        """Warn about DNS pools too small to ever fail a member out of DNS."""
+        for pname, pool in self.pools.items():
+            members = self._members[pname]
+            if "dns" not in pool or len(members) >= 3:
+                continue
+            count = f"only {len(members)} member{'s' if len(members) != 1 else ''}"
+            self.warnings.append(
+                SourceError(
+                    f"pool {pname!r} has a dns section but {count}: a failed member leaves "
+                    "DNS only by the vote of a strict majority of the pool, which fewer than "
+                    "3 members never have once one has failed; add members or do not rely "
+                    "on DNS failover for this pool",
+                    pool.mark_of("dns"),
+                    render_path(("pools", pname, "dns")),
+                )
+            )
 
     def _check_includes(self, v: Validator) -> None:
         for pname, pool in self.pools.items():
@@ -573,6 +625,7 @@ class PoolModel:
         view = NodeView(
             name=node,
             address=spec["address"],
+            ip=spec.get("ip") or _ipv4(spec["address"]),
             pools=list(self._node_pools[node]),
             connection=self._connection(spec),
             settings=settings,
@@ -659,6 +712,32 @@ def _combine(combined: dict[str, Any], data: dict[str, Any], v: Validator) -> No
     for key, value in data.items():
         if key not in MODEL_KEYS:
             combined.setdefault(key, value)
+
+
+def _needs_ip(node: str, pools: list[str], address: str) -> str:
+    """The error for a pool member whose address TNS cannot use, and what to write."""
+    try:
+        ipaddress.IPv6Address(address)
+    except ValueError:
+        return (
+            f"node {node!r} is in pool {', '.join(pools)} but its address {address!r} is a "
+            "host name; TNS recognises peers by the source IP of their packets, so every "
+            "peer would vote it unreachable: add 'ip: <its IPv4 address>' to the node "
+            f"(SSH keeps using {address!r})"
+        )
+    return (
+        f"node {node!r} is in pool {', '.join(pools)} but its address {address!r} is IPv6, "
+        "which the TNS probe does not support yet: add 'ip: <its IPv4 address>' to the "
+        "node (SSH and DNS keep using the IPv6 address)"
+    )
+
+
+def _ipv4(value: Any) -> str | None:
+    """``value`` when it is an IPv4 address, else None."""
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except ValueError:
+        return None
 
 
 def _exception_nodes(exc: dict[str, Any]) -> list[str]:

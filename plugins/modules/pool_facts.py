@@ -74,6 +74,13 @@ ansible_facts:
           returned: always
           type: str
           sample: 198.18.0.11
+        ip:
+          description:
+            - The IPv4 address TNS (probe and Serf) uses for the node, from C(ip) in the model or
+              its address when that is IPv4; V(null) for a node in no pool known by host name.
+          returned: always
+          type: str
+          sample: 198.18.0.11
         pools:
           description: The pools the node is in, sorted.
           returned: always

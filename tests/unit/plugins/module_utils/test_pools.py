@@ -419,3 +419,70 @@ def test_without_pyyaml_modules_import_and_loading_says_what_to_install(tmp_path
     )
     assert proc.returncode == 0, proc.stderr
     assert "reading YAML needs PyYAML (Debian package python3-yaml)" in proc.stdout
+
+
+# ----------------------------------------------------- addresses TNS can use
+def test_pool_member_known_by_host_name_needs_an_ip_for_tns():
+    found = errors("nodes: {web1: {address: web1.example.net, pools: [web]}}\npools: {web: {}}\n")
+    assert any(
+        e.startswith("pools.yml:1:25: nodes.web1.address:")
+        and "node 'web1' is in pool web" in e
+        and "is a host name" in e
+        and "add 'ip: <its IPv4 address>'" in e
+        for e in found
+    ), found
+
+
+def test_pool_member_with_ipv6_address_is_refused_until_the_probe_supports_it():
+    found = errors("nodes: {web1: {address: '2001:db8::11', pools: [web]}}\npools: {web: {}}\n")
+    assert any(
+        "node 'web1'" in e and "is IPv6, which the TNS probe does not support yet" in e
+        for e in found
+    ), found
+
+
+def test_host_name_or_ipv6_with_an_ip_is_accepted_and_ssh_keeps_the_address():
+    m = model(
+        """\
+        nodes:
+          web1: {address: web1.example.net, ip: 198.18.0.11, pools: [web]}
+          web2: {address: '2001:db8::12', ip: 198.18.0.12, pools: [web]}
+          spare: {address: spare.example.net}
+        pools: {web: {}}
+        """
+    )
+    web1, web2 = m.effective("web1"), m.effective("web2")
+    assert (web1.ip, web1.connection["ansible_host"]) == ("198.18.0.11", "web1.example.net")
+    assert (web2.ip, web2.address) == ("198.18.0.12", "2001:db8::12")
+    assert m.effective("spare").ip is None  # in no pool: never probed, SSH only
+
+
+@pytest.mark.parametrize(
+    ("nodes", "needle"),
+    [
+        ("{a: {address: a.example.net, ip: 'fe80::1'}}", "is not an IPv4 address"),
+        (
+            "{a: {address: 198.18.0.1}, b: {address: b.example.net, ip: 198.18.0.1}}",
+            "ip '198.18.0.1' is already used by node 'a'",
+        ),
+    ],
+)
+def test_bad_or_shared_ips_are_errors(nodes, needle):
+    found = errors(f"nodes: {nodes}\n")
+    assert any(e.startswith("pools.yml:1:") and needle in e for e in found), found
+
+
+# ----------------------------------------------------------------- warnings
+@pytest.mark.parametrize("members", [1, 2])
+def test_dns_pool_with_fewer_than_three_members_is_a_warning(members):
+    nodes = "".join(f"  n{i}: {{address: 198.18.0.{i}, pools: [web]}}\n" for i in range(members))
+    m = model(f"nodes:\n{nodes}pools:\n  web:\n    dns: {{zone: web.example.net}}\n")
+    (warning,) = m.warnings
+    assert str(warning).startswith(f"pools.yml:{members + 4}:5: pools.web.dns: pool 'web'")
+    assert f"only {members} member" in warning.message and "fewer than 3" in warning.message
+
+
+def test_dns_pool_with_three_members_and_pool_without_dns_have_no_warning():
+    nodes = "".join(f"  n{i}: {{address: 198.18.0.{i}, pools: [web, db]}}\n" for i in range(3))
+    m = model(f"nodes:\n{nodes}pools:\n  web:\n    dns: {{zone: web.example.net}}\n  db: {{}}\n")
+    assert m.warnings == []
