@@ -162,7 +162,7 @@ class DnsReconciler:
 
     async def _step(self, pool: str) -> None:
         state = self.state[pool]
-        ok, _ = self.acting(pool)
+        ok, _why = self.acting(pool)
         if not ok:
             state.update(applied=None, served=None)  # re-read the server when leading again
             return

@@ -17,6 +17,7 @@ from typing import Any
 
 from ._located_yaml import LocatedDict
 from ._schema import Field
+from .sbm import KINDS
 
 NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 POOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -109,12 +110,10 @@ def _mode() -> Field:
 
 _PORT = {"minimum": 1, "maximum": 65535}
 
-# Parameters each baseline rule kind accepts besides the common ones.
-BASELINE_KINDS: dict[str, dict[str, Field]] = {
-    "cpu": {},
+# Parameters a baseline rule kind accepts besides the common ones (kinds
+# without any are absent); the kinds themselves are sbm.KINDS.
+BASELINE_PARAMS: dict[str, dict[str, Field]] = {
     "load": {"per_cpu": _bool()},
-    "memory": {},
-    "swap": {},
     "disk": {"mount": _str(check=check_abs_path), "inodes": _bool()},
     "process": {
         "name": _str(),
@@ -150,11 +149,10 @@ BASELINE_KINDS: dict[str, dict[str, Field]] = {
     "package": {"name": _str(required=True), "version": _str()},
     "service": {"name": _str(required=True)},
     "command": {"command": Field("any", required=True)},
-    "peer": {},
 }
 
 _BASELINE_COMMON: dict[str, Field] = {
-    "kind": _str(required=True, choices=tuple(sorted(BASELINE_KINDS))),
+    "kind": _str(required=True, choices=KINDS),
     "warn": _num(),
     "crit": _num(),
     "interval": _num(minimum=0.1),
@@ -167,7 +165,7 @@ _BASELINE_COMMON: dict[str, Field] = {
 
 def _baseline_extra(rule: Any) -> dict[str, Field]:
     kind = rule.get("kind") if isinstance(rule, dict) else None
-    return BASELINE_KINDS.get(kind, {}) if isinstance(kind, str) else {}
+    return BASELINE_PARAMS.get(kind, {}) if isinstance(kind, str) else {}
 
 
 def _check_thresholds(rule: Any) -> str | None:
