@@ -482,8 +482,8 @@ def split_plugin_output(stdout: str) -> tuple[str, str]:
     """
     first, _nl, rest = stdout.strip().partition("\n")
     message, _bar, perf = first.partition("|")
-    _long_text, bar, more = rest.partition("|")
-    if bar:
+    _long_text, more_bar, more = rest.partition("|")
+    if more_bar:
         perf = f"{perf} {more}"
     return message.strip(), perf
 
