@@ -17,7 +17,7 @@ from typing import Any
 
 from ._located_yaml import LocatedDict
 from ._schema import Field
-from .sbm import KINDS
+from .sbm import HIGHER_IS_WORSE, KINDS, LOWER_IS_WORSE
 
 NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 POOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -25,11 +25,6 @@ _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
 )
 _LOOKS_NUMERIC = re.compile(r"^[0-9.]+$")
-
-# Rules whose metric is "higher is worse" need warn < crit; "lower is worse"
-# (e.g. how many peers are reachable) need warn > crit.
-HIGHER_IS_WORSE = frozenset({"cpu", "load", "memory", "swap", "disk", "process_count"})
-LOWER_IS_WORSE = frozenset({"peer"})
 
 SECTIONS = ("baseline", "files", "packages", "services", "databases", "dns", "vars")
 

@@ -76,6 +76,13 @@ def worst(statuses: list[int]) -> int:
     return max(statuses, key=lambda s: _SEVERITY[s], default=OK)
 
 
+# Which way warn/crit point, for the kinds whose value threshold() compares: a
+# higher value is worse (warn <= crit) except for `peer`, the number of pool
+# peers reachable (warn >= crit). The pool model validates rules with these.
+HIGHER_IS_WORSE = frozenset({"cpu", "load", "memory", "swap", "disk", "tcp", "http"})
+LOWER_IS_WORSE = frozenset({"peer"})
+
+
 def threshold(value: float, rule: dict[str, Any], lower_is_worse: bool = False) -> int:
     """Compare a measured value with the rule's warn/crit."""
     warn, crit = rule.get("warn"), rule.get("crit")
@@ -506,7 +513,7 @@ def check_peer(rule: dict[str, Any], timeout: float) -> tuple[int, str, Any, dic
     if reachable is None:
         raise CheckError("peer rules need TNS (evaluated by the connector)")
     return (
-        threshold(float(reachable), rule, lower_is_worse=True),
+        threshold(float(reachable), rule, lower_is_worse=rule["kind"] in LOWER_IS_WORSE),
         f"{reachable} pool peer(s) reachable",
         reachable,
         {},
