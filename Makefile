@@ -48,6 +48,8 @@ $(PY_STAMP): requirements.txt pyproject.toml $(SYS_STAMP)
 	@$(BIN)/python -m pip install -q --upgrade pip
 	@$(BIN)/python -m pip install -q -r requirements.txt
 	@$(BIN)/python -m pip install -q --no-deps -e .
+	@# How the connector, tests and lab import module_utils (docs/connector.md): a .pth, no sys.path edits.
+	@$(BIN)/python -c 'import sys, sysconfig; open(sysconfig.get_path("purelib") + "/multiall-collection.pth", "w").write(sys.argv[1] + "\n")' "$(CURDIR)/collection"
 	@touch $@
 
 demo: deps

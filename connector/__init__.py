@@ -1,32 +1,26 @@
 """TakeConnector: the per-node MultiAll daemon and the ``multiall`` CLI.
 
 The daemon and CLI import the same logic the Ansible modules use, from
-``ansible_collections.takelan.multiall.plugins.module_utils``. In a checkout that
-package lives under ``collection/`` (a symlink back to the repo root); in an
-installed collection this directory sits inside ``ansible_collections/takelan/
-multiall`` already. Either way the right directory goes on ``sys.path`` here,
-once, so no second copy of any logic is ever needed.
+``ansible_collections.takelan.multiall.plugins.module_utils``: one copy of every
+piece of logic, never a second one here.
+
+How that package is found is decided once, by the Python environment, not by
+code: a ``multiall-collection.pth`` file in the environment's site-packages
+names the directory that holds ``ansible_collections/`` (``<checkout>/collection``,
+written by ``make deps``; on a managed node the ``tns`` role writes it into the
+connector's venv). See docs/connector.md, "Finding the collection".
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 __version__ = "0.1.0"
 
-
-def _expose_collection() -> None:
-    here = Path(__file__).resolve().parent
-    checkout = here.parent / "collection"
-    if (checkout / "ansible_collections").is_dir():
-        root = checkout
-    elif here.parents[2].name == "ansible_collections":
-        root = here.parents[3]
-    else:
-        return
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-
-
-_expose_collection()
+try:
+    import ansible_collections.takelan.multiall.plugins.module_utils  # noqa: F401
+except ImportError as exc:  # pragma: no cover - a broken environment, said plainly
+    raise ImportError(
+        "TakeConnector cannot import ansible_collections.takelan.multiall: this Python "
+        "environment has no multiall-collection.pth naming the directory that holds "
+        "ansible_collections/ (run `make deps` in a checkout; on a node, apply the "
+        "takelan.multiall.tns role; see docs/connector.md)"
+    ) from exc

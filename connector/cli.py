@@ -1,4 +1,4 @@
-"""The ``multiall`` command line: ``multiall pools check|show`` (more parts plug in here).
+"""The ``multiall`` command line; each part registers its sub-commands from ``<part>_cmd.py``.
 
 Errors are printed without a traceback and the exit status says what happened:
 0 fine, 1 the model has problems (invalid or conflicting), 2 usage errors.
@@ -13,8 +13,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
+from .cmdline import common_options
+from .daemon_cmd import add_daemon_parser
 from .dns_cmd import add_dns_parser
 from .pools_cmd import add_pools_parser
+from .sbm_cmd import add_sbm_parser
 from .tns_cmd import add_tns_parsers
 
 
@@ -27,8 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"multiall {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    common = common_options()
     add_pools_parser(sub)
-    common = add_tns_parsers(sub)
+    add_daemon_parser(sub)
+    add_tns_parsers(sub, common)
+    add_sbm_parser(sub, common)
     add_dns_parser(sub, common)
     return parser
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ansible_collections.takelan.multiall.plugins.module_utils._control import DEFAULT_SOCKET
 from ansible_collections.takelan.multiall.plugins.module_utils._located_yaml import (
     Mark,
     SourceError,
@@ -99,7 +100,7 @@ class ConnectorConfig:
     pools_file: str = "/etc/multiall/pools.yml"
     bind: str | None = None
     state_dir: str = "/var/lib/multiall"
-    control_socket: str = "/run/multiall/connector.sock"
+    control_socket: str = DEFAULT_SOCKET
     metrics: str | None = None
     serf: dict[str, Any] = field(default_factory=dict)
     probe: dict[str, Any] = field(default_factory=dict)
@@ -147,4 +148,4 @@ def load_config(path: str = DEFAULT_PATH) -> ConnectorConfig:
                 )
     if validator.errors:
         raise PoolModelError(validator.errors)
-    return ConnectorConfig(**{k: v for k, v in data.items()}, source=path)
+    return ConnectorConfig(**dict(data), source=path)

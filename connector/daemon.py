@@ -26,17 +26,21 @@ from ansible_collections.takelan.multiall.plugins.module_utils.pools import Pool
 from ansible_collections.takelan.multiall.plugins.module_utils.tns import (
     PoolTopology,
     SerfMember,
+    maintenance_tag,
+    parse_maintenance_tag,
     pool_topology,
     topology_events,
 )
 
-from . import __version__
+from . import __version__, sbm_answer
 from .config import ConnectorConfig
+from .control import ControlServer
 from .dns_reconciler import DnsReconciler
 from .journal import Journal
+from .metrics import Metrics
 from .probe import Prober
 from .sbm_scheduler import SbmScheduler
-from .serf import SerfClient, SerfError
+from .serf import SerfClient, SerfError, rtt_ms
 from .watcher import Watcher
 
 log = logging.getLogger("multiall.connector")
@@ -79,7 +83,7 @@ class Connector:
         self.topology: dict[str, PoolTopology] = {}
         self.dirty = asyncio.Event()
         self.subscribers: set[asyncio.Queue] = set()
-        self.maint_tag = "0"
+        self.maint_tag = maintenance_tag(False)
         self.rpc: SerfClient | None = None
         self.serf_proc: asyncio.subprocess.Process | None = None
         self.stopping = False
@@ -108,13 +112,14 @@ class Connector:
             default_interval=float(cfg.sbm.get("interval", 10)),
             reachable_peers=lambda: len(self._reachable_peers()),
         )
-        self.metrics = _Metrics(cfg.metrics)
+        self.metrics = Metrics(cfg.metrics)
+        self.control = ControlServer(self)
         self.dns = DnsReconciler(
             self.node,
             self.model,
             self.pools,
             cfg.dns,
-            last_heard=lambda: dict(self.prober.last_pong),
+            last_heard=lambda: dict(self.prober.last_heard),
             fresh=float(cfg.probe["dead_after"]),
             on_change=self.publish,
         )
@@ -166,7 +171,7 @@ class Connector:
             )
             log.info("serf agent started", extra={"fields": {"pid": self.serf_proc.pid}})
             started = time.monotonic()
-            _, err = await self.serf_proc.communicate()
+            _out, err = await self.serf_proc.communicate()
             if self.stopping:
                 return
             log.warning(
@@ -239,40 +244,7 @@ class Connector:
 
     async def _answer_query(self, rpc: SerfClient, event: dict[str, Any]) -> None:
         """``multiall-sbm``: any node may ask for this node's per-rule SBM detail."""
-        report = self.sbm.report()
-        rules = [
-            {
-                "rule": r["rule"],
-                "kind": r["kind"],
-                "reported": r["reported"],
-                "reported_name": r["reported_name"],
-                "value": r.get("value"),
-                "warn": r.get("warn"),
-                "crit": r.get("crit"),
-                "since": round(r["since"]),
-                "message": str(r.get("message", ""))[:60],
-            }
-            for r in report["rules"]
-        ]
-        answer = {
-            "node": self.node,
-            "status": report["status"],
-            "maintenance": report["maintenance"],
-            "rules": rules,
-        }
-        data = json.dumps(answer, default=str, separators=(",", ":")).encode()
-        while len(data) > 1000 and answer["rules"]:  # Serf caps a query answer at 1 KB
-            for rule in answer["rules"]:
-                rule.pop("message", None)
-            if len(json.dumps(answer, default=str).encode()) > 1000:
-                answer["rules"] = [r for r in answer["rules"] if r["reported"] != 0] or answer[
-                    "rules"
-                ][:5]
-                answer["truncated"] = True
-            data = json.dumps(answer, default=str, separators=(",", ":")).encode()
-            if len(data) > 1000:
-                answer["rules"] = answer["rules"][: max(1, len(answer["rules"]) // 2)]
-                data = json.dumps(answer, default=str, separators=(",", ":")).encode()
+        data = sbm_answer.pack(self.node, self.sbm.report())
         with contextlib.suppress(SerfError):
             await rpc.respond(event["ID"], data)
 
@@ -285,7 +257,7 @@ class Connector:
         if not self.rpc:
             raise SerfError("the Serf agent is not connected yet")
         answers: list = []
-        for _ in range(2):  # a query is one UDP exchange: one lost packet is no verdict
+        for _attempt in range(2):  # a query is one UDP exchange: one lost packet is no verdict
             answers = await self.rpc.query("multiall-sbm", b"", nodes=[node], timeout=timeout)
             if answers:
                 break
@@ -294,13 +266,9 @@ class Connector:
                 f"{node} did not answer twice within {timeout:g} s (down or partitioned?)"
             )
         try:
-            data = json.loads(answers[0]["payload"])
-        except ValueError:
-            raise SerfError(
-                f"{node} answered with something that is not JSON (truncated report?)"
-            ) from None
-        if not isinstance(data, dict):
-            raise SerfError(f"{node} sent a malformed report")
+            data = sbm_answer.unpack(node, answers[0]["payload"])
+        except ValueError as exc:
+            raise SerfError(str(exc)) from None
         return {"ok": True, **data}
 
     async def _publish_sbm(self, code: str) -> None:
@@ -312,13 +280,14 @@ class Connector:
         self.dirty.set()
 
     def _maint_seen(self) -> dict[str, str]:
-        return {n: m.tags.get("maint", "0") for n, m in self.serf_members.items()}
+        """The ``maint`` tag of every member as Serf shows it (carried in probe packets)."""
+        return {
+            n: m.tags.get("maint", maintenance_tag(False)) for n, m in self.serf_members.items()
+        }
 
     # ------------------------------------------------------------- topology
     async def recompute(self) -> None:
         """Recalculate every pool on each change and publish what changed."""
-        from .serf import rtt_ms
-
         while True:
             await self.dirty.wait()
             self.dirty.clear()
@@ -369,6 +338,7 @@ class Connector:
         self.metrics.event(event)
 
     def status(self) -> dict[str, Any]:
+        """``multiall status``: this node's view of every pool it is in."""
         return {
             "node": self.node,
             "address": self.address,
@@ -384,8 +354,8 @@ class Connector:
     # ----------------------------------------------------------- maintenance
     async def maintenance(self, enter: bool, reason: str, timeout: float = 15.0) -> dict[str, Any]:
         """Set the maint tag; return once every reachable pool peer has seen it."""
-        reason = reason.replace("\n", " ")[:200]
-        tag = f"1:{reason}" if enter else "0"
+        tag = maintenance_tag(enter, reason)
+        reason = parse_maintenance_tag(tag)[1]
         start = time.monotonic()
         self.maint_tag = tag
         if not self.rpc:
@@ -427,76 +397,6 @@ class Connector:
                     out[name] = member.state
         return out
 
-    # ---------------------------------------------------------------- control
-    async def control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """JSON-line requests on the unix socket (mode 0600)."""
-        try:
-            while line := await reader.readline():
-                try:
-                    req = json.loads(line)
-                    if not isinstance(req, dict):
-                        raise ValueError("a request is a JSON object")
-                    op = req.get("op")
-                    if op == "status":
-                        reply = {"ok": True, **self.status()}
-                    elif op == "events":
-                        reply = {
-                            "ok": True,
-                            "events": await asyncio.to_thread(
-                                self.journal.events,
-                                int(req.get("since", 0)),
-                                int(req.get("limit", 200)),
-                            ),
-                        }
-                    elif op == "sbm":
-                        node = req.get("node") or self.node
-                        reply = await self.query_sbm(str(node), float(req.get("timeout", 2)))
-                    elif op == "runs":
-                        reply = {
-                            "ok": True,
-                            "runs": await asyncio.to_thread(
-                                self.journal.runs, int(req.get("limit", 50))
-                            ),
-                        }
-                    elif op == "maintenance":
-                        action = req.get("action")
-                        if action not in ("enter", "exit"):
-                            raise ValueError("action must be 'enter' or 'exit'")
-                        reply = await self.maintenance(
-                            action == "enter",
-                            str(req.get("reason", "")),
-                            float(req.get("timeout", 15)),
-                        )
-                    elif op == "dns":
-                        pool = req.get("pool")
-                        reply = await self.dns.report(str(pool) if pool else None)
-                    elif op == "follow":
-                        await self._follow(writer)
-                        return
-                    else:
-                        raise ValueError(
-                            f"unknown op {op!r}; ops: status, events, sbm, runs, maintenance, dns, follow"
-                        )
-                except (ValueError, TypeError, SerfError) as exc:
-                    reply = {"ok": False, "error": str(exc)}
-                writer.write((json.dumps(reply, default=str) + "\n").encode())
-                await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-
-    async def _follow(self, writer: asyncio.StreamWriter) -> None:
-        queue: asyncio.Queue = asyncio.Queue()
-        self.subscribers.add(queue)
-        try:
-            while True:
-                event = await queue.get()
-                writer.write((json.dumps(event, default=str) + "\n").encode())
-                await writer.drain()
-        finally:
-            self.subscribers.discard(queue)
-
     # ------------------------------------------------------------------- main
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -509,11 +409,11 @@ class Connector:
             os.unlink(sock_path)
         old_umask = os.umask(0o177)
         try:
-            server = await asyncio.start_unix_server(self.control, path=sock_path)
+            server = await asyncio.start_unix_server(self.control.handle, path=sock_path)
         finally:
             os.umask(old_umask)
         os.chmod(sock_path, 0o600)
-        transport, _ = await loop.create_datagram_endpoint(
+        transport, _protocol = await loop.create_datagram_endpoint(
             lambda: self.prober,
             local_addr=(self.address, int(self.cfg.probe["port"])),
             family=socket.AF_INET,
@@ -533,7 +433,7 @@ class Connector:
             extra={"fields": {"node": self.node, "pools": self.pools, "peers": self.peers}},
         )
         stopper = asyncio.create_task(stop.wait(), name="stop")
-        done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        done, _pending = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
         crashed = [t for t in done if t is not stopper]
         for task in crashed:
             # A core task must never die quietly: log it and exit non-zero so
@@ -554,52 +454,6 @@ class Connector:
         await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(sock_path)
-
-
-class _Metrics:
-    """Prometheus metrics on loopback (only when ``metrics: 127.0.0.1:PORT`` is set)."""
-
-    def __init__(self, listen: str | None) -> None:
-        self.listen = listen
-        self.enabled = False
-        if not listen:
-            return
-        from prometheus_client import Counter, Gauge
-
-        self.members = Gauge("multiall_members", "Pool members by state", ["pool", "state"])
-        self.events = Counter("multiall_events", "TNS events", ["pool", "type"])
-        self.rtt = Gauge("multiall_probe_rtt_ms", "Probe round trip to each peer", ["peer"])
-        self.runs = Counter("multiall_runs", "Watcher playbook runs by status", ["status"])
-        self.enabled = True
-
-    def start(self) -> None:
-        if not self.enabled or not self.listen:
-            return
-        from prometheus_client import start_http_server
-
-        host, _, port = self.listen.rpartition(":")
-        if host not in ("127.0.0.1", "localhost", "::1"):
-            raise SystemExit(f"metrics must listen on loopback, not {host}")
-        start_http_server(int(port), addr=host)
-
-    def event(self, event: dict[str, Any]) -> None:
-        if self.enabled:
-            self.events.labels(event["pool"], event["type"]).inc()
-
-    def run(self, status: str) -> None:
-        if self.enabled:
-            self.runs.labels(status).inc()
-
-    def topology(self, topo: PoolTopology, rtts: dict[str, float]) -> None:
-        if not self.enabled:
-            return
-        counts: dict[str, int] = {}
-        for member in topo.members.values():
-            counts[member.state] = counts.get(member.state, 0) + 1
-        for state in ("alive", "suspect", "failed", "maintenance", "left"):
-            self.members.labels(topo.pool, state).set(counts.get(state, 0))
-        for peer, value in rtts.items():
-            self.rtt.labels(peer).set(value)
 
 
 def main(config_path: str) -> int:

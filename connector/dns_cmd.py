@@ -6,7 +6,9 @@ import argparse
 import json
 from typing import Any
 
-from .tns_cmd import _guard, _socket_path, request
+from ansible_collections.takelan.multiall.plugins.module_utils._control import control_request
+
+from .cmdline import guard, socket_path
 
 
 def add_dns_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -18,10 +20,10 @@ def add_dns_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     dns.set_defaults(func=cmd_dns)
 
 
-@_guard
+@guard
 def cmd_dns(args: argparse.Namespace) -> int:
     """Exit 0 when every pool is served as wanted, 1 otherwise (scripts can test it)."""
-    reply = request(_socket_path(args), {"op": "dns", "pool": args.pool})
+    reply = control_request(socket_path(args), {"op": "dns", "pool": args.pool})
     if args.json:
         print(json.dumps(reply, indent=2))
         return 0 if all(p.get("in_sync") for p in reply["pools"].values()) else 1

@@ -35,7 +35,7 @@ def sign(secret: bytes, body: bytes) -> bytes:
 
 def verify(secret: bytes, packet: bytes) -> dict[str, Any] | None:
     """The decoded message, or None when the packet is not ours or not intact."""
-    body, _, mac = packet.rpartition(b".")
+    body, _dot, mac = packet.rpartition(b".")
     if not body or not hmac.compare_digest(
         mac, hmac.new(secret, body, hashlib.sha256).hexdigest().encode()
     ):
@@ -78,7 +78,8 @@ class Prober(asyncio.DatagramProtocol):
         self.on_change, self.maint_seen, self.own_sbm = on_change, maint_seen, own_sbm
         self.peer_sbm: dict[str, str] = {}
         self.transport: asyncio.DatagramTransport | None = None
-        self.last_pong: dict[str, float] = {}
+        # When (monotonic) each peer last sent us a valid signed packet, ping or pong.
+        self.last_heard: dict[str, float] = {}
         self.rtt_ms: dict[str, float] = {}
         self.views: dict[str, tuple[float, dict[str, bool]]] = {}
         self.peer_maint_seen: dict[str, dict[str, str]] = {}
@@ -107,7 +108,7 @@ class Prober(asyncio.DatagramProtocol):
             self.peer_sbm[sender] = sbm
             self.on_change()
         was_reachable = self._view.get(sender, True)
-        self.last_pong[sender] = now  # any signed packet proves the path from the peer works
+        self.last_heard[sender] = now  # any signed packet proves the path from the peer works
         if msg["t"] == "ping" and msg.get("rtt"):
             self._send("pong", sender, echo=msg.get("ts"))
         elif msg["t"] == "pong":
@@ -165,7 +166,7 @@ class Prober(asyncio.DatagramProtocol):
         grace = now - self.started < self.dead_after * 2  # no verdicts before peers had a chance
         view = {}
         for peer in self.peers:
-            last = self.last_pong.get(peer)
+            last = self.last_heard.get(peer)
             view[peer] = (
                 True
                 if grace and last is None
@@ -175,7 +176,7 @@ class Prober(asyncio.DatagramProtocol):
             self._view = view
             self.on_change()
         # An observer whose view just went stale stops counting: re-evaluate.
-        stale = [n for n, (t, _) in self.views.items() if now - t > 2.0]
+        stale = [n for n, (t, _view) in self.views.items() if now - t > 2.0]
         if stale != getattr(self, "_stale", []):
             self._stale = stale
             self.on_change()

@@ -123,7 +123,7 @@ class SerfClient:
         await self.close()
 
     def _fail_all(self, exc: Exception) -> None:
-        for _, future in self._pending.values():
+        for _kind, future in self._pending.values():
             if not future.done():
                 future.set_exception(exc)
         self._pending.clear()

@@ -1,46 +1,24 @@
-"""``multiall daemon|status|events|runs|maintenance``: talk to the local connector."""
+"""``multiall status|events|runs|maintenance``: TNS as the local connector sees it."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import socket
 import sys
 import time
 from typing import Any
 
 from ansible_collections.takelan.multiall.plugins.module_utils._control import (
-    DEFAULT_SOCKET,
     ControlError,
     control_request,
-    exchange,
 )
 
-__all__ = ["ControlError", "exchange", "request"]
+from .cmdline import guard, socket_path
 
 
-def _socket_path(args: argparse.Namespace) -> str:
-    return args.socket or os.environ.get("MULTIALL_SOCKET") or DEFAULT_SOCKET
-
-
-def request(path: str, req: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
-    """One request on the control socket (the shared client in module_utils)."""
-    return control_request(path, req, timeout)
-
-
-def add_tns_parsers(sub: Any) -> argparse.ArgumentParser:
-    """Register the daemon and its client commands; returns the shared --socket/--json options."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--socket", help=f"control socket (default $MULTIALL_SOCKET or {DEFAULT_SOCKET})"
-    )
-    common.add_argument("--json", action="store_true", help="print JSON")
-
-    daemon = sub.add_parser("daemon", help="run TakeConnector in the foreground")
-    daemon.add_argument("--config", default="/etc/multiall/connector.yml")
-    daemon.set_defaults(func=cmd_daemon)
-
+def add_tns_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Register the TNS client commands (``common``: the shared --socket/--json options)."""
     status = sub.add_parser(
         "status", parents=[common], help="pool topology: members, state, SBM, RTT, leader, quorum"
     )
@@ -55,12 +33,6 @@ def add_tns_parsers(sub: Any) -> argparse.ArgumentParser:
     runs.add_argument("--limit", type=int, default=20)
     runs.set_defaults(func=cmd_runs)
 
-    sbm = sub.add_parser(
-        "sbm", parents=[common], help="this node's Baseline Rules: status, value, threshold, since"
-    )
-    sbm.add_argument("node", nargs="?", help="another node: asked through a Serf query")
-    sbm.set_defaults(func=cmd_sbm)
-
     maint = sub.add_parser(
         "maintenance", parents=[common], help="enter or leave planned maintenance"
     )
@@ -71,29 +43,12 @@ def add_tns_parsers(sub: Any) -> argparse.ArgumentParser:
         "--timeout", type=float, default=15.0, help="seconds to wait for every peer to see it"
     )
     maint.set_defaults(func=cmd_maintenance)
-    return common
 
 
-def _guard(func):
-    def wrapper(args: argparse.Namespace) -> int:
-        try:
-            return func(args)
-        except ControlError as exc:
-            print(f"multiall {args.command}: {exc}", file=sys.stderr)
-            return 1
-
-    return wrapper
-
-
-def cmd_daemon(args: argparse.Namespace) -> int:
-    from .daemon import main
-
-    return main(args.config)
-
-
-@_guard
+@guard
 def cmd_status(args: argparse.Namespace) -> int:
-    reply = request(_socket_path(args), {"op": "status"})
+    """Per pool: members, state, SBM, RTT, leader and quorum."""
+    reply = control_request(socket_path(args), {"op": "status"})
     if args.json:
         print(json.dumps(reply, indent=2))
         return 0
@@ -101,7 +56,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     for pool, topo in reply["pools"].items():
         quorum = "yes" if topo["quorum"] else "NO"
         print(
-            f"\npool {pool}: leader {topo['leader'] or '-'}, quorum {quorum} ({topo['declared']} declared)"
+            f"\npool {pool}: leader {topo['leader'] or '-'}, quorum {quorum}"
+            f" ({topo['declared']} declared)"
         )
         print(f"  {'member':12} {'state':12} {'sbm':5} {'rtt ms':>8}  note")
         for name, member in topo["members"].items():
@@ -114,7 +70,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             )
             mark = " *" if name == reply["node"] else ""
             print(
-                f"  {name + mark:12} {member['state']:12} {member['sbm'] or '-':5} {rtt_text}  {note}"
+                f"  {name + mark:12} {member['state']:12} {member['sbm'] or '-':5}"
+                f" {rtt_text}  {note}"
             )
     return 0
 
@@ -127,10 +84,11 @@ def _print_event(event: dict[str, Any]) -> None:
     print(f"{when} {event['pool']:10} {event['type']:18} {extra}", flush=True)
 
 
-@_guard
+@guard
 def cmd_events(args: argparse.Namespace) -> int:
-    path = _socket_path(args)
-    reply = request(path, {"op": "events", "limit": args.limit})
+    """The journaled events, then (``--follow``) every new one as it happens."""
+    path = socket_path(args)
+    reply = control_request(path, {"op": "events", "limit": args.limit})
     for event in reply["events"]:
         print(json.dumps(event)) if args.json else _print_event(event)
     if not args.follow:
@@ -147,9 +105,10 @@ def cmd_events(args: argparse.Namespace) -> int:
     return 0
 
 
-@_guard
+@guard
 def cmd_runs(args: argparse.Namespace) -> int:
-    reply = request(_socket_path(args), {"op": "runs", "limit": args.limit})
+    """The watcher's playbook runs, newest first."""
+    reply = control_request(socket_path(args), {"op": "runs", "limit": args.limit})
     if args.json:
         print(json.dumps(reply["runs"], indent=2))
         return 0
@@ -160,22 +119,26 @@ def cmd_runs(args: argparse.Namespace) -> int:
             else "-"
         )
         kinds = ",".join(sorted({e["type"] for e in run["events"]}))
+        changed = ",".join(run["changed_hosts"]) or "-"
         print(
-            f"#{run['id']:<4} {run['pool']:10} {run['playbook']:24} {run['status']:10} tries={run['attempts']} {took:>7} events={kinds} changed={','.join(run['changed_hosts']) or '-'}"
+            f"#{run['id']:<4} {run['pool']:10} {run['playbook']:24} {run['status']:10}"
+            f" tries={run['attempts']} {took:>7} events={kinds} changed={changed}"
         )
     return 0
 
 
-@_guard
+@guard
 def cmd_maintenance(args: argparse.Namespace) -> int:
-    path = _socket_path(args)
+    """Enter or leave maintenance; exit 1 unless every peer saw it and DNS drained."""
+    path = socket_path(args)
     if args.node:
-        me = request(path, {"op": "status"})["node"]
+        me = control_request(path, {"op": "status"})["node"]
         if args.node != me:
             raise ControlError(
-                f"this is node {me!r}; run `multiall maintenance {args.action}` on {args.node!r} itself (or use the tns_maintenance module)"
+                f"this is node {me!r}; run `multiall maintenance {args.action}` on"
+                f" {args.node!r} itself (or use the tns_maintenance module)"
             )
-    reply = request(
+    reply = control_request(
         path,
         {
             "op": "maintenance",
@@ -200,25 +163,3 @@ def cmd_maintenance(args: argparse.Namespace) -> int:
         )
         print(f"maintenance {args.action}: set, but {'; '.join(problems)}", file=sys.stderr)
     return 0 if reply["ok"] else 1
-
-
-@_guard
-def cmd_sbm(args: argparse.Namespace) -> int:
-    reply = request(_socket_path(args), {"op": "sbm", "node": args.node})
-    if args.json:
-        print(json.dumps(reply, indent=2))
-        return 0
-    print(f"node {reply['node']}: SBM status {reply['status']}")
-    print(f"  {'rule':16} {'status':9} {'value':>10} {'warn':>6} {'crit':>6}  {'since':8}  message")
-    for rule in reply["rules"]:
-        since = time.strftime("%H:%M:%S", time.localtime(rule.get("since", 0)))
-        value = rule.get("value")
-        value_text = (
-            f"{value:.2f}" if isinstance(value, float) else str(value if value is not None else "-")
-        )
-        warn = "-" if rule.get("warn") is None else rule["warn"]
-        crit = "-" if rule.get("crit") is None else rule["crit"]
-        print(
-            f"  {rule['rule']:16} {rule['reported_name']:9} {value_text:>10} {warn!s:>6} {crit!s:>6}  {since:8}  {rule.get('message', '')}"
-        )
-    return 0

@@ -15,10 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from connector.tns_cmd import ControlError, request
+from ansible_collections.takelan.multiall.plugins.module_utils._control import (
+    ControlError,
+    control_request,
+)
 
 from .core import Lab, LabError
+
+# Inside a node: /run/lab is the node's control directory, which the host sees
+# as lab.ctl_path(node), so the host talks to every node's connector directly.
+NODE_SOCKET = "/run/lab/connector.sock"
 
 
 def cluster_key(lab: Lab) -> str:
@@ -46,7 +52,7 @@ def install_connector(
         "node": node,
         "pools_file": "/etc/multiall/pools.yml",
         "state_dir": "/var/lib/multiall",
-        "control_socket": "/run/lab/connector.sock",
+        "control_socket": NODE_SOCKET,
         "metrics": "127.0.0.1:9273",
         "serf": {"rpc_auth": key[:16], "encrypt_key": key, "profile": "local"},
         "probe": {"secret": key},
@@ -81,7 +87,7 @@ def start_all(lab: Lab, rules: list[dict[str, Any]] | None = None, **overrides: 
 
 def control(lab: Lab, node: str, req: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
     """One request to a node's connector over its control socket."""
-    return request(str(lab.ctl_path(node) / "connector.sock"), req, timeout)
+    return control_request(str(lab.ctl_path(node) / Path(NODE_SOCKET).name), req, timeout)
 
 
 def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> Any:

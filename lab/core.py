@@ -31,8 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from connector.tns_cmd import exchange
+from ansible_collections.takelan.multiall.plugins.module_utils._control import exchange
 
 LAB_NET = ipaddress.ip_network("198.18.0.0/24")
 CONTROLLER = "198.18.0.1"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 
-from connector.tns_cmd import exchange
+from ansible_collections.takelan.multiall.plugins.module_utils._control import exchange
 
 SOCKET = "/run/lab/supervisor.sock"
 

@@ -18,6 +18,7 @@ from typing import Any
 from ._dns_records import HAS_DNSPYTHON
 from ._located_yaml import LocatedDict
 from ._schema import Field
+from .sbm import HIGHER_IS_WORSE, KINDS, LOWER_IS_WORSE
 
 if HAS_DNSPYTHON:
     import dns.exception
@@ -38,11 +39,6 @@ _DNS_LABEL = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
 # A control character (newline, tab, NUL...) in a record value would end the
 # zone-file line early and let the rest of the value be read as a new line.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-# Rules whose metric is "higher is worse" need warn < crit; "lower is worse"
-# (e.g. how many peers are reachable) need warn > crit.
-HIGHER_IS_WORSE = frozenset({"cpu", "load", "memory", "swap", "disk", "process_count"})
-LOWER_IS_WORSE = frozenset({"peer"})
 
 SECTIONS = ("baseline", "files", "packages", "services", "databases", "dns", "vars")
 
@@ -260,12 +256,10 @@ def _mode() -> Field:
 
 _PORT = {"minimum": 1, "maximum": 65535}
 
-# Parameters each baseline rule kind accepts besides the common ones.
-BASELINE_KINDS: dict[str, dict[str, Field]] = {
-    "cpu": {},
+# Parameters a baseline rule kind accepts besides the common ones (kinds
+# without any are absent); the kinds themselves are sbm.KINDS.
+BASELINE_PARAMS: dict[str, dict[str, Field]] = {
     "load": {"per_cpu": _bool()},
-    "memory": {},
-    "swap": {},
     "disk": {"mount": _str(check=check_abs_path), "inodes": _bool()},
     "process": {
         "name": _str(),
@@ -301,11 +295,10 @@ BASELINE_KINDS: dict[str, dict[str, Field]] = {
     "package": {"name": _str(required=True), "version": _str()},
     "service": {"name": _str(required=True)},
     "command": {"command": Field("any", required=True)},
-    "peer": {},
 }
 
 _BASELINE_COMMON: dict[str, Field] = {
-    "kind": _str(required=True, choices=tuple(sorted(BASELINE_KINDS))),
+    "kind": _str(required=True, choices=KINDS),
     "warn": _num(),
     "crit": _num(),
     "interval": _num(minimum=0.1),
@@ -318,7 +311,7 @@ _BASELINE_COMMON: dict[str, Field] = {
 
 def _baseline_extra(rule: Any) -> dict[str, Field]:
     kind = rule.get("kind") if isinstance(rule, dict) else None
-    return BASELINE_KINDS.get(kind, {}) if isinstance(kind, str) else {}
+    return BASELINE_PARAMS.get(kind, {}) if isinstance(kind, str) else {}
 
 
 def _check_thresholds(rule: Any) -> str | None:

@@ -8,7 +8,7 @@ TakeConnector scheduler (24/7). Statuses are the Nagios codes ``0 OK,
 1 WARNING, 2 CRITICAL, 3 UNKNOWN`` plus ``MAINTENANCE``; a node's status is its
 worst rule. A check that cannot run (missing tool, timeout, bad answer) is
 UNKNOWN, never OK. Rule shapes are validated by the pool model
-(``_pools_spec.BASELINE_KINDS``); this file trusts them.
+(``_pools_spec.BASELINE_RULE``, built from ``KINDS`` here); this file trusts them.
 
 Standard library only, plus psutil where a rule needs it (cpu, memory, swap,
 process): without psutil those rules are UNKNOWN with a message saying so.
@@ -17,6 +17,7 @@ process): without psutil those rules are UNKNOWN with a message saying so.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -75,6 +76,13 @@ def worst(statuses: list[int]) -> int:
     return max(statuses, key=lambda s: _SEVERITY[s], default=OK)
 
 
+# Which way warn/crit point, for the kinds whose value threshold() compares: a
+# higher value is worse (warn <= crit) except for `peer`, the number of pool
+# peers reachable (warn >= crit). The pool model validates rules with these.
+HIGHER_IS_WORSE = frozenset({"cpu", "load", "memory", "swap", "disk", "tcp", "http"})
+LOWER_IS_WORSE = frozenset({"peer"})
+
+
 def threshold(value: float, rule: dict[str, Any], lower_is_worse: bool = False) -> int:
     """Compare a measured value with the rule's warn/crit."""
     warn, crit = rule.get("warn"), rule.get("crit")
@@ -108,23 +116,28 @@ Check = Callable[[dict[str, Any], float], tuple[int, str, Any, dict[str, Any]]]
 
 def check_cpu(rule: dict[str, Any], timeout: float) -> tuple[int, str, Any, dict[str, Any]]:
     pct = _need_psutil().cpu_percent(interval=min(0.2, timeout / 2))
-    return threshold(pct, rule), f"cpu {pct:.1f}%", pct, {"cpu": pct}
+    return threshold(pct, rule), f"cpu {pct:.1f}%", pct, perf_of(rule, "cpu", pct, "%", 0, 100)
 
 
 def check_load(rule: dict[str, Any], timeout: float) -> tuple[int, str, Any, dict[str, Any]]:
     load1 = os.getloadavg()[0]
     value = load1 / (os.cpu_count() or 1) if rule.get("per_cpu") else load1
-    return threshold(value, rule), f"load {value:.2f}", round(value, 3), {"load1": load1}
+    return (
+        threshold(value, rule),
+        f"load {value:.2f}",
+        round(value, 3),
+        perf_of(rule, "load1", round(load1, 3), minimum=0),
+    )
 
 
 def check_memory(rule: dict[str, Any], timeout: float) -> tuple[int, str, Any, dict[str, Any]]:
     pct = _need_psutil().virtual_memory().percent
-    return threshold(pct, rule), f"memory used {pct:.1f}%", pct, {"memory": pct}
+    return threshold(pct, rule), f"memory used {pct:.1f}%", pct, perf_of(rule, "memory", pct, "%")
 
 
 def check_swap(rule: dict[str, Any], timeout: float) -> tuple[int, str, Any, dict[str, Any]]:
     pct = _need_psutil().swap_memory().percent
-    return threshold(pct, rule), f"swap used {pct:.1f}%", pct, {"swap": pct}
+    return threshold(pct, rule), f"swap used {pct:.1f}%", pct, perf_of(rule, "swap", pct, "%")
 
 
 def check_disk(rule: dict[str, Any], timeout: float) -> tuple[int, str, Any, dict[str, Any]]:
@@ -140,7 +153,8 @@ def check_disk(rule: dict[str, Any], timeout: float) -> tuple[int, str, Any, dic
     if not total:
         raise CheckError(f"{mount} reports no {what}")
     pct = round(100.0 * (total - free) / total, 2)
-    return threshold(pct, rule), f"{mount} {what} used {pct:.1f}%", pct, {f"{mount}_{what}": pct}
+    perf = perf_of(rule, f"{mount}_{what}", pct, "%", 0, 100)
+    return threshold(pct, rule), f"{mount} {what} used {pct:.1f}%", pct, perf
 
 
 def check_process(rule: dict[str, Any], timeout: float) -> tuple[int, str, Any, dict[str, Any]]:
@@ -165,10 +179,11 @@ def check_process(rule: dict[str, Any], timeout: float) -> tuple[int, str, Any, 
         count += 1
     low, high = rule.get("min", 1), rule.get("max")
     what = name or cmdline or "process"
+    perf = {"count": perf_item(count, minimum=0)}
     if count < low or (high is not None and count > high):
         bounds = f"{low}..{high}" if high is not None else f">= {low}"
-        return CRITICAL, f"{count} {what} process(es), expected {bounds}", count, {"count": count}
-    return OK, f"{count} {what} process(es)", count, {"count": count}
+        return CRITICAL, f"{count} {what} process(es), expected {bounds}", count, perf
+    return OK, f"{count} {what} process(es)", count, perf
 
 
 _SNAPSHOTS: dict[str, tuple[float, Any]] = {}
@@ -233,28 +248,34 @@ def check_tcp(rule: dict[str, Any], timeout: float) -> tuple[int, str, Any, dict
         )
     ms = round((time.monotonic() - start) * 1000, 2)
     status = threshold(ms, rule)
-    return status, f"{rule['host']}:{rule['port']} answered in {ms} ms", ms, {"connect_ms": ms}
+    perf = perf_of(rule, "connect_ms", ms, "ms", 0)
+    return status, f"{rule['host']}:{rule['port']} answered in {ms} ms", ms, perf
 
 
 def check_http(rule: dict[str, Any], timeout: float) -> tuple[int, str, Any, dict[str, Any]]:
+    # Imported here: ansible's urls module is heavy and only http rules need it.
     import urllib.error
-    import urllib.request
+
+    from ansible.module_utils.urls import ConnectionError as UrlsConnectionError
+    from ansible.module_utils.urls import open_url
 
     start = time.monotonic()
     try:
-        with urllib.request.urlopen(rule["url"], timeout=timeout) as resp:
+        resp = open_url(rule["url"], timeout=timeout)
+        with resp:
             code, body = resp.status, resp.read(1 << 20).decode("utf-8", "replace")
     except urllib.error.HTTPError as exc:
         code, body = exc.code, ""
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, UrlsConnectionError, OSError) as exc:
         return CRITICAL, f"{rule['url']}: {getattr(exc, 'reason', exc)}", None, {}
     ms = round((time.monotonic() - start) * 1000, 2)
+    perf = perf_of(rule, "ms", ms, "ms", 0)
     want = rule.get("status", 200)
     if code != want:
-        return CRITICAL, f"{rule['url']}: status {code}, expected {want}", ms, {"ms": ms}
+        return CRITICAL, f"{rule['url']}: status {code}, expected {want}", ms, perf
     if rule.get("match") and rule["match"] not in body:
-        return CRITICAL, f"{rule['url']}: body does not contain {rule['match']!r}", ms, {"ms": ms}
-    return threshold(ms, rule), f"{rule['url']}: {code} in {ms} ms", ms, {"ms": ms}
+        return CRITICAL, f"{rule['url']}: body does not contain {rule['match']!r}", ms, perf
+    return threshold(ms, rule), f"{rule['url']}: {code} in {ms} ms", ms, perf
 
 
 def check_dns(rule: dict[str, Any], timeout: float) -> tuple[int, str, Any, dict[str, Any]]:
@@ -301,7 +322,7 @@ def check_file(rule: dict[str, Any], timeout: float) -> tuple[int, str, Any, dic
         if owner != rule["owner"]:
             problems.append(f"owner {owner}, expected {rule['owner']}")
     if rule.get("checksum"):
-        algo, _, want = rule["checksum"].rpartition(":")
+        algo, _sep, want = rule["checksum"].rpartition(":")
         digest = hashlib.new(algo or "sha256")
         with open(path, "rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 16), b""):
@@ -313,7 +334,7 @@ def check_file(rule: dict[str, Any], timeout: float) -> tuple[int, str, Any, dic
         problems.append(f"{age:.0f} s old, at most {rule['max_age']} s expected")
     if problems:
         return CRITICAL, f"{path}: " + "; ".join(problems), round(age, 1), {}
-    return OK, f"{path} as expected", round(age, 1), {"age": round(age, 1)}
+    return OK, f"{path} as expected", round(age, 1), {"age": perf_item(round(age, 1), "s", 0)}
 
 
 def check_package(rule: dict[str, Any], timeout: float) -> tuple[int, str, Any, dict[str, Any]]:
@@ -328,7 +349,7 @@ def check_package(rule: dict[str, Any], timeout: float) -> tuple[int, str, Any, 
         timeout=timeout,
         check=False,
     )
-    status, _, version = proc.stdout.partition("\t")
+    status, _sep, version = proc.stdout.partition("\t")
     if proc.returncode != 0 or not status.endswith("installed"):
         return CRITICAL, f"package {rule['name']} is not installed", None, {}
     if rule.get("version") and not fnmatch.fnmatch(version, rule["version"]):
@@ -350,20 +371,128 @@ def check_service(rule: dict[str, Any], timeout: float) -> tuple[int, str, Any, 
     return (OK if state == "active" else CRITICAL), f"{rule['name']} is {state}", state, {}
 
 
-def parse_perfdata(text: str) -> dict[str, Any]:
-    """Nagios perfdata ``'label'=value[UOM];warn;crit;min;max ...`` -> {label: value}."""
-    out: dict[str, Any] = {}
-    for item in text.split():
-        label, _, rest = item.partition("=")
-        if not rest:
+# ------------------------------------------------------------- perfdata
+# Nagios plugin guidelines ("Performance data"): space-separated items
+#   'label'=value[UOM];[warn];[crit];[min];[max]
+# The label is quoted when it holds spaces, '=' or quotes ('' is a quote inside
+# quotes); value, min and max are numbers ([-0-9.]) or value is U (could not be
+# measured); warn and crit are ranges (10, 10:, ~:10, 10:20, @10:20); trailing
+# empty fields may be left out.
+PERF_FIELDS = ("value", "unit", "warn", "crit", "min", "max")
+_PERF_ITEM = re.compile(r"\s*(?:'((?:[^']|'')*)'|([^\s'=]+))=(\S*)")
+_PERF_WORD = re.compile(r"\s*\S*")
+_PERF_NUMBER = re.compile(r"^(-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(.*)$")
+_PLAIN_LABEL = re.compile(r"^[^\s'=]+$")
+
+
+def _number(text: str) -> int | float | None:
+    """``12`` -> 12, ``0.5`` -> 0.5; anything else (empty, ``U``, garbage) -> None."""
+    match = _PERF_NUMBER.match(text.strip())
+    if not match:
+        return None
+    number = match.group(1)
+    return float(number) if "." in number else int(number)
+
+
+def _range(text: str) -> int | float | str | None:
+    """A warn/crit field: a plain number as a number, a range (``@10:20``) as written."""
+    text = text.strip()
+    if not text:
+        return None
+    match = _PERF_NUMBER.match(text)
+    return _number(text) if match and not match.group(2) else text
+
+
+def perf_item(
+    value: float | None,
+    unit: str = "",
+    warn: Any = None,
+    crit: Any = None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+) -> dict[str, Any]:
+    """One perfdata item: the measured value, its unit, thresholds and bounds."""
+    return {
+        "value": value,
+        "unit": unit,
+        "warn": warn,
+        "crit": crit,
+        "min": minimum,
+        "max": maximum,
+    }
+
+
+def perf_of(
+    rule: dict[str, Any],
+    label: str,
+    value: float,
+    unit: str = "",
+    minimum: float | None = None,
+    maximum: float | None = None,
+) -> dict[str, dict[str, Any]]:
+    """The perfdata of a built-in check: one item, thresholds taken from the rule."""
+    return {label: perf_item(value, unit, rule.get("warn"), rule.get("crit"), minimum, maximum)}
+
+
+def parse_perfdata(text: str) -> dict[str, dict[str, Any]]:
+    """Nagios perfdata -> ``{label: {value, unit, warn, crit, min, max}}``, nothing dropped.
+
+    ``/=23396876288B;216442024755;243497277849;0;270552530944`` gives
+    ``{"/": {"value": 23396876288, "unit": "B", "warn": 216442024755, ...}}``.
+    A value of ``U`` is None; an item that is not ``label=value`` is skipped.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    pos = 0
+    while pos < len(text):
+        match = _PERF_ITEM.match(text, pos)
+        if match is None:
+            pos = max(_PERF_WORD.match(text, pos).end(), pos + 1)  # not an item: skip the word
             continue
-        raw = rest.split(";", 1)[0]
-        number = raw.rstrip("%sBcKMGTbyteu")
-        try:
-            out[label.strip("'")] = float(number)
-        except ValueError:
-            out[label.strip("'")] = raw
+        pos = match.end()
+        quoted, plain, data = match.groups()
+        label = quoted.replace("''", "'") if quoted is not None else plain
+        fields = data.split(";")
+        fields += [""] * (5 - len(fields))
+        head = _PERF_NUMBER.match(fields[0])
+        if head is None and not fields[0].startswith("U"):
+            continue
+        out[label] = perf_item(
+            _number(head.group(1)) if head else None,
+            (head.group(2) if head else fields[0][1:]).strip(),
+            _range(fields[1]),
+            _range(fields[2]),
+            _number(fields[3]),
+            _number(fields[4]),
+        )
     return out
+
+
+def format_perfdata(perfdata: dict[str, dict[str, Any]]) -> str:
+    """The inverse of parse_perfdata: the compact Nagios text (used to keep Serf answers small)."""
+    items = []
+    for label, item in perfdata.items():
+        name = label if _PLAIN_LABEL.match(label) else "'" + label.replace("'", "''") + "'"
+        value = "U" if item.get("value") is None else str(item["value"])
+        fields = [value + str(item.get("unit") or "")]
+        fields += ["" if item.get(k) is None else str(item[k]) for k in PERF_FIELDS[2:]]
+        while len(fields) > 1 and not fields[-1]:
+            fields.pop()
+        items.append(f"{name}={';'.join(fields)}")
+    return " ".join(items)
+
+
+def split_plugin_output(stdout: str) -> tuple[str, str]:
+    """A plugin's output -> (first line's text, all its perfdata).
+
+    Perfdata follows a ``|`` on the first line and, per the guidelines, may go on
+    after a second ``|`` in the long text that follows.
+    """
+    first, _nl, rest = stdout.strip().partition("\n")
+    message, _bar, perf = first.partition("|")
+    _long_text, more_bar, more = rest.partition("|")
+    if more_bar:
+        perf = f"{perf} {more}"
+    return message.strip(), perf
 
 
 def check_command(rule: dict[str, Any], timeout: float) -> tuple[int, str, Any, dict[str, Any]]:
@@ -373,10 +502,9 @@ def check_command(rule: dict[str, Any], timeout: float) -> tuple[int, str, Any, 
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     except FileNotFoundError:
         raise CheckError(f"command not found: {argv[0]}") from None
-    first = (proc.stdout.strip().splitlines() or [""])[0]
-    message, _, perf = first.partition("|")
+    message, perf = split_plugin_output(proc.stdout)
     status = proc.returncode if proc.returncode in (0, 1, 2, 3) else UNKNOWN
-    text = message.strip() or proc.stderr.strip()[:200] or f"exit {proc.returncode}"
+    text = message or proc.stderr.strip()[:200] or f"exit {proc.returncode}"
     return status, text, proc.returncode, parse_perfdata(perf)
 
 
@@ -385,7 +513,7 @@ def check_peer(rule: dict[str, Any], timeout: float) -> tuple[int, str, Any, dic
     if reachable is None:
         raise CheckError("peer rules need TNS (evaluated by the connector)")
     return (
-        threshold(float(reachable), rule, lower_is_worse=True),
+        threshold(float(reachable), rule, lower_is_worse=rule["kind"] in LOWER_IS_WORSE),
         f"{reachable} pool peer(s) reachable",
         reachable,
         {},
@@ -409,6 +537,10 @@ CHECKS: dict[str, Check] = {
     "command": check_command,
     "peer": check_peer,
 }
+# The one list of rule kinds: a kind exists because a check implements it. The
+# pool model's validator offers exactly these (``_pools_spec.BASELINE_PARAMS``
+# adds each kind's own parameters).
+KINDS = tuple(sorted(CHECKS))
 
 
 def evaluate(name: str, rule: dict[str, Any]) -> Result:

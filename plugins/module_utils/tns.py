@@ -32,6 +32,9 @@ STATES = (ALIVE, SUSPECT, FAILED, MAINTENANCE, LEFT)
 # States in which a member still answers: it counts for quorum.
 _REACHABLE = frozenset({ALIVE, MAINTENANCE})
 
+# Every event the connector publishes: the watcher's rules are checked against
+# this list (connector/config.py) and the EDA source's schema is generated from
+# it (extensions/eda/plugins/event_source/schemas/tns.json, see eda_schema()).
 EVENT_TYPES = (
     "member_failed",
     "member_recovered",
@@ -41,7 +44,25 @@ EVENT_TYPES = (
     "leader_changed",
     "quorum_lost",
     "quorum_regained",
+    "dns_changed",  # published by the pool leader's DNS-SA (connector/dns_reconciler.py)
 )
+
+# The Serf tag ``maint`` (also shown by ``multiall status`` and read by the
+# tns_maintenance module): ``0`` normally, ``1:<reason>`` in maintenance.
+MAINTENANCE_REASON_MAX = 200
+
+
+def maintenance_tag(enter: bool, reason: str = "") -> str:
+    """The ``maint`` tag value; the reason is kept to one line and 200 characters."""
+    if not enter:
+        return "0"
+    return "1:" + reason.replace("\n", " ")[:MAINTENANCE_REASON_MAX]
+
+
+def parse_maintenance_tag(tag: str | None) -> tuple[bool, str]:
+    """``1:reason`` -> (True, 'reason'); ``1`` -> (True, ''); ``0``, '' or None -> (False, '')."""
+    flag, _sep, reason = (tag or "0").partition(":")
+    return (True, reason) if flag == "1" else (False, "")
 
 
 @dataclass(frozen=True)
@@ -55,14 +76,13 @@ class SerfMember:
 
     @property
     def in_maintenance(self) -> bool:
-        """The ``maint`` tag is ``1`` or ``1:<reason>`` while in maintenance."""
-        return self.tags.get("maint", "").split(":", 1)[0] == "1"
+        """Whether the member's ``maint`` tag says it is in maintenance."""
+        return parse_maintenance_tag(self.tags.get("maint", ""))[0]
 
     @property
     def maintenance_reason(self) -> str:
         """The reason given with ``maintenance enter``."""
-        parts = self.tags.get("maint", "").split(":", 1)
-        return parts[1] if len(parts) == 2 and parts[0] == "1" else ""
+        return parse_maintenance_tag(self.tags.get("maint", ""))[1]
 
 
 @dataclass(frozen=True)

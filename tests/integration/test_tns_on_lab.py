@@ -338,6 +338,13 @@ def test_sbm_critical_reaches_pool_peers_through_tns(tns_lab):
         assert any(
             r["rule"] == "marker" and r["reported_name"] == "CRITICAL" for r in detail["rules"]
         )
+        # A real check_disk's perfdata travels whole: value, unit, warn, crit, min, max.
+        disk = next(r for r in detail["rules"] if r["rule"] == "nagios_disk")
+        root = disk["perfdata"]["/"]
+        assert set(root) == {"value", "unit", "warn", "crit", "min", "max"}, disk
+        assert root["unit"] == "B" and root["min"] == 0, disk
+        assert all(isinstance(root[k], int) for k in ("value", "warn", "crit", "max")), disk
+        assert "perf / = " in table and " B  warn " in table
         gone = lab.exec(
             "n3", [multiall, "sbm", "nobody", "--socket", "/run/lab/connector.sock"], check=False
         )

@@ -8,6 +8,7 @@ import time
 from types import SimpleNamespace
 
 import pytest
+from ansible_collections.takelan.multiall.plugins.module_utils._control import DEFAULT_SOCKET
 from ansible_collections.takelan.multiall.plugins.module_utils.pools import PoolModelError
 
 from connector.config import load_config
@@ -22,6 +23,23 @@ def test_config_defaults(tmp_path):
     path.write_text("node: n1\n")
     cfg = load_config(str(path))
     assert cfg.node == "n1" and cfg.probe["interval"] == 0.2 and cfg.serf["profile"] == "local"
+
+
+def test_watcher_rule_on_every_published_event_type_is_accepted(tmp_path):
+    # dns_changed is published by DNS-SA; a rule on it used to be rejected at load.
+    path = tmp_path / "connector.yml"
+    path.write_text(
+        "node: n1\nwatcher:\n  rules:\n"
+        "    - events: [dns_changed, member_failed]\n      playbook: dns_reaction.yml\n"
+    )
+    cfg = load_config(str(path))
+    assert cfg.watcher["rules"][0]["events"] == ["dns_changed", "member_failed"]
+
+
+def test_default_control_socket_is_the_shared_one(tmp_path):
+    path = tmp_path / "connector.yml"
+    path.write_text("node: n1\n")
+    assert load_config(str(path)).control_socket == DEFAULT_SOCKET
 
 
 @pytest.mark.parametrize(
@@ -84,10 +102,10 @@ def test_prober_ignores_unknown_senders_and_wrong_source_addresses():
 def test_prober_marks_a_silent_peer_unreachable_after_dead_after():
     prober = Prober("n1", {"n2": "198.18.0.12"}, 7947, b"k", 0.2, 0.3, lambda: None, dict)
     prober.started -= 10  # past the start-up grace
-    prober.last_pong["n2"] = time.monotonic()
+    prober.last_heard["n2"] = time.monotonic()
     prober._refresh()
     assert prober.observations()["n1"] == {"n2": True}
-    prober.last_pong["n2"] -= 1.0
+    prober.last_heard["n2"] -= 1.0
     prober._refresh()
     assert prober.observations()["n1"] == {"n2": False}
 
@@ -162,7 +180,7 @@ def test_burst_is_coalesced_into_one_run_per_pool(tmp_path):
 
 
 def test_one_run_per_pool_at_a_time(tmp_path):
-    watcher, _ = make_watcher(tmp_path)
+    watcher, _journal = make_watcher(tmp_path)
     watcher.cfg["debounce"] = 0.0
     events = [{"type": "member_failed", "pool": "web", "member": "n2"}]
 
@@ -175,7 +193,8 @@ def test_one_run_per_pool_at_a_time(tmp_path):
         task.cancel()
 
     asyncio.run(scenario())
-    (_, _, e1), (_, s2, _) = watcher.plays
+    first, second = watcher.plays
+    e1, s2 = first[2], second[1]
     assert s2 >= e1  # the second run of pool web waited for the first
 
 

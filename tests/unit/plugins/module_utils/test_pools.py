@@ -288,6 +288,11 @@ def test_exception_for_several_nodes():
             "pools.yml:1:",
             "lower is worse",
         ),
+        (  # latency: higher is worse, as sbm.threshold compares it
+            "pools: {w: {baseline: {r: {kind: http, url: 'http://x/', warn: 900, crit: 200}}}}\n",
+            "pools.yml:1:",
+            "warn (900) is above crit (200)",
+        ),
         ("pools: {w: {files: {srv/www: {}}}}\n", "pools.yml:1:21", "must be absolute"),
         (
             "pools: {w: {files: {/srv: {mode: 644}}}}\n",

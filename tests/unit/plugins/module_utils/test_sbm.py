@@ -13,7 +13,9 @@ import uuid
 
 import pytest
 from ansible_collections.takelan.multiall.plugins.module_utils.sbm import (
+    CHECKS,
     CRITICAL,
+    KINDS,
     OK,
     SNAPSHOT_TTL,
     UNKNOWN,
@@ -21,7 +23,9 @@ from ansible_collections.takelan.multiall.plugins.module_utils.sbm import (
     RuleState,
     evaluate,
     evaluate_all,
+    format_perfdata,
     parse_perfdata,
+    split_plugin_output,
     worst,
 )
 
@@ -108,7 +112,10 @@ def test_command_rule_honours_nagios_exit_codes(tmp_path, code, expected):
     result = evaluate("nagios", {"kind": "command", "command": [str(script)]})
     assert result.status == expected
     assert result.message == f"X {code}"
-    assert result.perfdata == {"load": 1.5, "used": 80.0}
+    assert result.perfdata == {
+        "load": {"value": 1.5, "unit": "", "warn": 2, "crit": 3, "min": None, "max": None},
+        "used": {"value": 80, "unit": "%", "warn": None, "crit": None, "min": None, "max": None},
+    }
 
 
 def test_hung_check_is_unknown_and_does_not_block():
@@ -161,12 +168,88 @@ def test_worst_rule_decides_and_disabled_rules_are_skipped():
     assert [r.rule for r in results] == ["a"]
 
 
-def test_perfdata_parsing():
-    assert parse_perfdata("'time'=0.05s;1;2 size=12KB x=U") == {
-        "time": 0.05,
-        "size": 12.0,
-        "x": "U",
+def perf(value, unit="", warn=None, crit=None, minimum=None, maximum=None):
+    return {
+        "value": value,
+        "unit": unit,
+        "warn": warn,
+        "crit": crit,
+        "min": minimum,
+        "max": maximum,
     }
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (  # check_disk -w 20% -c 10% -p /
+            "/=23396876288B;216442024755;243497277849;0;270552530944",
+            {"/": perf(23396876288, "B", 216442024755, 243497277849, 0, 270552530944)},
+        ),
+        (  # check_load: warn/crit written with decimals, max left empty, trailing ';'
+            "load1=1.810;15.000;30.000;0; load5=1.370;10.000;25.000;0; load15=0.650;5.000;20.000;0; ",
+            {
+                "load1": perf(1.81, "", 15.0, 30.0, 0),
+                "load5": perf(1.37, "", 10.0, 25.0, 0),
+                "load15": perf(0.65, "", 5.0, 20.0, 0),
+            },
+        ),
+        ("users=0;5;10;0", {"users": perf(0, "", 5, 10, 0)}),  # check_users
+        (  # check_http: time in seconds, empty fields, size with min only
+            "time=0.002116s;;;0.000000;10.000000 size=1234B;;;0",
+            {
+                "time": perf(0.002116, "s", None, None, 0.0, 10.0),
+                "size": perf(1234, "B", None, None, 0),
+            },
+        ),
+        (  # quoted labels (spaces, a doubled quote), ranges kept as written, U = not measured
+            "'free space'=12.5%;@10:20;~:5 'it''s'=3c;10:;; rtt=U",
+            {
+                "free space": perf(12.5, "%", "@10:20", "~:5"),
+                "it's": perf(3, "c", "10:"),
+                "rtt": perf(None),
+            },
+        ),
+        ("garbage =5 ok=1 bad=abc", {"ok": perf(1)}),  # what is not label=value is skipped
+    ],
+)
+def test_perfdata_keeps_label_value_unit_warn_crit_min_max(text, expected):
+    assert parse_perfdata(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "/=23396876288B;216442024755;243497277849;0;270552530944",
+        "load1=0.18;15.0;30.0;0 'a b'=1;@1:2 'x''y'=U;;;0;1",
+    ],
+)
+def test_perfdata_survives_the_compact_form_used_in_serf_answers(text):
+    parsed = parse_perfdata(text)
+    assert parse_perfdata(format_perfdata(parsed)) == parsed
+    assert len(format_perfdata(parsed)) <= len(text)
+
+
+def test_long_output_perfdata_after_a_second_bar_is_kept():
+    message, perfdata = split_plugin_output(
+        "DISK OK - free space: / 80 GB | /=24B;216;243;0;270\n/var: 3 GB free | /var=3B;;;0;9\n/x=1B"
+    )
+    assert message == "DISK OK - free space: / 80 GB"
+    assert set(parse_perfdata(perfdata)) == {"/", "/var", "/x"}
+
+
+CHECK_DISK = "/usr/lib/nagios/plugins/check_disk"
+
+
+@pytest.mark.skipif(not os.access(CHECK_DISK, os.X_OK), reason="monitoring-plugins-basic missing")
+def test_real_check_disk_perfdata_reaches_the_result_whole():
+    result = evaluate(
+        "root", {"kind": "command", "command": [CHECK_DISK, "-w", "1%", "-c", "1%", "-p", "/"]}
+    )
+    assert result.status == OK and result.message.startswith("DISK OK")
+    root = result.perfdata["/"]
+    assert root["unit"] == "B" and root["min"] == 0
+    assert 0 < root["value"] < root["max"] and root["warn"] >= root["crit"] > 0
 
 
 def test_flapping_is_damped_by_for_and_recovery_needs_hold_down():
@@ -182,3 +265,12 @@ def test_flapping_is_damped_by_for_and_recovery_needs_hold_down():
         False,
     ]  # 3 OKs but < 10 s
     assert state.update(OK, now=19.5) is True and state.reported == OK
+
+
+def test_rule_kinds_come_from_the_checks_alone():
+    from ansible_collections.takelan.multiall.plugins.module_utils import _pools_spec
+
+    kind_field = _pools_spec.BASELINE_RULE.keys["kind"]
+    assert tuple(kind_field.choices) == KINDS == tuple(sorted(CHECKS))
+    # Parameters are declared only for kinds that exist.
+    assert set(_pools_spec.BASELINE_PARAMS) <= set(KINDS)

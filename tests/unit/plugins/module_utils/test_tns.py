@@ -8,6 +8,8 @@ from ansible_collections.takelan.multiall.plugins.module_utils.tns import (
     MAINTENANCE,
     SUSPECT,
     SerfMember,
+    maintenance_tag,
+    parse_maintenance_tag,
     pool_topology,
     topology_events,
 )
@@ -118,3 +120,19 @@ def test_events_for_maintenance_and_sbm():
 
 def test_first_view_emits_nothing():
     assert topology_events(None, pool_topology("web", POOL, serf(), {})) == []
+
+
+def test_maintenance_tag_round_trips_and_keeps_colons_in_the_reason():
+    tag = maintenance_tag(True, "kernel 6.1: reboot\nthen check")
+    assert tag == "1:kernel 6.1: reboot then check"
+    assert parse_maintenance_tag(tag) == (True, "kernel 6.1: reboot then check")
+    assert parse_maintenance_tag(maintenance_tag(False, "ignored")) == (False, "")
+    assert parse_maintenance_tag("1") == (True, "")
+    assert parse_maintenance_tag(None) == parse_maintenance_tag("") == (False, "")
+    assert len(maintenance_tag(True, "x" * 500)) == 2 + 200
+
+
+def test_serf_member_reads_maintenance_from_its_tag():
+    member = SerfMember("n1", tags={"maint": maintenance_tag(True, "disk swap")})
+    assert member.in_maintenance and member.maintenance_reason == "disk swap"
+    assert not SerfMember("n2", tags={"maint": "0"}).in_maintenance
