@@ -69,13 +69,12 @@ class Connector:
         if cfg.node not in self.model.nodes:
             raise SystemExit(f"{cfg.source}: node {cfg.node!r} is not in {cfg.pools_file}")
         self.node = cfg.node
-        self.address = cfg.bind or self.model.effective(self.node).address
+        # TNS speaks IPv4 and compares a probe's source with the peer's address,
+        # so it uses the model's ``ip`` (``address`` when that is already IPv4).
+        self.address = cfg.bind or self._tns_ip(self.node)
         self.pools = self.model.node_pools(self.node)
         self.peers = {
-            n: self.model.effective(n).address
-            for p in self.pools
-            for n in self.model.members(p)
-            if n != self.node
+            n: self._tns_ip(n) for p in self.pools for n in self.model.members(p) if n != self.node
         }
         self.journal = Journal(os.path.join(cfg.state_dir, "connector.db"))
         self.serf_members: dict[str, SerfMember] = {}
@@ -125,6 +124,11 @@ class Connector:
         )
 
     # ------------------------------------------------------------------ serf
+    def _tns_ip(self, node: str) -> str:
+        """The IPv4 address TNS uses for NODE (the model guarantees one per pool member)."""
+        view = self.model.effective(node)
+        return view.ip or view.address
+
     def _serf_argv(self) -> list[str]:
         os.makedirs(self.cfg.state_dir, exist_ok=True)
         conf = {"rpc_auth": self.cfg.serf.get("rpc_auth", "")}
