@@ -7,13 +7,14 @@ cannot run offline here: it bootstraps pip from a CI download host.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from connector.ansible_env import ansible_env
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULES = sorted(
@@ -25,7 +26,7 @@ INVENTORY = sorted(
 
 
 def ansible_doc(kind: str, name: str) -> dict:
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(ROOT / "collection"))
+    env = ansible_env()
     proc = subprocess.run(
         [
             str(Path(sys.executable).parent / "ansible-doc"),
