@@ -43,7 +43,9 @@ DEPLOY = """\
 
 def run(argv: list[str], env: dict[str, str], cwd: Path, timeout: float = 300) -> str:
     """Run a command; fail the test with its output if it fails."""
-    proc = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+    )
     assert proc.returncode == 0, f"{argv} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout
 
