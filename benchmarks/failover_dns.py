@@ -40,9 +40,9 @@ sys.path.insert(0, str(ROOT / "collection"))
 
 from failover_detect import percentile  # benchmarks/ is on sys.path when run as a script
 
+from connector.ansible_env import ansible_env
 from lab import Lab
 from lab.connector import control, start_all, start_connector, wait_converged, wait_for
-from lab.core import checkout_env
 from lab.dns import install_dns, served
 
 MODEL = ROOT / "inventory" / "lab-dns" / "pools.yml"
@@ -123,7 +123,7 @@ def runner_reference(lab: Lab, runs: int) -> list[float]:
         playbook.write_text(json.dumps(play))
         env = {
             k: v
-            for k, v in checkout_env().items()
+            for k, v in ansible_env().items()
             if k.startswith("ANSIBLE_") or k in ("PATH", "HOME")
         }
         for _dummy in range(runs):

@@ -36,6 +36,8 @@ sys.path.insert(0, str(ROOT / "collection"))
 
 from ansible_collections.takelan.multiall.plugins.module_utils.pools import PoolModel
 
+from connector.ansible_env import ansible_env
+
 
 def generate_model(nodes: int, pools: int, seed: int = 7) -> dict:
     """A conflict-free model: every pool sets its own packages/files/rules/vars,
@@ -146,10 +148,7 @@ def main() -> int:
     args = parser.parse_args()
     runs = args.runs or (2 if args.quick else 5)
 
-    env = dict(os.environ)
-    env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
-    env["ANSIBLE_COLLECTIONS_PATH"] = str(ROOT / "collection")
-    env["ANSIBLE_INVENTORY_ENABLED"] = "takelan.multiall.pools,yaml"
+    env = ansible_env({"ANSIBLE_INVENTORY_ENABLED": "takelan.multiall.pools,yaml"})
 
     with tempfile.TemporaryDirectory(prefix="multiall-bench-") as tmp:
         model_path = Path(tmp) / "generated.pools.yml"

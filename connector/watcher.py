@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from .ansible_env import COLLECTION_ROOT, ansible_env, collection_in_use
+
 log = logging.getLogger("multiall.watcher")
-ROOT = Path(__file__).resolve().parents[1]
 
 
 class Watcher:
@@ -71,6 +70,7 @@ class Watcher:
 
     async def run(self) -> None:
         """Resume unfinished runs, then execute queued runs (one per pool at a time)."""
+        log.info("watcher ready", extra={"fields": collection_in_use()})
         for old in await asyncio.to_thread(self.journal.unfinished_runs):
             self.queue.put_nowait(old["id"])
         while True:
@@ -122,18 +122,12 @@ class Watcher:
         """One ansible-runner run (in a worker thread)."""
         import ansible_runner
 
-        playbooks = Path(self.cfg.get("playbooks_dir") or ROOT / "playbooks")
+        playbooks = Path(self.cfg.get("playbooks_dir") or COLLECTION_ROOT / "playbooks")
         playbook = playbooks / run["playbook"]
         if not playbook.is_file():
             return "failed", [], f"playbook {playbook} does not exist"
         private = Path(self.connector.cfg.state_dir) / "runner" / str(run["id"])
         private.mkdir(parents=True, exist_ok=True)
-        bin_dir = str(Path(sys.executable).parent)
-        env = {
-            "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-            "ANSIBLE_COLLECTIONS_PATH": str(ROOT / "collection"),
-            "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-        }
         result = ansible_runner.run(
             private_data_dir=str(private),
             playbook=str(playbook),
@@ -145,7 +139,7 @@ class Watcher:
                 "multiall_socket": self.connector.cfg.control_socket,
                 "multiall_pools_file": self.connector.cfg.pools_file,
             },
-            envvars=env,
+            envvars=ansible_env(),
             quiet=True,
             timeout=900,
         )

@@ -742,19 +742,3 @@ def _mounts_under(state_dir: Path) -> list[str]:
             if point.startswith(prefix):
                 points.append(point)
     return sorted(set(points), key=len, reverse=True)
-
-
-def checkout_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for ansible/multiall commands run from this checkout's venv."""
-    import sys
-
-    root = Path(__file__).resolve().parents[1]
-    env = dict(os.environ)
-    env.update(
-        ANSIBLE_CONFIG=str(root / "ansible.cfg"),
-        ANSIBLE_COLLECTIONS_PATH=str(root / "collection"),
-        ANSIBLE_FORCE_COLOR="0",
-        PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
-    )
-    env.update(extra or {})
-    return env

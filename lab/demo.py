@@ -25,9 +25,9 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
+from connector.ansible_env import ansible_env
 from lab import Lab
 from lab.connector import control, start_all, start_connector, wait_converged
-from lab.core import checkout_env
 from lab.dns import served
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,11 +36,6 @@ MODEL = ROOT / "inventory" / "lab" / "pools.yml"
 NS = "198.18.0.10"
 ZONES = {"web": "web.pool.example.test", "db": "db.pool.example.test"}
 console = Console(highlight=False)
-
-
-def env() -> dict[str, str]:
-    """Environment for ansible/multiall commands run from the checkout."""
-    return checkout_env()
 
 
 def step(number: int, title: str, why: str) -> None:
@@ -52,7 +47,7 @@ def step(number: int, title: str, why: str) -> None:
 def run(argv: list[str], show: bool = True, check: bool = True) -> subprocess.CompletedProcess:
     """Run a command the way a user would, echoing it first."""
     console.print(f"[dim]$ {' '.join(argv)}[/dim]")
-    proc = subprocess.run(argv, env=env(), capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(argv, env=ansible_env(), capture_output=True, text=True, cwd=ROOT)
     if show:
         out = (proc.stdout + proc.stderr).rstrip()
         if out:

@@ -13,7 +13,9 @@ from pathlib import Path
 
 from ansible_collections.takelan.multiall.plugins.module_utils._dns_update import served_rrsets
 
-from .core import Lab, LabError, checkout_env
+from connector.ansible_env import ansible_env
+
+from .core import Lab, LabError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +34,7 @@ def install_dns(lab: Lab, *extra: str) -> str:
         *extra,
     ]
     proc = subprocess.run(
-        argv, capture_output=True, text=True, env=checkout_env(), timeout=300, check=False
+        argv, capture_output=True, text=True, env=ansible_env(), timeout=300, check=False
     )
     if proc.returncode != 0:
         raise LabError(f"playbooks/dns.yml failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")

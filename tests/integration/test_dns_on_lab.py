@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from connector.ansible_env import ansible_env
 from lab.connector import control, start_all, start_connector, wait_converged, wait_for
-from lab.core import checkout_env
 from lab.dns import install_dns, served
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,7 +62,7 @@ def playbook(lab, tasks: list, *args: str, check: bool = True) -> subprocess.Com
         [str(BIN / "ansible-playbook"), "-i", str(lab.inventory_path), str(path), *args],
         capture_output=True,
         text=True,
-        env=checkout_env(),
+        env=ansible_env(),
         check=False,
         timeout=300,
     )
@@ -197,7 +197,7 @@ def test_last_member_is_never_removed(dns_lab):
             ],
             capture_output=True,
             text=True,
-            env=checkout_env(),
+            env=ansible_env(),
             check=False,
         ).stdout
         assert "WARNING: no member is fit" in text
@@ -224,7 +224,7 @@ def test_multiall_dns_cli_shows_served_and_wanted(dns_lab):
         [str(BIN / "multiall"), "dns", "--json", "--socket", sock],
         capture_output=True,
         text=True,
-        env=checkout_env(),
+        env=ansible_env(),
         check=False,
     )
     data = json.loads(proc.stdout)
@@ -237,7 +237,7 @@ def test_multiall_dns_cli_shows_served_and_wanted(dns_lab):
         [str(BIN / "multiall"), "dns", "nosuchpool", "--socket", sock],
         capture_output=True,
         text=True,
-        env=checkout_env(),
+        env=ansible_env(),
         check=False,
     )
     assert bad.returncode == 1 and "nosuchpool" in bad.stderr and "DNS pools here" in bad.stderr

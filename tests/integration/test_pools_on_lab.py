@@ -14,16 +14,12 @@ from pathlib import Path
 import ansible_runner
 import pytest
 
-from lab.core import checkout_env
+from connector.ansible_env import ansible_env
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
-
-
-def ansible_env() -> dict[str, str]:
-    return checkout_env()
 
 
 def run_playbook(inventory: Path, playbook: Path, *extra: str) -> dict:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from connector.ansible_env import ansible_env
 from lab.connector import control, start_all, start_connector, wait_converged, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -187,16 +188,14 @@ def test_connector_survives_restart_without_losing_its_journal(tns_lab):
 def run_module(lab, node: str, args: str, *extra: str) -> dict:
     """Run takelan.multiall.tns_maintenance on a node over SSH; return its result."""
     import json
-    import os
     import subprocess
     import sys
 
-    env = dict(
-        os.environ,
-        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-        ANSIBLE_COLLECTIONS_PATH=str(ROOT / "collection"),
-        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-        ANSIBLE_STDOUT_CALLBACK="ansible.builtin.minimal",
+    env = ansible_env(
+        {
+            "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
+            "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.minimal",
+        }
     )
     proc = subprocess.run(
         [

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import importlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from connector.ansible_env import ansible_env
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULES = sorted(
@@ -29,7 +30,7 @@ INVENTORY = sorted(
 
 @functools.cache
 def ansible_doc(kind: str, name: str) -> dict:
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(ROOT / "collection"))
+    env = ansible_env()
     proc = subprocess.run(
         [
             str(Path(sys.executable).parent / "ansible-doc"),

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
+logger = logging.getLogger(__name__)
 DEFAULT_SOCKET = "/run/multiall/connector.sock"
 
 
@@ -43,7 +45,8 @@ async def main(queue: asyncio.Queue, args: dict[str, Any]) -> None:
     while True:
         try:
             reader, writer = await asyncio.open_unix_connection(path)
-        except OSError:
+        except OSError as exc:
+            logger.debug("connector at %s not reachable (%s); retrying in %.1f s", path, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
             continue
@@ -51,6 +54,9 @@ async def main(queue: asyncio.Queue, args: dict[str, Any]) -> None:
         try:
             writer.write(b'{"op": "follow"}\n')
             await writer.drain()
+            # Said once per connection: operators (and the lab test) know from
+            # here on that no event of this connector is missed.
+            logger.info("following TNS events of the connector at %s", path)
             while line := await reader.readline():
                 try:
                     event = json.loads(line)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from ansible_collections.takelan.multiall.plugins.inventory.pools import InventoryModule
 
-from lab.core import checkout_env
+from connector.ansible_env import ansible_env
 
 ROOT = Path(__file__).resolve().parents[4]
 BASE = """\
@@ -36,7 +36,7 @@ def inventory(
         [str(Path(sys.executable).parent / "ansible-inventory"), "-i", str(path), *args],
         capture_output=True,
         text=True,
-        env=checkout_env({"ANSIBLE_INVENTORY_ENABLED": "takelan.multiall.pools"}),
+        env=ansible_env({"ANSIBLE_INVENTORY_ENABLED": "takelan.multiall.pools"}),
         timeout=120,
         check=False,
     )
@@ -168,7 +168,7 @@ def test_example_inventories_parse(tmp_path):
             ],
             capture_output=True,
             text=True,
-            env=checkout_env(),
+            env=ansible_env(),
             timeout=120,
             check=False,
         )
