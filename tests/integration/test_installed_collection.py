@@ -94,10 +94,13 @@ def installed():
         (tarball,) = (base / "dist").glob("takelan-multiall-*.tar.gz")
         inst = base / "collections"
         # Only the clean path is a collections path: an install elsewhere on the
-        # machine (~/.ansible/collections) must not make this one a no-op.
+        # machine (~/.ansible/collections) or the checkout on sys.path (the venv's
+        # multiall-collection.pth) must not make this one a no-op.
         run(
             [str(BIN / "ansible-galaxy"), "collection", "install", "-p", str(inst), str(tarball)],
-            dict(clean, ANSIBLE_COLLECTIONS_PATH=str(inst)),
+            dict(
+                clean, ANSIBLE_COLLECTIONS_PATH=str(inst), ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="false"
+            ),
             base,
         )
         collection = inst / "ansible_collections" / "takelan" / "multiall"
