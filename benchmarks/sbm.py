@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark: SBM cost per cycle and time from a condition to the tag a peer sees.
 
 1. CPU of one cycle of 200 Baseline Rules evaluated in-process by
@@ -26,10 +25,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "collection"))
 
 from ansible_collections.takelan.multiall.plugins.module_utils.sbm import evaluate_all
 
@@ -75,7 +70,7 @@ def rules_200(tmp: Path) -> tuple[dict, list[str]]:
 
 def cpu_of_cycle(rules: dict, cycles: int) -> list[float]:
     out = []
-    for _ in range(cycles):
+    for _cycle in range(cycles):
         start = time.process_time()
         evaluate_all(rules)
         out.append((time.process_time() - start) * 1000)
@@ -84,7 +79,7 @@ def cpu_of_cycle(rules: dict, cycles: int) -> list[float]:
 
 def cpu_of_shell(lines: list[str], cycles: int) -> list[float]:
     out = []
-    for _ in range(cycles):
+    for _cycle in range(cycles):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         for line in lines:
             subprocess.run(["/bin/sh", "-c", line], check=False)
@@ -103,7 +98,7 @@ def propagation(trials: int) -> list[float]:
             lab.up(pools_file=str(model), force=True)
             start_all(lab)
             wait_converged(lab, timeout=90)
-            for _ in range(trials):
+            for _trial in range(trials):
                 start = time.monotonic()
                 lab.exec("n2", ["touch", "/run/sbm-bench"])
                 while (

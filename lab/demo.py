@@ -26,9 +26,10 @@ from rich.panel import Panel
 from rich.table import Table
 
 from lab import Lab
-from lab.connector import control, start_all, start_connector, wait_converged
+from lab.connector import control, start_all, wait_converged
 from lab.core import checkout_env
 from lab.dns import served
+from lab.failover import Failover, kill_and_time, revive
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -52,7 +53,7 @@ def step(number: int, title: str, why: str) -> None:
 def run(argv: list[str], show: bool = True, check: bool = True) -> subprocess.CompletedProcess:
     """Run a command the way a user would, echoing it first."""
     console.print(f"[dim]$ {' '.join(argv)}[/dim]")
-    proc = subprocess.run(argv, env=env(), capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(argv, env=env(), capture_output=True, text=True, cwd=ROOT, check=False)
     if show:
         out = (proc.stdout + proc.stderr).rstrip()
         if out:
@@ -125,24 +126,22 @@ def race(lab: Lab, victim: str, observers: list[str], dns_pool: str | None = Non
 
     With ``dns_pool``, also when ns1 stops handing the victim out for that pool.
     """
-    start = time.monotonic()
-    lab.kill(victim)
-    seen: dict[tuple[str, str], float] = {}
     address = lab.nodes[victim]
 
-    def table() -> Table:
+    def table(seen: Failover | None = None) -> Table:
         tbl = Table(title=f"after lab kill {victim}", expand=False)
         for col in ("observer", "connector verdict", "Serf's own verdict"):
             tbl.add_column(col)
         for obs in observers:
-            conn, serf = seen.get((obs, "connector")), seen.get((obs, "serf"))
+            conn = seen.connector.get(obs) if seen else None
+            serf = seen.serf.get(obs) if seen else None
             tbl.add_row(
                 obs,
                 f"[red]failed[/red] after {conn:.2f} s" if conn else "alive ...",
                 f"[red]failed[/red] after {serf:.2f} s" if serf else "alive ...",
             )
         if dns_pool:
-            gone = seen.get(("dns", "dns"))
+            gone = seen.dns_gone if seen else None
             tbl.caption = (
                 f"{ZONES[dns_pool]} stopped answering {address} after {gone:.2f} s"
                 if gone
@@ -151,26 +150,15 @@ def race(lab: Lab, victim: str, observers: list[str], dns_pool: str | None = Non
         return tbl
 
     with Live(table(), console=console, refresh_per_second=10) as live:
-        wanted = 2 * len(observers) + (1 if dns_pool else 0)
-        while time.monotonic() - start < 15 and len(seen) < wanted:
-            if (
-                dns_pool
-                and ("dns", "dns") not in seen
-                and address not in served(NS, ZONES[dns_pool])
-            ):
-                seen[("dns", "dns")] = time.monotonic() - start
-            for obs in observers:
-                status = control(lab, obs, {"op": "status"}, timeout=5)
-                now = time.monotonic() - start
-                if (obs, "connector") not in seen and any(
-                    t["members"].get(victim, {}).get("state") == "failed"
-                    for t in status["pools"].values()
-                ):
-                    seen[(obs, "connector")] = now
-                if (obs, "serf") not in seen and status["serf"].get(victim) == "failed":
-                    seen[(obs, "serf")] = now
-            live.update(table())
-            time.sleep(0.05)
+        kill_and_time(
+            lab,
+            victim,
+            observers,
+            dns=(NS, ZONES[dns_pool]) if dns_pool else None,
+            limit=15,
+            interval=0.05,
+            on_poll=lambda seen: live.update(table(seen)),
+        )
 
 
 def dig(pool: str) -> list[str]:
@@ -316,9 +304,8 @@ def story(lab: Lab, fast: bool) -> None:
         "lab revive n3: same disk and host key; its connector rejoins, peers report member_recovered, "
         "and DNS takes it back only after a hold-down (3 s), so a flapping server gets no clients.",
     )
-    lab.revive("n3")
     revived = time.monotonic()
-    start_connector(lab, "n3")
+    revive(lab, "n3")
     wait_dns("db", lab.nodes["n3"], True)
     console.print(
         f"  n3 back in db.pool.example.test {time.monotonic() - revived:.1f} s after lab revive"

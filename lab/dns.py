@@ -31,7 +31,9 @@ def install_dns(lab: Lab, *extra: str) -> str:
         f"dns_sa_lab_python={sys.executable}",
         *extra,
     ]
-    proc = subprocess.run(argv, capture_output=True, text=True, env=checkout_env(), timeout=300)
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, env=checkout_env(), timeout=300, check=False
+    )
     if proc.returncode != 0:
         raise LabError(f"playbooks/dns.yml failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")
     return proc.stdout
