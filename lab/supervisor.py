@@ -258,7 +258,13 @@ def main() -> NoReturn:
 
     prepare_root(args.root, args.hostname, args.ctl, args.share)
     supervisor = Supervisor()
-    signal.signal(signal.SIGTERM, lambda *_: (supervisor.shutdown(), os._exit(0)))
+
+    def stop(_signum: int, _frame: object) -> NoReturn:
+        """On SIGTERM stop every service cleanly, then end PID 1 and so the node."""
+        supervisor.shutdown()
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
     serve(supervisor, "/run/lab/supervisor.sock")
     for spec in args.service:
         name, argv = spec.split("=", 1)
