@@ -78,7 +78,7 @@ molecule: deps
 lint: deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/ansible-lint roles playbooks
+	$(BIN)/ansible-lint roles playbooks tests/molecule
 
 build: deps
 	$(BIN)/ansible-galaxy collection build --force .
