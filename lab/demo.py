@@ -36,7 +36,19 @@ BIN = Path(sys.executable).parent
 MODEL = ROOT / "inventory" / "lab" / "pools.yml"
 NS = "198.18.0.10"
 ZONES = {"web": "web.pool.example.test", "db": "db.pool.example.test"}
-console = Console(highlight=False)
+LOG_WIDTH = 120  # columns when stdout is not a terminal
+
+
+def make_console() -> Console:
+    """The demo's console: when piped or logged (``make demo | tee``), rich would
+    assume 80 columns and wrap or cut panels and tables there; use a log-friendly
+    width instead (``COLUMNS`` still wins when set)."""
+    if sys.stdout.isatty() or os.environ.get("COLUMNS"):
+        return Console(highlight=False)
+    return Console(highlight=False, width=LOG_WIDTH)
+
+
+console = make_console()
 
 
 def env() -> dict[str, str]:
@@ -50,17 +62,34 @@ def step(number: int, title: str, why: str) -> None:
     console.print(Panel(f"[bold]{title}[/bold]\n{why}", title=f"step {number}", expand=False))
 
 
-def run(argv: list[str], show: bool = True, check: bool = True) -> subprocess.CompletedProcess:
+def run(
+    argv: list[str],
+    show: bool = True,
+    check: bool = True,
+    extra_env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
     """Run a command the way a user would, echoing it first."""
     console.print(f"[dim]$ {' '.join(argv)}[/dim]")
-    proc = subprocess.run(argv, env=env(), capture_output=True, text=True, cwd=ROOT, check=False)
+    proc = subprocess.run(
+        argv,
+        env={**env(), **(extra_env or {})},
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
     if show:
         out = (proc.stdout + proc.stderr).rstrip()
         if out:
-            console.print(out, markup=False)
+            show_output(out)
     if check and proc.returncode != 0:
         raise SystemExit(f"demo: command failed ({proc.returncode}): {' '.join(argv)}")
     return proc
+
+
+def show_output(text: str) -> None:
+    """A command's own output, verbatim: no markup, never re-wrapped by rich."""
+    console.print(text, markup=False, soft_wrap=True)
 
 
 def ssh_up(address: str, timeout: float = 0.3) -> bool:
@@ -118,7 +147,7 @@ def show_status(lab: Lab, node: str) -> None:
         timeout=20,
     )
     console.print(f"[dim]{node}$ multiall status[/dim]")
-    console.print(proc.stdout.rstrip() or proc.stderr.rstrip(), markup=False)
+    show_output(proc.stdout.rstrip() or proc.stderr.rstrip())
 
 
 def race(lab: Lab, victim: str, observers: list[str], dns_pool: str | None = None) -> None:
@@ -185,7 +214,7 @@ def story(lab: Lab, fast: bool) -> None:
         "Three servers, two pools, one name server",
         "The lab builds 4 real nodes (own network, /etc, sshd) from the pool model.",
     )
-    console.print(MODEL.read_text(), markup=False)
+    show_output(MODEL.read_text())
     started = time.monotonic()
     lab.up(pools_file=str(MODEL))
     console.print(f"lab up: {len(lab.nodes)} nodes in {time.monotonic() - started:.1f} s")
@@ -242,7 +271,7 @@ def story(lab: Lab, fast: bool) -> None:
         show=False,
     )
     recap = second.stdout[second.stdout.find("PLAY RECAP") :].strip()
-    console.print(recap, markup=False)
+    show_output(recap)
     watch(lab, pools, pause, "(converged)")
 
     step(
@@ -282,7 +311,7 @@ def story(lab: Lab, fast: bool) -> None:
     sock = ["--socket", "/run/lab/connector.sock"]
     proc = lab.exec("n2", [str(BIN / "multiall"), "dns", "db", *sock], check=False)
     console.print("[dim]n2$ multiall dns db[/dim]")
-    console.print(proc.stdout.rstrip(), markup=False)
+    show_output(proc.stdout.rstrip())
 
     step(
         8,
@@ -293,9 +322,12 @@ def story(lab: Lab, fast: bool) -> None:
     race(lab, "n3", observers=["n2"], dns_pool="db")
     console.print()
     dig("db")
+    # The ad-hoc default (minimal) callback, results as YAML: `-o` and the oneline
+    # callback it selects are deprecated (removed in ansible-core 2.23).
     run(
-        [str(BIN / "ansible"), "-i", inventory, "pool_db", "-m", "ansible.builtin.ping", "-o"],
+        [str(BIN / "ansible"), "-i", inventory, "pool_db", "-m", "ansible.builtin.ping"],
         check=False,
+        extra_env={"ANSIBLE_CALLBACK_RESULT_FORMAT": "yaml"},
     )
 
     step(
@@ -336,7 +368,7 @@ def story(lab: Lab, fast: bool) -> None:
         "n2", [str(BIN / "multiall"), "sbm", "n3", "--socket", "/run/lab/connector.sock"]
     )
     console.print("[dim]n2$ multiall sbm n3[/dim]")
-    console.print(sbm_table.stdout, markup=False)
+    show_output(sbm_table.stdout)
     wait_dns("db", lab.nodes["n3"], False)
     console.print("  a CRITICAL server gets no clients either:")
     dig("db")
