@@ -23,12 +23,10 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 from lab import Lab
-from lab.connector import control, start_all, wait_converged
+from lab.connector import connected_lab, control
 from lab.failover import kill_and_time, percentile, revive
 
 MODEL = """\
@@ -126,33 +124,24 @@ def main() -> int:
     kills = args.kills or (3 if args.quick else 10)
     loss_seconds = args.loss_seconds or (20.0 if args.quick else 300.0)
 
-    lab = Lab()
-    with tempfile.TemporaryDirectory(prefix="multiall-bench-") as tmp:
-        model = Path(tmp) / "bench.pools.yml"
-        model.write_text(MODEL)
-        try:
-            lab.up(pools_file=str(model), force=True)
-            start_all(lab)
-            wait_converged(lab, timeout=90)
-            usage = idle_usage(lab, "n3", args.idle_seconds)
-            print(f"idle on n3 (3 pools): {usage}", flush=True)
-            connector_times: list[float] = []
-            serf_times: list[float] = []
-            victims = ["n1", "n2", "n3", "n4", "n5"]
-            for i in range(kills):
-                victim = victims[i % len(victims)]
-                conn, serf = one_kill(lab, victim)
-                connector_times.append(conn)
-                serf_times.append(serf)
-                print(
-                    f"kill {i + 1}/{kills} {victim}: connector {conn:.2f} s, serf {serf:.2f} s",
-                    flush=True,
-                )
-                revive(lab, victim, converge_timeout=90)
-            soak = loss_soak(lab, "n2", 5, loss_seconds)
-            print(f"5% loss on n2 for {loss_seconds:.0f} s: {soak}", flush=True)
-        finally:
-            lab.down()
+    connector_times: list[float] = []
+    serf_times: list[float] = []
+    with connected_lab(MODEL) as lab:
+        usage = idle_usage(lab, "n3", args.idle_seconds)
+        print(f"idle on n3 (3 pools): {usage}", flush=True)
+        victims = ["n1", "n2", "n3", "n4", "n5"]
+        for i in range(kills):
+            victim = victims[i % len(victims)]
+            conn, serf = one_kill(lab, victim)
+            connector_times.append(conn)
+            serf_times.append(serf)
+            print(
+                f"kill {i + 1}/{kills} {victim}: connector {conn:.2f} s, serf {serf:.2f} s",
+                flush=True,
+            )
+            revive(lab, victim, converge_timeout=90)
+        soak = loss_soak(lab, "n2", 5, loss_seconds)
+        print(f"5% loss on n2 for {loss_seconds:.0f} s: {soak}", flush=True)
 
     p50, p99 = percentile(connector_times, 50), percentile(connector_times, 99)
     serf_p50 = percentile(serf_times, 50)

@@ -28,8 +28,7 @@ from pathlib import Path
 
 from ansible_collections.takelan.multiall.plugins.module_utils.sbm import evaluate_all
 
-from lab import Lab
-from lab.connector import control, start_all, wait_converged
+from lab.connector import connected_lab, control
 
 INTERVAL = 1.0
 MODEL = f"""\
@@ -89,35 +88,24 @@ def cpu_of_shell(lines: list[str], cycles: int) -> list[float]:
 
 
 def propagation(trials: int) -> list[float]:
-    lab = Lab()
     times = []
-    with tempfile.TemporaryDirectory() as tmp:
-        model = Path(tmp) / "sbm.pools.yml"
-        model.write_text(MODEL)
-        try:
-            lab.up(pools_file=str(model), force=True)
-            start_all(lab)
-            wait_converged(lab, timeout=90)
-            for _trial in range(trials):
-                start = time.monotonic()
-                lab.exec("n2", ["touch", "/run/sbm-bench"])
-                while (
-                    control(lab, "n1", {"op": "status"})["pools"]["web"]["members"]["n2"]["sbm"]
-                    != "2"
-                ):
-                    if time.monotonic() - start > 20:
-                        raise SystemExit("n1 never saw n2 CRITICAL")
-                    time.sleep(0.02)
-                times.append(time.monotonic() - start)
-                lab.exec("n2", ["rm", "-f", "/run/sbm-bench"])
-                while (
-                    control(lab, "n1", {"op": "status"})["pools"]["web"]["members"]["n2"]["sbm"]
-                    != "0"
-                ):
-                    time.sleep(0.05)
-                time.sleep(0.3)
-        finally:
-            lab.down()
+    with connected_lab(MODEL) as lab:
+        for _trial in range(trials):
+            start = time.monotonic()
+            lab.exec("n2", ["touch", "/run/sbm-bench"])
+            while (
+                control(lab, "n1", {"op": "status"})["pools"]["web"]["members"]["n2"]["sbm"] != "2"
+            ):
+                if time.monotonic() - start > 20:
+                    raise SystemExit("n1 never saw n2 CRITICAL")
+                time.sleep(0.02)
+            times.append(time.monotonic() - start)
+            lab.exec("n2", ["rm", "-f", "/run/sbm-bench"])
+            while (
+                control(lab, "n1", {"op": "status"})["pools"]["web"]["members"]["n2"]["sbm"] != "0"
+            ):
+                time.sleep(0.05)
+            time.sleep(0.3)
     return times
 
 
