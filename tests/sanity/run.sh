@@ -17,11 +17,19 @@ trap 'rm -rf "$work"' EXIT
 
 # The venv ansible-test makes for each sanity test starts from this pip version.
 pip_version=$("$bin/python" - <<'EOF'
+import sys
 import types
 
-from ansible_test._internal.python_requirements import get_venv_packages
+try:
+    from ansible_test._internal.python_requirements import get_venv_packages
 
-print(get_venv_packages(types.SimpleNamespace(version="3.11"))["pip"])
+    print(get_venv_packages(types.SimpleNamespace(version="3.11"))["pip"])
+except (ImportError, AttributeError, KeyError, TypeError) as exc:
+    sys.exit(
+        "tests/sanity/run.sh: cannot read the pip version this ansible-test pins "
+        f"(ansible_test._internal.python_requirements.get_venv_packages: {exc!r}); "
+        "update the look-up for this ansible-core"
+    )
 EOF
 )
 cache=$HOME/.ansible/test/cache
