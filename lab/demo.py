@@ -10,6 +10,7 @@ down at the end, also on Ctrl-C or error.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -18,10 +19,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
@@ -67,9 +70,14 @@ def run(
     show: bool = True,
     check: bool = True,
     extra_env: dict[str, str] | None = None,
+    stderr: bool = True,
 ) -> subprocess.CompletedProcess:
-    """Run a command the way a user would, echoing it first."""
-    console.print(f"[dim]$ {' '.join(argv)}[/dim]")
+    """Run a command the way a user would, echoing it first.
+
+    ``stderr=False`` shows only its standard output, for a command whose errors
+    are expected and already in its results (ansible on a host the demo killed).
+    """
+    console.print(f"[dim]$ {escape(' '.join(argv))}[/dim]", soft_wrap=True)
     proc = subprocess.run(
         argv,
         env={**env(), **(extra_env or {})},
@@ -79,7 +87,7 @@ def run(
         check=False,
     )
     if show:
-        out = (proc.stdout + proc.stderr).rstrip()
+        out = (proc.stdout + (proc.stderr if stderr else "")).rstrip()
         if out:
             show_output(out)
     if check and proc.returncode != 0:
@@ -123,9 +131,19 @@ def status_table(lab: Lab, pools: dict[str, list[str]], note: str = "") -> Table
     return table
 
 
+@contextlib.contextmanager
+def live_view(renderable: RenderableType, refresh_per_second: float) -> Iterator[Live]:
+    """rich ``Live``; piped or logged it prints only the final state, and then
+    without a line break (rich adds one only on a terminal): add it here."""
+    with Live(renderable, console=console, refresh_per_second=refresh_per_second) as live:
+        yield live
+    if not console.is_terminal:
+        console.line()
+
+
 def watch(lab: Lab, pools: dict[str, list[str]], seconds: float, note: str) -> None:
     """Refresh the status table live for a few seconds."""
-    with Live(status_table(lab, pools, note), console=console, refresh_per_second=4) as live:
+    with live_view(status_table(lab, pools, note), refresh_per_second=4) as live:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             time.sleep(0.5)
@@ -157,7 +175,7 @@ def race(lab: Lab, victim: str, observers: list[str], dns_pool: str | None = Non
     """
     address = lab.nodes[victim]
 
-    def table(seen: Failover | None = None) -> Table:
+    def view(seen: Failover | None = None) -> Group:
         tbl = Table(title=f"after lab kill {victim}", expand=False)
         for col in ("observer", "connector verdict", "Serf's own verdict"):
             tbl.add_column(col)
@@ -169,16 +187,18 @@ def race(lab: Lab, victim: str, observers: list[str], dns_pool: str | None = Non
                 f"[red]failed[/red] after {conn:.2f} s" if conn else "alive ...",
                 f"[red]failed[/red] after {serf:.2f} s" if serf else "alive ...",
             )
+        # A line of its own below the table: a caption would wrap at the table's width.
+        lines: list[Table | str] = [tbl]
         if dns_pool:
             gone = seen.dns_gone if seen else None
-            tbl.caption = (
+            lines.append(
                 f"{ZONES[dns_pool]} stopped answering {address} after {gone:.2f} s"
                 if gone
                 else f"{ZONES[dns_pool]} still answers {address} ..."
             )
-        return tbl
+        return Group(*lines)
 
-    with Live(table(), console=console, refresh_per_second=10) as live:
+    with live_view(view(), refresh_per_second=10) as live:
         kill_and_time(
             lab,
             victim,
@@ -186,7 +206,7 @@ def race(lab: Lab, victim: str, observers: list[str], dns_pool: str | None = Non
             dns=(NS, ZONES[dns_pool]) if dns_pool else None,
             limit=15,
             interval=0.05,
-            on_poll=lambda seen: live.update(table(seen)),
+            on_poll=lambda seen: live.update(view(seen)),
         )
 
 
@@ -328,6 +348,8 @@ def story(lab: Lab, fast: bool) -> None:
         [str(BIN / "ansible"), "-i", inventory, "pool_db", "-m", "ansible.builtin.ping"],
         check=False,
         extra_env={"ANSIBLE_CALLBACK_RESULT_FORMAT": "yaml"},
+        # n3's UNREACHABLE result says why; stderr would repeat it as an [ERROR] block.
+        stderr=False,
     )
 
     step(
