@@ -70,13 +70,8 @@ def run(
     show: bool = True,
     check: bool = True,
     extra_env: dict[str, str] | None = None,
-    stderr: bool = True,
 ) -> subprocess.CompletedProcess:
-    """Run a command the way a user would, echoing it first.
-
-    ``stderr=False`` shows only its standard output, for a command whose errors
-    are expected and already in its results (ansible on a host the demo killed).
-    """
+    """Run a command the way a user would, echoing it first."""
     console.print(f"[dim]$ {escape(' '.join(argv))}[/dim]", soft_wrap=True)
     proc = subprocess.run(
         argv,
@@ -87,7 +82,7 @@ def run(
         check=False,
     )
     if show:
-        out = (proc.stdout + (proc.stderr if stderr else "")).rstrip()
+        out = (proc.stdout + proc.stderr).rstrip()
         if out:
             show_output(out)
     if check and proc.returncode != 0:
@@ -348,8 +343,6 @@ def story(lab: Lab, fast: bool) -> None:
         [str(BIN / "ansible"), "-i", inventory, "pool_db", "-m", "ansible.builtin.ping"],
         check=False,
         extra_env={"ANSIBLE_CALLBACK_RESULT_FORMAT": "yaml"},
-        # n3's UNREACHABLE result says why; stderr would repeat it as an [ERROR] block.
-        stderr=False,
     )
 
     step(
