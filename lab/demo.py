@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -72,7 +73,8 @@ def run(
     extra_env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
     """Run a command the way a user would, echoing it first."""
-    console.print(f"[dim]$ {escape(' '.join(argv))}[/dim]", soft_wrap=True)
+    # shlex.join: the echoed line can be pasted into a shell as it stands.
+    console.print(f"[dim]$ {escape(shlex.join(argv))}[/dim]", soft_wrap=True)
     proc = subprocess.run(
         argv,
         env={**env(), **(extra_env or {})},
