@@ -17,11 +17,12 @@ PY_STAMP := $(VENV)/.python-packages
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: help deps demo test unit integration molecule lint build clean lab-down
+.PHONY: help deps demo test sanity unit integration molecule lint build clean lab-down
 
 help:
 	@echo "make demo   - install everything, start a 3-node lab and play the demo story"
 	@echo "make test   - install everything and run the whole test suite"
+	@echo "make sanity - ansible-test sanity on the built and installed collection"
 	@echo "make lint   - ruff + ansible-lint"
 	@echo "make build  - build the collection tarball"
 
@@ -56,9 +57,15 @@ $(PY_STAMP): requirements.txt pyproject.toml $(SYS_STAMP)
 demo: deps
 	$(BIN)/python -m lab.demo
 
+# Sanity first: it needs no lab, takes ~2 minutes and names every file:line it rejects.
 test: deps
+	$(MAKE) --no-print-directory sanity
 	$(BIN)/python -m pytest tests
 	$(MAKE) --no-print-directory molecule
+
+# SANITY_ARGS narrows it, e.g. make sanity SANITY_ARGS="--test pylint lab/demo.py"
+sanity: deps
+	tests/sanity/run.sh $(SANITY_ARGS)
 
 unit: deps
 	$(BIN)/python -m pytest tests/unit
@@ -74,7 +81,7 @@ molecule: deps
 lint: deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/ansible-lint roles playbooks
+	$(BIN)/ansible-lint roles playbooks tests/molecule
 
 build: deps
 	$(BIN)/ansible-galaxy collection build --force .

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark: how fast every pool peer's connector calls a killed node failed.
 
 A 5-node lab with three overlapping pools (n3 is in all three) runs real Serf
@@ -24,16 +23,11 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "collection"))
 
 from lab import Lab
-from lab.connector import control, start_all, start_connector, wait_converged
+from lab.connector import connected_lab, control
+from lab.failover import kill_and_time, percentile, revive
 
 MODEL = """\
 plugin: takelan.multiall.pools
@@ -50,49 +44,20 @@ POOLS = {"a": ["n1", "n2", "n3", "n4"], "b": ["n2", "n3", "n5"], "c": ["n1", "n3
 
 
 def pool_peers(victim: str) -> list[str]:
+    """Every node that shares a pool with the victim: the ones that must notice."""
     return sorted(
         {m for members in POOLS.values() if victim in members for m in members} - {victim}
     )
 
 
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
-
 def one_kill(lab: Lab, victim: str, limit: float = 20.0) -> tuple[float, float]:
     """Seconds until every pool peer's connector, and Serf, call the victim failed."""
-    peers = pool_peers(victim)
-    connector_seen: dict[str, float] = {}
-    serf_seen: dict[str, float] = {}
-    start = time.monotonic()
-    lab.kill(victim)
-    while time.monotonic() - start < limit and (
-        len(connector_seen) < len(peers) or len(serf_seen) < len(peers)
-    ):
-        for peer in peers:
-            status = control(lab, peer, {"op": "status"}, timeout=5)
-            now = time.monotonic() - start
-            if peer not in connector_seen and any(
-                t["members"].get(victim, {}).get("state") == "failed"
-                for t in status["pools"].values()
-            ):
-                connector_seen[peer] = now
-            if peer not in serf_seen and status["serf"].get(victim) == "failed":
-                serf_seen[peer] = now
-        time.sleep(0.02)
-    if len(connector_seen) < len(peers) or len(serf_seen) < len(peers):
+    seen = kill_and_time(lab, victim, pool_peers(victim), limit=limit)
+    if not seen.complete:
         raise SystemExit(
-            f"kill {victim}: not every peer saw it within {limit} s: {connector_seen} {serf_seen}"
+            f"kill {victim}: not every peer saw it within {limit} s: {seen.connector} {seen.serf}"
         )
-    return max(connector_seen.values()), max(serf_seen.values())
-
-
-def revive(lab: Lab, victim: str) -> None:
-    lab.revive(victim)
-    start_connector(lab, victim)
-    wait_converged(lab, timeout=90)
+    return max(seen.connector.values()), max(seen.serf.values())
 
 
 def loss_soak(lab: Lab, node: str, pct: float, seconds: float) -> dict[str, int]:
@@ -132,8 +97,8 @@ def idle_usage(lab: Lab, node: str, seconds: float) -> dict[str, float]:
         )
         return ticks / 100.0, rss_kb / 1024
 
-    c0, _ = sample(pid)
-    s0, _ = sample(serf_pid)
+    c0 = sample(pid)[0]
+    s0 = sample(serf_pid)[0]
     t0 = time.monotonic()
     time.sleep(seconds)
     c1, rss = sample(pid)
@@ -159,33 +124,24 @@ def main() -> int:
     kills = args.kills or (3 if args.quick else 10)
     loss_seconds = args.loss_seconds or (20.0 if args.quick else 300.0)
 
-    lab = Lab()
-    with tempfile.TemporaryDirectory(prefix="multiall-bench-") as tmp:
-        model = Path(tmp) / "bench.pools.yml"
-        model.write_text(MODEL)
-        try:
-            lab.up(pools_file=str(model), force=True)
-            start_all(lab)
-            wait_converged(lab, timeout=90)
-            usage = idle_usage(lab, "n3", args.idle_seconds)
-            print(f"idle on n3 (3 pools): {usage}", flush=True)
-            connector_times: list[float] = []
-            serf_times: list[float] = []
-            victims = ["n1", "n2", "n3", "n4", "n5"]
-            for i in range(kills):
-                victim = victims[i % len(victims)]
-                conn, serf = one_kill(lab, victim)
-                connector_times.append(conn)
-                serf_times.append(serf)
-                print(
-                    f"kill {i + 1}/{kills} {victim}: connector {conn:.2f} s, serf {serf:.2f} s",
-                    flush=True,
-                )
-                revive(lab, victim)
-            soak = loss_soak(lab, "n2", 5, loss_seconds)
-            print(f"5% loss on n2 for {loss_seconds:.0f} s: {soak}", flush=True)
-        finally:
-            lab.down()
+    connector_times: list[float] = []
+    serf_times: list[float] = []
+    with connected_lab(MODEL) as lab:
+        usage = idle_usage(lab, "n3", args.idle_seconds)
+        print(f"idle on n3 (3 pools): {usage}", flush=True)
+        victims = ["n1", "n2", "n3", "n4", "n5"]
+        for i in range(kills):
+            victim = victims[i % len(victims)]
+            conn, serf = one_kill(lab, victim)
+            connector_times.append(conn)
+            serf_times.append(serf)
+            print(
+                f"kill {i + 1}/{kills} {victim}: connector {conn:.2f} s, serf {serf:.2f} s",
+                flush=True,
+            )
+            revive(lab, victim, converge_timeout=90)
+        soak = loss_soak(lab, "n2", 5, loss_seconds)
+        print(f"5% loss on n2 for {loss_seconds:.0f} s: {soak}", flush=True)
 
     p50, p99 = percentile(connector_times, 50), percentile(connector_times, 99)
     serf_p50 = percentile(serf_times, 50)

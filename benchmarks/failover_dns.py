@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark: from ``lab kill`` to BIND no longer handing out the dead node.
 
 A lab with one BIND node (ns1, set up by the real ``dns_sa`` role) and a 4-node
@@ -34,17 +33,13 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "collection"))
-
-from failover_detect import percentile  # benchmarks/ is on sys.path when run as a script
-
 from connector.ansible_env import ansible_env
 from lab import Lab
-from lab.connector import control, start_all, start_connector, wait_converged, wait_for
+from lab.connector import control, start_all, wait_converged, wait_for
 from lab.dns import install_dns, served
+from lab.failover import kill_and_time, percentile, revive
 
+ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "inventory" / "lab-dns" / "pools.yml"
 NS, ZONE = "198.18.0.10", "web.pool.example.test"
 WEB = ["n1", "n2", "n3", "n4"]
@@ -53,29 +48,18 @@ HOLD_DOWN = 1.0
 
 def one_kill(lab: Lab, victim: str, limit: float = 20.0) -> tuple[float, float]:
     """Seconds until BIND stops answering the victim, and until Serf calls it failed."""
-    address = lab.nodes[victim]
     witness = next(n for n in WEB if n != victim)
-    dns_gone = serf_failed = None
-    start = time.monotonic()
-    lab.kill(victim)
-    while time.monotonic() - start < limit and (dns_gone is None or serf_failed is None):
-        now = time.monotonic() - start
-        if dns_gone is None and address not in served(NS, ZONE):
-            dns_gone = now
-        if serf_failed is None:
-            status = control(lab, witness, {"op": "status"}, timeout=5)
-            if status["serf"].get(victim) == "failed":
-                serf_failed = time.monotonic() - start
-        time.sleep(0.01)
-    if dns_gone is None or serf_failed is None:
-        raise SystemExit(f"kill {victim}: dns {dns_gone}, serf {serf_failed} within {limit} s")
-    return dns_gone, serf_failed
+    seen = kill_and_time(lab, victim, [witness], dns=(NS, ZONE), limit=limit, interval=0.01)
+    if not seen.complete or seen.dns_gone is None:
+        raise SystemExit(
+            f"kill {victim}: dns {seen.dns_gone}, serf {seen.serf.get(witness)} within {limit} s"
+        )
+    return seen.dns_gone, seen.serf[witness]
 
 
-def revive(lab: Lab, victim: str) -> None:
-    lab.revive(victim)
-    start_connector(lab, victim)
-    wait_converged(lab, timeout=90)
+def back_in_dns(lab: Lab, victim: str) -> None:
+    """Revive the victim, wait for the pool to settle and for DNS to take it back."""
+    revive(lab, victim, converge_timeout=90)
     wait_for(lambda: lab.nodes[victim] in served(NS, ZONE), 30, f"{victim} back in DNS")
 
 
@@ -86,7 +70,7 @@ def drain(lab: Lab, node: str, queries: int) -> dict[str, float]:
     reply = control(lab, node, {"op": "maintenance", "action": "enter", "reason": "bench"})
     took = time.monotonic() - start
     try:
-        hits = sum(address in served(NS, ZONE) for dummy in range(queries))
+        hits = sum(address in served(NS, ZONE) for _query in range(queries))
     finally:
         control(lab, node, {"op": "maintenance", "action": "exit"})
     wait_for(lambda: address in served(NS, ZONE), 30, f"{node} back after maintenance")
@@ -126,7 +110,7 @@ def runner_reference(lab: Lab, runs: int) -> list[float]:
             for k, v in ansible_env().items()
             if k.startswith("ANSIBLE_") or k in ("PATH", "HOME")
         }
-        for _dummy in range(runs):
+        for _run in range(runs):
             start = time.monotonic()
             result = ansible_runner.run(
                 private_data_dir=tmp, playbook=str(playbook), envvars=env, quiet=True
@@ -162,7 +146,7 @@ def main() -> int:
             dns_times.append(gone)
             serf_times.append(serf)
             print(f"kill {i + 1}/{kills} {victim}: DNS {gone:.2f} s, serf {serf:.2f} s", flush=True)
-            revive(lab, victim)
+            back_in_dns(lab, victim)
         for i in range(drains):
             node = WEB[(i + 1) % len(WEB)]
             result = drain(lab, node, args.queries)

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark: the pools inventory plugin against an equivalent static YAML inventory.
 
 A generated model of 1000 nodes in 50 pools (each node in 1-3 pools) is parsed
@@ -30,11 +29,9 @@ import time
 from pathlib import Path
 
 import yaml
+from ansible_collections.takelan.multiall.plugins.module_utils.pools import PoolModel
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "collection"))
-
-from ansible_collections.takelan.multiall.plugins.module_utils.pools import PoolModel
 
 from connector.ansible_env import ansible_env
 
@@ -112,13 +109,14 @@ def time_inventory(path: Path, runs: int, env: dict) -> list[float]:
     """Wall time of ``ansible-inventory -i PATH --list`` (output discarded)."""
     exe = str(Path(sys.executable).parent / "ansible-inventory")
     times = []
-    for _ in range(runs):
+    for _run in range(runs):
         start = time.perf_counter()
         proc = subprocess.run(
             [exe, "-i", str(path), "--list", "--output", os.devnull],
             env=env,
             capture_output=True,
             text=True,
+            check=False,
         )
         elapsed = time.perf_counter() - start
         if proc.returncode != 0:
@@ -130,7 +128,7 @@ def time_inventory(path: Path, runs: int, env: dict) -> list[float]:
 def time_model(path: Path, runs: int) -> list[float]:
     """In-process: load + validate + merge every node (the plugin's own work)."""
     times = []
-    for _ in range(runs):
+    for _run in range(runs):
         start = time.perf_counter()
         model = PoolModel.load(str(path))
         for name in model.node_names():
@@ -173,7 +171,7 @@ def main() -> int:
         plugin_times: list[float] = []
         static_times: list[float] = []
         minimal_times: list[float] = []
-        for _ in range(runs):
+        for _round in range(runs):
             static_times += time_inventory(static_path, 1, env)
             minimal_times += time_inventory(minimal_path, 1, env)
             plugin_times += time_inventory(model_path, 1, env)

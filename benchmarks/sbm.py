@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark: SBM cost per cycle and time from a condition to the tag a peer sees.
 
 1. CPU of one cycle of 200 Baseline Rules evaluated in-process by
@@ -27,14 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "collection"))
-
 from ansible_collections.takelan.multiall.plugins.module_utils.sbm import evaluate_all
 
-from lab import Lab
-from lab.connector import control, start_all, wait_converged
+from lab.connector import connected_lab, control
 
 INTERVAL = 1.0
 MODEL = f"""\
@@ -75,7 +69,7 @@ def rules_200(tmp: Path) -> tuple[dict, list[str]]:
 
 def cpu_of_cycle(rules: dict, cycles: int) -> list[float]:
     out = []
-    for _ in range(cycles):
+    for _cycle in range(cycles):
         start = time.process_time()
         evaluate_all(rules)
         out.append((time.process_time() - start) * 1000)
@@ -84,7 +78,7 @@ def cpu_of_cycle(rules: dict, cycles: int) -> list[float]:
 
 def cpu_of_shell(lines: list[str], cycles: int) -> list[float]:
     out = []
-    for _ in range(cycles):
+    for _cycle in range(cycles):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         for line in lines:
             subprocess.run(["/bin/sh", "-c", line], check=False)
@@ -94,35 +88,24 @@ def cpu_of_shell(lines: list[str], cycles: int) -> list[float]:
 
 
 def propagation(trials: int) -> list[float]:
-    lab = Lab()
     times = []
-    with tempfile.TemporaryDirectory() as tmp:
-        model = Path(tmp) / "sbm.pools.yml"
-        model.write_text(MODEL)
-        try:
-            lab.up(pools_file=str(model), force=True)
-            start_all(lab)
-            wait_converged(lab, timeout=90)
-            for _ in range(trials):
-                start = time.monotonic()
-                lab.exec("n2", ["touch", "/run/sbm-bench"])
-                while (
-                    control(lab, "n1", {"op": "status"})["pools"]["web"]["members"]["n2"]["sbm"]
-                    != "2"
-                ):
-                    if time.monotonic() - start > 20:
-                        raise SystemExit("n1 never saw n2 CRITICAL")
-                    time.sleep(0.02)
-                times.append(time.monotonic() - start)
-                lab.exec("n2", ["rm", "-f", "/run/sbm-bench"])
-                while (
-                    control(lab, "n1", {"op": "status"})["pools"]["web"]["members"]["n2"]["sbm"]
-                    != "0"
-                ):
-                    time.sleep(0.05)
-                time.sleep(0.3)
-        finally:
-            lab.down()
+    with connected_lab(MODEL) as lab:
+        for _trial in range(trials):
+            start = time.monotonic()
+            lab.exec("n2", ["touch", "/run/sbm-bench"])
+            while (
+                control(lab, "n1", {"op": "status"})["pools"]["web"]["members"]["n2"]["sbm"] != "2"
+            ):
+                if time.monotonic() - start > 20:
+                    raise SystemExit("n1 never saw n2 CRITICAL")
+                time.sleep(0.02)
+            times.append(time.monotonic() - start)
+            lab.exec("n2", ["rm", "-f", "/run/sbm-bench"])
+            while (
+                control(lab, "n1", {"op": "status"})["pools"]["web"]["members"]["n2"]["sbm"] != "0"
+            ):
+                time.sleep(0.05)
+            time.sleep(0.3)
     return times
 
 

@@ -8,9 +8,12 @@ control socket is ``/run/lab/connector.sock`` so the host reaches it at
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +86,23 @@ def start_all(lab: Lab, rules: list[dict[str, Any]] | None = None, **overrides: 
     for node in lab.nodes:
         install_connector(lab, node, rules, **overrides)
         start_connector(lab, node)
+
+
+@contextlib.contextmanager
+def connected_lab(model: str, converge_timeout: float = 90) -> Iterator[Lab]:
+    """A fresh lab from a pool model given as YAML text, every node's connector
+    running and converged; torn down on leaving, also on error or Ctrl-C."""
+    lab = Lab()
+    with tempfile.TemporaryDirectory(prefix="multiall-lab-") as tmp:
+        path = Path(tmp) / "pools.yml"
+        path.write_text(model)
+        try:
+            lab.up(pools_file=str(path), force=True)
+            start_all(lab)
+            wait_converged(lab, timeout=converge_timeout)
+            yield lab
+        finally:
+            lab.down()
 
 
 def control(lab: Lab, node: str, req: dict[str, Any], timeout: float = 30) -> dict[str, Any]:

@@ -50,7 +50,9 @@ def sh(
     argv: Sequence[str], check: bool = True, input: str | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess:
     """Run a host command; failures become LabError with the command's stderr."""
-    proc = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        list(argv), input=input, capture_output=True, text=True, timeout=timeout, check=False
+    )
     if check and proc.returncode != 0:
         raise LabError(
             f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}"
@@ -438,6 +440,7 @@ class Lab:
             text=True,
             timeout=timeout,
             env={"PATH": NODE_PATH, "HOME": "/root", "LANG": "C.UTF-8", "TERM": "dumb"},
+            check=False,
         )
         if check and proc.returncode != 0:
             raise LabError(

@@ -10,32 +10,49 @@ down at the end, also on Ctrl-C or error.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
 from connector.ansible_env import ansible_env
 from lab import Lab
-from lab.connector import control, start_all, start_connector, wait_converged
+from lab.connector import control, start_all, wait_converged
 from lab.dns import served
+from lab.failover import Failover, kill_and_time, revive
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 MODEL = ROOT / "inventory" / "lab" / "pools.yml"
 NS = "198.18.0.10"
 ZONES = {"web": "web.pool.example.test", "db": "db.pool.example.test"}
-console = Console(highlight=False)
+LOG_WIDTH = 120  # columns when stdout is not a terminal
+
+
+def make_console() -> Console:
+    """The demo's console: when piped or logged (``make demo | tee``), rich would
+    assume 80 columns and wrap or cut panels and tables there; use a log-friendly
+    width instead (``COLUMNS`` still wins when set)."""
+    if sys.stdout.isatty() or os.environ.get("COLUMNS"):
+        return Console(highlight=False)
+    return Console(highlight=False, width=LOG_WIDTH)
+
+
+console = make_console()
 
 
 def step(number: int, title: str, why: str) -> None:
@@ -44,17 +61,35 @@ def step(number: int, title: str, why: str) -> None:
     console.print(Panel(f"[bold]{title}[/bold]\n{why}", title=f"step {number}", expand=False))
 
 
-def run(argv: list[str], show: bool = True, check: bool = True) -> subprocess.CompletedProcess:
+def run(
+    argv: list[str],
+    show: bool = True,
+    check: bool = True,
+    extra_env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
     """Run a command the way a user would, echoing it first."""
-    console.print(f"[dim]$ {' '.join(argv)}[/dim]")
-    proc = subprocess.run(argv, env=ansible_env(), capture_output=True, text=True, cwd=ROOT)
+    # shlex.join: the echoed line can be pasted into a shell as it stands.
+    console.print(f"[dim]$ {escape(shlex.join(argv))}[/dim]", soft_wrap=True)
+    proc = subprocess.run(
+        argv,
+        env={**ansible_env(), **(extra_env or {})},
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
     if show:
         out = (proc.stdout + proc.stderr).rstrip()
         if out:
-            console.print(out, markup=False)
+            show_output(out)
     if check and proc.returncode != 0:
         raise SystemExit(f"demo: command failed ({proc.returncode}): {' '.join(argv)}")
     return proc
+
+
+def show_output(text: str) -> None:
+    """A command's own output, verbatim: no markup, never re-wrapped by rich."""
+    console.print(text, markup=False, soft_wrap=True)
 
 
 def ssh_up(address: str, timeout: float = 0.3) -> bool:
@@ -88,9 +123,19 @@ def status_table(lab: Lab, pools: dict[str, list[str]], note: str = "") -> Table
     return table
 
 
+@contextlib.contextmanager
+def live_view(renderable: RenderableType, refresh_per_second: float) -> Iterator[Live]:
+    """rich ``Live``; piped or logged it prints only the final state, and then
+    without a line break (rich adds one only on a terminal): add it here."""
+    with Live(renderable, console=console, refresh_per_second=refresh_per_second) as live:
+        yield live
+    if not console.is_terminal:
+        console.line()
+
+
 def watch(lab: Lab, pools: dict[str, list[str]], seconds: float, note: str) -> None:
     """Refresh the status table live for a few seconds."""
-    with Live(status_table(lab, pools, note), console=console, refresh_per_second=4) as live:
+    with live_view(status_table(lab, pools, note), refresh_per_second=4) as live:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             time.sleep(0.5)
@@ -112,7 +157,7 @@ def show_status(lab: Lab, node: str) -> None:
         timeout=20,
     )
     console.print(f"[dim]{node}$ multiall status[/dim]")
-    console.print(proc.stdout.rstrip() or proc.stderr.rstrip(), markup=False)
+    show_output(proc.stdout.rstrip() or proc.stderr.rstrip())
 
 
 def race(lab: Lab, victim: str, observers: list[str], dns_pool: str | None = None) -> None:
@@ -120,52 +165,41 @@ def race(lab: Lab, victim: str, observers: list[str], dns_pool: str | None = Non
 
     With ``dns_pool``, also when ns1 stops handing the victim out for that pool.
     """
-    start = time.monotonic()
-    lab.kill(victim)
-    seen: dict[tuple[str, str], float] = {}
     address = lab.nodes[victim]
 
-    def table() -> Table:
+    def view(seen: Failover | None = None) -> Group:
         tbl = Table(title=f"after lab kill {victim}", expand=False)
         for col in ("observer", "connector verdict", "Serf's own verdict"):
             tbl.add_column(col)
         for obs in observers:
-            conn, serf = seen.get((obs, "connector")), seen.get((obs, "serf"))
+            conn = seen.connector.get(obs) if seen else None
+            serf = seen.serf.get(obs) if seen else None
             tbl.add_row(
                 obs,
                 f"[red]failed[/red] after {conn:.2f} s" if conn else "alive ...",
                 f"[red]failed[/red] after {serf:.2f} s" if serf else "alive ...",
             )
+        # A line of its own below the table: a caption would wrap at the table's width.
+        lines: list[Table | str] = [tbl]
         if dns_pool:
-            gone = seen.get(("dns", "dns"))
-            tbl.caption = (
+            gone = seen.dns_gone if seen else None
+            lines.append(
                 f"{ZONES[dns_pool]} stopped answering {address} after {gone:.2f} s"
                 if gone
                 else f"{ZONES[dns_pool]} still answers {address} ..."
             )
-        return tbl
+        return Group(*lines)
 
-    with Live(table(), console=console, refresh_per_second=10) as live:
-        wanted = 2 * len(observers) + (1 if dns_pool else 0)
-        while time.monotonic() - start < 15 and len(seen) < wanted:
-            if (
-                dns_pool
-                and ("dns", "dns") not in seen
-                and address not in served(NS, ZONES[dns_pool])
-            ):
-                seen[("dns", "dns")] = time.monotonic() - start
-            for obs in observers:
-                status = control(lab, obs, {"op": "status"}, timeout=5)
-                now = time.monotonic() - start
-                if (obs, "connector") not in seen and any(
-                    t["members"].get(victim, {}).get("state") == "failed"
-                    for t in status["pools"].values()
-                ):
-                    seen[(obs, "connector")] = now
-                if (obs, "serf") not in seen and status["serf"].get(victim) == "failed":
-                    seen[(obs, "serf")] = now
-            live.update(table())
-            time.sleep(0.05)
+    with live_view(view(), refresh_per_second=10) as live:
+        kill_and_time(
+            lab,
+            victim,
+            observers,
+            dns=(NS, ZONES[dns_pool]) if dns_pool else None,
+            limit=15,
+            interval=0.05,
+            on_poll=lambda seen: live.update(view(seen)),
+        )
 
 
 def dig(pool: str) -> list[str]:
@@ -192,7 +226,7 @@ def story(lab: Lab, fast: bool) -> None:
         "Three servers, two pools, one name server",
         "The lab builds 4 real nodes (own network, /etc, sshd) from the pool model.",
     )
-    console.print(MODEL.read_text(), markup=False)
+    show_output(MODEL.read_text())
     started = time.monotonic()
     lab.up(pools_file=str(MODEL))
     console.print(f"lab up: {len(lab.nodes)} nodes in {time.monotonic() - started:.1f} s")
@@ -249,7 +283,7 @@ def story(lab: Lab, fast: bool) -> None:
         show=False,
     )
     recap = second.stdout[second.stdout.find("PLAY RECAP") :].strip()
-    console.print(recap, markup=False)
+    show_output(recap)
     watch(lab, pools, pause, "(converged)")
 
     step(
@@ -289,7 +323,7 @@ def story(lab: Lab, fast: bool) -> None:
     sock = ["--socket", "/run/lab/connector.sock"]
     proc = lab.exec("n2", [str(BIN / "multiall"), "dns", "db", *sock], check=False)
     console.print("[dim]n2$ multiall dns db[/dim]")
-    console.print(proc.stdout.rstrip(), markup=False)
+    show_output(proc.stdout.rstrip())
 
     step(
         8,
@@ -300,9 +334,12 @@ def story(lab: Lab, fast: bool) -> None:
     race(lab, "n3", observers=["n2"], dns_pool="db")
     console.print()
     dig("db")
+    # The ad-hoc default (minimal) callback, results as YAML: `-o` and the oneline
+    # callback it selects are deprecated (removed in ansible-core 2.23).
     run(
-        [str(BIN / "ansible"), "-i", inventory, "pool_db", "-m", "ansible.builtin.ping", "-o"],
+        [str(BIN / "ansible"), "-i", inventory, "pool_db", "-m", "ansible.builtin.ping"],
         check=False,
+        extra_env={"ANSIBLE_CALLBACK_RESULT_FORMAT": "yaml"},
     )
 
     step(
@@ -311,9 +348,8 @@ def story(lab: Lab, fast: bool) -> None:
         "lab revive n3: same disk and host key; its connector rejoins, peers report member_recovered, "
         "and DNS takes it back only after a hold-down (3 s), so a flapping server gets no clients.",
     )
-    lab.revive("n3")
     revived = time.monotonic()
-    start_connector(lab, "n3")
+    revive(lab, "n3")
     wait_dns("db", lab.nodes["n3"], True)
     console.print(
         f"  n3 back in db.pool.example.test {time.monotonic() - revived:.1f} s after lab revive"
@@ -344,7 +380,7 @@ def story(lab: Lab, fast: bool) -> None:
         "n2", [str(BIN / "multiall"), "sbm", "n3", "--socket", "/run/lab/connector.sock"]
     )
     console.print("[dim]n2$ multiall sbm n3[/dim]")
-    console.print(sbm_table.stdout, markup=False)
+    show_output(sbm_table.stdout)
     wait_dns("db", lab.nodes["n3"], False)
     console.print("  a CRITICAL server gets no clients either:")
     dig("db")

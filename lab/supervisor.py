@@ -27,7 +27,7 @@ import socketserver
 import subprocess
 import threading
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 _libc = ctypes.CDLL(None, use_errno=True)
 MS_BIND, MS_REC, MS_NOSUID, MS_NODEV, MS_NOEXEC = 4096, 16384, 2, 4, 8
@@ -145,8 +145,12 @@ class Supervisor:
                 return {"ok": False, "error": f"no service {name!r}"}
             return {"ok": True, "service": svc.as_dict()}
 
-    def reap_forever(self) -> None:
-        """Wait for every child (PID 1 inherits orphans) and restart services."""
+    def reap_forever(self) -> NoReturn:
+        """Wait for every child (PID 1 inherits orphans) and restart services.
+
+        Never returns: a node's PID 1 lives until SIGTERM, whose handler stops
+        the services and exits the process (``os._exit``).
+        """
         while True:
             try:
                 pid, status = os.waitpid(-1, 0)
@@ -239,7 +243,7 @@ def prepare_root(root: str, hostname: str, ctl: str, shares: list[str]) -> None:
     os.makedirs("/run/lab/logs", exist_ok=True)
 
 
-def main() -> int:
+def main() -> NoReturn:
     parser = argparse.ArgumentParser()
     parser.add_argument("--root", required=True)
     parser.add_argument("--hostname", required=True)
@@ -254,7 +258,13 @@ def main() -> int:
 
     prepare_root(args.root, args.hostname, args.ctl, args.share)
     supervisor = Supervisor()
-    signal.signal(signal.SIGTERM, lambda *_: (supervisor.shutdown(), os._exit(0)))
+
+    def stop(_signum: int, _frame: object) -> NoReturn:
+        """On SIGTERM stop every service cleanly, then end PID 1 and so the node."""
+        supervisor.shutdown()
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
     serve(supervisor, "/run/lab/supervisor.sock")
     for spec in args.service:
         name, argv = spec.split("=", 1)
@@ -262,8 +272,7 @@ def main() -> int:
     with open("/run/lab/ready", "w") as ready:
         ready.write(str(time.time()))
     supervisor.reap_forever()
-    return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

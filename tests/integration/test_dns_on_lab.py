@@ -17,8 +17,9 @@ import pytest
 import yaml
 
 from connector.ansible_env import ansible_env
-from lab.connector import control, start_all, start_connector, wait_converged, wait_for
+from lab.connector import control, start_all, wait_converged, wait_for
 from lab.dns import install_dns, served
+from lab.failover import revive
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".venv" / "bin"
@@ -104,8 +105,7 @@ def test_killed_node_leaves_the_pool_record_and_returns_after_hold_down(dns_lab)
             e["type"] == "dns_changed" and "- @ IN A 198.18.0.13" in e["changes"] for e in events
         )
     finally:
-        lab.revive("n3")
-        start_connector(lab, "n3")
+        revive(lab, "n3")
     revived = time.monotonic()
     wait_for(lambda: "198.18.0.13" in served(NS, WEB), 30, "n3 back in the A record")
     back_after = time.monotonic() - revived
@@ -121,7 +121,7 @@ def test_maintenance_enter_returns_only_when_drained(dns_lab):
     try:
         assert reply["ok"], reply
         assert reply["dns"]["web"] == "drained"
-        hits = sum("198.18.0.12" in served(NS, WEB) for dummy in range(200))
+        hits = sum("198.18.0.12" in served(NS, WEB) for _query in range(200))
         assert hits == 0
     finally:
         control(lab, "n2", {"op": "maintenance", "action": "exit"})

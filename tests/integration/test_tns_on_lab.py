@@ -14,6 +14,7 @@ import pytest
 
 from connector.ansible_env import ansible_env
 from lab.connector import control, start_all, start_connector, wait_converged, wait_for
+from lab.failover import revive
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -98,8 +99,7 @@ def test_killed_node_is_failed_for_every_peer_and_the_leader_runs_the_playbook(t
             r["pool"] == "db" for r in control(lab, "n3", {"op": "runs"})["runs"]
         )
     finally:
-        lab.revive("n2")
-        start_connector(lab, "n2")
+        revive(lab, "n2")
     wait_for(lambda: state_of(lab, "n1", "web", "n2") == "alive", 60, "n2 to recover")
     events = control(lab, "n1", {"op": "events"})["events"]
     assert any(e["type"] == "member_recovered" and e["member"] == "n2" for e in events)
@@ -213,6 +213,7 @@ def run_module(lab, node: str, args: str, *extra: str) -> dict:
         text=True,
         env=env,
         timeout=120,
+        check=False,
     )
     out = proc.stdout
     result = json.loads(out[out.index("=> ") + 3 :])

@@ -34,20 +34,24 @@ def reaches(lab, src: str, dst: str) -> bool:
 
 
 def ssh(lab, node: str, *argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*lab.ssh_argv(node), *argv], capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [*lab.ssh_argv(node), *argv], capture_output=True, text=True, timeout=30, check=False
+    )
 
 
 def test_nodes_answer_over_ssh_with_pinned_host_keys_and_own_hostnames(lab3):
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
     proc = subprocess.run(
-        [str(BIN / "ansible"), "-i", str(lab3.static_inventory_path), "all", "-m", "ping", "-o"],
+        [str(BIN / "ansible"), "-i", str(lab3.static_inventory_path), "all", "-m", "ping"],
         capture_output=True,
         text=True,
         env=env,
         timeout=120,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("SUCCESS") == 3
+    assert "DEPRECATION" not in proc.stderr, proc.stderr
     for name in lab3.nodes:
         assert ssh(lab3, name, "hostname").stdout.strip() == name
 
@@ -133,8 +137,10 @@ def test_down_leaves_nothing_behind(lab_factory):
     lab = lab_factory(n=2)
     lab.partition(["n1"], ["n2"])
     lab.down()
-    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    netns = subprocess.run(
+        ["ip", "netns", "list"], capture_output=True, text=True, check=True
+    ).stdout
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
     assert PREFIX not in netns
     assert f" {PREFIX}" not in links
     assert str(lab.state_dir) not in Path("/proc/mounts").read_text()
