@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ansible_collections.takelan.multiall.plugins.module_utils._control import DEFAULT_SOCKET
+from ansible_collections.takelan.multiall.plugins.module_utils._dns_members import DEFAULT_HOLD_DOWN
 from ansible_collections.takelan.multiall.plugins.module_utils._located_yaml import (
     Mark,
     SourceError,
@@ -18,7 +19,10 @@ from ansible_collections.takelan.multiall.plugins.module_utils._located_yaml imp
 )
 from ansible_collections.takelan.multiall.plugins.module_utils._pools_spec import check_address
 from ansible_collections.takelan.multiall.plugins.module_utils._schema import Field, Validator
-from ansible_collections.takelan.multiall.plugins.module_utils.pools import PoolModelError
+from ansible_collections.takelan.multiall.plugins.module_utils.pools import (
+    DEFAULT_PATH,
+    PoolModelError,
+)
 from ansible_collections.takelan.multiall.plugins.module_utils.tns import EVENT_TYPES
 
 DEFAULT_PATH = "/etc/multiall/connector.yml"
@@ -97,7 +101,7 @@ class ConnectorConfig:
     """Validated configuration with defaults filled in."""
 
     node: str
-    pools_file: str = "/etc/multiall/pools.yml"
+    pools_file: str = DEFAULT_PATH
     bind: str | None = None
     state_dir: str = "/var/lib/multiall"
     control_socket: str = DEFAULT_SOCKET
@@ -120,7 +124,7 @@ class ConnectorConfig:
         self.probe = {"port": 7947, "interval": 0.2, "dead_after": 0.65, **self.probe}
         self.dns = {
             "key_file": "/etc/multiall/dns.key",
-            "hold_down": 3.0,
+            "hold_down": DEFAULT_HOLD_DOWN,
             "timeout": 1.0,
             "resync": 2.0,
             **self.dns,

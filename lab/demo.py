@@ -31,7 +31,7 @@ from rich.table import Table
 
 from connector.ansible_env import ansible_env
 from lab import Lab
-from lab.connector import control, start_all, wait_converged
+from lab.connector import NODE_SOCKET, control, start_all, wait_converged
 from lab.dns import served
 from lab.failover import Failover, kill_and_time, revive
 
@@ -152,7 +152,7 @@ def show_status(lab: Lab, node: str) -> None:
     """`multiall status` as run on the node itself."""
     proc = lab.exec(
         node,
-        [str(BIN / "multiall"), "status", "--socket", "/run/lab/connector.sock"],
+        [str(BIN / "multiall"), "status", "--socket", NODE_SOCKET],
         check=False,
         timeout=20,
     )
@@ -320,7 +320,7 @@ def story(lab: Lab, fast: bool) -> None:
     for pool in ZONES:
         wait_dns(pool, lab.nodes["n2"], True)
         dig(pool)
-    sock = ["--socket", "/run/lab/connector.sock"]
+    sock = ["--socket", NODE_SOCKET]
     proc = lab.exec("n2", [str(BIN / "multiall"), "dns", "db", *sock], check=False)
     console.print("[dim]n2$ multiall dns db[/dim]")
     show_output(proc.stdout.rstrip())
@@ -376,9 +376,7 @@ def story(lab: Lab, fast: bool) -> None:
     console.print(
         f"  n2 sees n3's SBM status 2 (CRITICAL) {time.monotonic() - t0:.2f} s after the condition"
     )
-    sbm_table = lab.exec(
-        "n2", [str(BIN / "multiall"), "sbm", "n3", "--socket", "/run/lab/connector.sock"]
-    )
+    sbm_table = lab.exec("n2", [str(BIN / "multiall"), "sbm", "n3", "--socket", NODE_SOCKET])
     console.print("[dim]n2$ multiall sbm n3[/dim]")
     show_output(sbm_table.stdout)
     wait_dns("db", lab.nodes["n3"], False)

@@ -28,6 +28,8 @@ import logging
 from typing import Any
 
 logger = logging.getLogger(__name__)
+# Stated again here (the source may run where module_utils is not importable);
+# tests/unit/test_one_source.py keeps it equal to module_utils._control.DEFAULT_SOCKET.
 DEFAULT_SOCKET = "/run/multiall/connector.sock"
 
 
