@@ -20,9 +20,9 @@ from ansible_collections.takelan.multiall.plugins.module_utils._located_yaml imp
 from ansible_collections.takelan.multiall.plugins.module_utils._pools_spec import check_address
 from ansible_collections.takelan.multiall.plugins.module_utils._schema import Field, Validator
 from ansible_collections.takelan.multiall.plugins.module_utils.pools import (
-    DEFAULT_PATH,
-    PoolModelError,
+    DEFAULT_PATH as DEFAULT_POOLS_FILE,
 )
+from ansible_collections.takelan.multiall.plugins.module_utils.pools import PoolModelError
 from ansible_collections.takelan.multiall.plugins.module_utils.tns import EVENT_TYPES
 
 DEFAULT_PATH = "/etc/multiall/connector.yml"
@@ -101,7 +101,7 @@ class ConnectorConfig:
     """Validated configuration with defaults filled in."""
 
     node: str
-    pools_file: str = DEFAULT_PATH
+    pools_file: str = DEFAULT_POOLS_FILE
     bind: str | None = None
     state_dir: str = "/var/lib/multiall"
     control_socket: str = DEFAULT_SOCKET
