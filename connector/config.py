@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ansible_collections.takelan.multiall.plugins.module_utils._dns_tsig import DEFAULT_KEY_FILE
 from ansible_collections.takelan.multiall.plugins.module_utils._located_yaml import (
     Mark,
     SourceError,
@@ -118,7 +119,7 @@ class ConnectorConfig:
         }
         self.probe = {"port": 7947, "interval": 0.2, "dead_after": 0.65, **self.probe}
         self.dns = {
-            "key_file": "/etc/multiall/dns.key",
+            "key_file": DEFAULT_KEY_FILE,  # {pool}: one TSIG key per pool
             "hold_down": 3.0,
             "timeout": 1.0,
             "resync": 2.0,
