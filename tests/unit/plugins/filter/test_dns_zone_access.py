@@ -79,11 +79,11 @@ def test_role_config_grants_per_pool_and_named_accepts_it(tmp_path):
             "api": ({"zone": "api.pool.example.test", "mode": "rebuild"}, {}),
         },
     )
-    web = text.split('zone "web.pool.example.test"')[1].split("};\n};")[0]
+    web = text.split('zone "web.pool.example.test"')[1].split("\n};\n")[0]
     assert 'grant "multiall-web" name web.pool.example.test. A AAAA;' in web
     assert 'grant "multiall-web" name n2.web.pool.example.test. AAAA;' in web
     assert "multiall-db" not in web and "allow-update" not in text
-    api = text.split('zone "api.pool.example.test"')[1].split("};\n")[0]
+    api = text.split('zone "api.pool.example.test"')[1].split("\n};\n")[0]
     assert "update-policy" not in api
     conf = tmp_path / "named.conf"
     conf.write_text(text)
