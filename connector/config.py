@@ -148,4 +148,4 @@ def load_config(path: str = DEFAULT_PATH) -> ConnectorConfig:
                 )
     if validator.errors:
         raise PoolModelError(validator.errors)
-    return ConnectorConfig(**{k: v for k, v in data.items()}, source=path)
+    return ConnectorConfig(**dict(data), source=path)
