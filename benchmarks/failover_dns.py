@@ -82,7 +82,7 @@ def runner_reference(lab: Lab, runs: int) -> list[float]:
     import ansible_runner
 
     key = lab.state_dir / "bench-dns.key"
-    key.write_text((lab.node_root("ns1") / "etc/bind/multiall/tsig.key").read_text())
+    key.write_text((lab.node_root("ns1") / "etc/bind/multiall/keys/multiall-web.key").read_text())
     play = [
         {
             "hosts": "localhost",

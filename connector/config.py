@@ -12,6 +12,7 @@ from typing import Any
 
 from ansible_collections.takelan.multiall.plugins.module_utils._control import DEFAULT_SOCKET
 from ansible_collections.takelan.multiall.plugins.module_utils._dns_members import DEFAULT_HOLD_DOWN
+from ansible_collections.takelan.multiall.plugins.module_utils._dns_tsig import DEFAULT_KEY_FILE
 from ansible_collections.takelan.multiall.plugins.module_utils._located_yaml import (
     Mark,
     SourceError,
@@ -123,7 +124,7 @@ class ConnectorConfig:
         }
         self.probe = {"port": 7947, "interval": 0.2, "dead_after": 0.65, **self.probe}
         self.dns = {
-            "key_file": "/etc/multiall/dns.key",
+            "key_file": DEFAULT_KEY_FILE,  # {pool}: one TSIG key per pool
             "hold_down": DEFAULT_HOLD_DOWN,
             "timeout": 1.0,
             "resync": 2.0,

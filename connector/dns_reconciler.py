@@ -39,8 +39,10 @@ from ansible_collections.takelan.multiall.plugins.module_utils._dns_records impo
     served_members,
 )
 from ansible_collections.takelan.multiall.plugins.module_utils._dns_tsig import (
+    DEFAULT_KEY_FILE,
     TsigKey,
     load_key_file,
+    pool_key_file,
 )
 from ansible_collections.takelan.multiall.plugins.module_utils._dns_update import served_rrsets
 from ansible_collections.takelan.multiall.plugins.module_utils._dns_zone import (
@@ -74,8 +76,9 @@ class DnsReconciler:
         self.hold_down = float(cfg.get("hold_down", DEFAULT_HOLD_DOWN))
         self.timeout = float(cfg.get("timeout", 1.0))
         self.resync = float(cfg.get("resync", 2.0))
-        self.key_file = str(cfg.get("key_file", "/etc/multiall/dns.key"))
-        self.key: TsigKey | None = None
+        # One key per pool ({pool} in the path): a pool's key updates only its own zone.
+        self.key_file = str(cfg.get("key_file", DEFAULT_KEY_FILE))
+        self.keys: dict[str, TsigKey] = {}
         self.topology: dict[str, PoolTopology] = {}
         self.kick = asyncio.Event()
         self.state: dict[str, dict[str, Any]] = {
@@ -190,8 +193,10 @@ class DnsReconciler:
         if not due or (state["error"] and now < state["retry_at"]):
             return
         try:
-            if self.key is None:
-                self.key = await asyncio.to_thread(load_key_file, self.key_file)
+            key = self.keys.get(pool)
+            if key is None:
+                path = pool_key_file(self.key_file, pool)
+                key = self.keys[pool] = await asyncio.to_thread(load_key_file, path)
             settings = self.settings[pool]
             result = await asyncio.to_thread(
                 reconcile,
@@ -199,13 +204,13 @@ class DnsReconciler:
                 self.addresses[pool],
                 members,
                 settings["server"],
-                key=self.key,
+                key=key,
                 timeout=self.timeout,
             )
         except DnsError as exc:
             backoff = min(5.0, max(0.25, 2 * (state.get("backoff") or 0.125)))
             state.update(error=str(exc), retry_at=now + backoff, backoff=backoff, applied=None)
-            self.key = None  # re-read on retry: the key file may have been fixed
+            self.keys.pop(pool, None)  # re-read on retry: the key file may have been fixed
             log.warning("dns: %s", exc, extra={"fields": {"pool": pool}})
             return
         state.update(

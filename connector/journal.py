@@ -41,11 +41,26 @@ CREATE TABLE IF NOT EXISTS runs (
 """
 
 
+def _private(path: str) -> None:
+    """Make the database (and any -wal/-shm left over) readable by root only.
+
+    The journal holds event details and playbook output; the default umask
+    would leave it world-readable. SQLite creates its -wal and -shm files
+    with the mode of the database file, so creating that one 0600 first is
+    enough for new files; existing ones are tightened.
+    """
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    for name in (path, f"{path}-wal", f"{path}-shm"):
+        if os.path.exists(name):
+            os.chmod(name, 0o600)
+
+
 class Journal:
     """Thread-safe access to the connector database."""
 
     def __init__(self, path: str) -> None:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        _private(path)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)

@@ -125,19 +125,25 @@ def install_zone(
 
     The file is written next to its target and checked there; a file that
     fails ``named-checkzone`` is removed and the live zone is not touched.
+    Every failure (a directory that cannot be written, a missing checker or
+    ``rndc``) is a :class:`DnsError` naming the path and what to do, never an
+    ``OSError`` traceback.
     """
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".multiall-", suffix=".zone", dir=directory)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".multiall-", suffix=".zone", dir=directory)
+    except OSError as exc:
+        raise DnsError(
+            f"zone {zone}: cannot write a new zone file in {directory}: {exc.strerror or exc}; "
+            "run the task on the DNS server as root (become: true) or set zone_file to the "
+            "file named loads; the live zone is unchanged"
+        ) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
-        check = subprocess.run(
-            [checkzone, "-k", "fail", zone, tmp],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        # "--": a zone name from the model is an operand even if it starts with "-".
+        check = _run([checkzone, "-k", "fail", "--", zone, tmp], "bind9-utils")
         if check.returncode != 0:
             detail = (check.stdout + check.stderr).replace(tmp, "<new zone>").strip()
             raise DnsError(
@@ -150,15 +156,30 @@ def install_zone(
         else:
             os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
+    except OSError as exc:
+        raise DnsError(
+            f"zone {zone}: cannot install {path}: {exc.strerror or exc}; check that the "
+            "task runs as root on the DNS server; the live zone is unchanged"
+        ) from None
+    finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise
     if reload_argv:
-        done = subprocess.run(reload_argv, capture_output=True, text=True, check=False)
+        done = _run(reload_argv, "bind9 (rndc)", f"zone {zone} installed at {path} but ")
         if done.returncode != 0:
             raise DnsError(
                 f"zone {zone} installed at {path} but `{' '.join(reload_argv)}` failed: "
-                f"{(done.stderr or done.stdout).strip()}"
+                f"{(done.stderr or done.stdout).strip()}; fix rndc (rndc status) and reload"
             )
     return check.stdout.strip()
+
+
+def _run(argv: list[str], package: str, done: str = "") -> subprocess.CompletedProcess[str]:
+    """Run a BIND tool; a tool that cannot be started is a DnsError naming its package."""
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, check=False)
+    except OSError as exc:
+        raise DnsError(
+            f"{done}cannot run {argv[0]}: {exc.strerror or exc}; install {package} "
+            "(apt-get install bind9 bind9-utils)"
+        ) from None

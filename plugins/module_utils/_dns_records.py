@@ -103,6 +103,38 @@ def owned_keys(settings: dict[str, Any], addresses: dict[str, str]) -> list[tupl
     return list(wanted_rrsets(settings, addresses, []))
 
 
+def update_grants(
+    settings: dict[str, Any], addresses: dict[str, str]
+) -> list[tuple[str, tuple[str, ...]]]:
+    """``(absolute name, types)`` the pool's key may update: exactly :func:`owned_keys`.
+
+    What BIND's ``update-policy`` grants (``grant KEY name NAME TYPES;``), so
+    the key the pool nodes hold can rewrite the pool's records and nothing
+    else: not SOA or NS, not a name the pool does not own, not a type it does
+    not write. Per-node names need the members: refused without them.
+    """
+    if settings["node_records"] and not addresses:
+        raise DnsError(
+            f"zone {settings['zone']}: node_records is on but no member is known, so the "
+            "per-node names cannot be granted; give the pool members (or node_records: false)"
+        )
+    types: dict[str, set[str]] = {}
+    for name, rtype in owned_keys(settings, addresses):
+        types.setdefault(absolute_name(name, settings["zone"]), set()).add(rtype)
+    return [(name, tuple(sorted(t))) for name, t in sorted(types.items())]
+
+
+def absolute_name(name: str, zone: str) -> str:
+    """An owner name relative to the zone (``@`` = apex) as an absolute name, in DNS text form."""
+    if not HAS_DNSPYTHON:
+        return f"{zone}." if name == "@" else f"{name}.{zone}."
+    try:
+        origin = dns.name.from_text(f"{zone}.")
+        return dns.name.from_text(name, origin=origin).to_text()
+    except dns.exception.DNSException as exc:
+        raise DnsError(f"zone {zone}: record name {name!r}: {exc}") from None
+
+
 def served_members(
     settings: dict[str, Any], addresses: dict[str, str], served: dict[tuple[str, str], RRset]
 ) -> set[str]:

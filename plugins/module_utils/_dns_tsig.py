@@ -29,6 +29,25 @@ _KEY_RE = re.compile(
 )
 
 
+# One key per pool: where pool nodes keep it, ``{pool}`` replaced by the pool's name
+# (the dns_sa role writes it there, the connector and dns_zone read it from there).
+DEFAULT_KEY_FILE = "/etc/multiall/dns/{pool}.key"
+
+
+def pool_key_name(pool: str, settings: dict[str, Any]) -> str:
+    """The TSIG key name of a pool: ``dns.key_name``, else ``multiall-<pool>``.
+
+    A key per pool, so a node of pool A holds nothing that BIND accepts for
+    pool B's zone.
+    """
+    return str(settings.get("key_name") or f"multiall-{pool}").rstrip(".")
+
+
+def pool_key_file(path: str, pool: str) -> str:
+    """A key file path with ``{pool}`` replaced (a path without it is shared by every pool)."""
+    return path.replace("{pool}", pool)
+
+
 @dataclass(frozen=True)
 class TsigKey:
     """A TSIG key: name, algorithm (e.g. hmac-sha256) and base64 secret."""

@@ -126,7 +126,10 @@ def apply_update(
     rcode = reply.rcode()
     if rcode != dns.rcode.NOERROR:
         hint = {
-            dns.rcode.REFUSED: "the server refuses updates with this key (allow-update?)",
+            dns.rcode.REFUSED: (
+                "the server refuses this update with this key (its update-policy lets a "
+                "pool's key change only that pool's own records; is it the pool's key?)"
+            ),
             dns.rcode.NOTAUTH: "the server is not authoritative for the zone or the key is wrong",
             dns.rcode.NOTZONE: "a record is outside the zone",
         }.get(rcode, "")

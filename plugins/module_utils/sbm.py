@@ -343,7 +343,7 @@ def check_package(rule: dict[str, Any], timeout: float) -> tuple[int, str, Any, 
     if not shutil.which("dpkg-query"):
         raise CheckError("dpkg-query is not available")
     proc = subprocess.run(
-        ["dpkg-query", "-W", "-f=${Status}\t${Version}", rule["name"]],
+        ["dpkg-query", "-W", "-f=${Status}\t${Version}", "--", rule["name"]],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -361,7 +361,7 @@ def check_service(rule: dict[str, Any], timeout: float) -> tuple[int, str, Any, 
     if not shutil.which("systemctl") or not os.path.isdir("/run/systemd/system"):
         raise CheckError("no systemd here: use a 'process' rule for this service")
     proc = subprocess.run(
-        ["systemctl", "is-active", rule["name"]],
+        ["systemctl", "is-active", "--", rule["name"]],
         capture_output=True,
         text=True,
         timeout=timeout,

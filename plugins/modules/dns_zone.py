@@ -67,9 +67,12 @@ options:
     type: int
     default: 53
   key_file:
-    description: A BIND key file (C(tsig-keygen) output) with the TSIG key, for O(mode=update).
+    description:
+      - A BIND key file (C(tsig-keygen) output) with the TSIG key, for O(mode=update).
+      - C({pool}) in it is replaced by O(pool); the default is where the C(dns_sa) role puts
+        each pool's own key on the pool's nodes.
     type: path
-    default: /etc/multiall/dns.key
+    default: /etc/multiall/dns/{pool}.key
   key_name:
     description: TSIG key name, when the key is given with O(key_secret) instead of O(key_file).
     type: str
@@ -222,8 +225,10 @@ from ansible_collections.takelan.multiall.plugins.module_utils._control import (
 from ansible_collections.takelan.multiall.plugins.module_utils._dns_reconcile import reconcile
 from ansible_collections.takelan.multiall.plugins.module_utils._dns_records import HAS_DNSPYTHON
 from ansible_collections.takelan.multiall.plugins.module_utils._dns_tsig import (
+    DEFAULT_KEY_FILE,
     load_key_file,
     make_key,
+    pool_key_file,
 )
 from ansible_collections.takelan.multiall.plugins.module_utils._dns_zone import (
     DnsError,
@@ -269,7 +274,7 @@ def argument_spec() -> ArgumentSpec:
                     "mode": {"type": "str", "choices": ["update", "rebuild"]},
                     "server": {"type": "str"},
                     "port": {"type": "int", "default": 53},
-                    "key_file": {"type": "path", "default": "/etc/multiall/dns.key"},
+                    "key_file": {"type": "path", "default": DEFAULT_KEY_FILE},
                     "key_name": {"type": "str"},
                     "key_secret": {"type": "str", "no_log": True},
                     "key_algorithm": {"type": "str", "default": "hmac-sha256"},
@@ -314,7 +319,7 @@ def main() -> None:
             if p["key_secret"]:
                 key = make_key(p["key_name"], p["key_algorithm"], p["key_secret"], "key_secret")
             else:
-                key = load_key_file(p["key_file"])
+                key = load_key_file(pool_key_file(p["key_file"], p["pool"]))
         template, template_source = None, "built-in template"
         if p["template"]:
             template_source = p["template"]

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from ansible_collections.takelan.multiall.plugins.module_utils._dns_tsig import load_key_file
+from ansible_collections.takelan.multiall.plugins.module_utils._dns_update import apply_update
+from ansible_collections.takelan.multiall.plugins.module_utils._dns_zone import DnsError
 
 from connector.ansible_env import ansible_env
 from lab.connector import control, start_all, wait_converged, wait_for
@@ -72,21 +75,54 @@ def playbook(lab, tasks: list, *args: str, check: bool = True) -> subprocess.Com
     return proc
 
 
-def test_role_serves_pool_zones_with_updates_restricted_to_the_tsig_key(dns_lab):
+def test_role_serves_pool_zones_with_updates_restricted_to_the_pool_key(dns_lab):
     assert served(NS, WEB) == ALL_WEB
     assert served(NS, WEB, "n3") == ["198.18.0.13"]
     conf = dns_lab.exec("ns1", ["cat", "/etc/bind/multiall/named.conf"]).stdout
-    assert 'allow-update { key "multiall-dns"; };' in conf
+    assert f'grant "multiall-web" name {WEB}. A AAAA;' in conf
+    assert f'grant "multiall-web" name n4.{WEB}. A;' in conf
+    assert "allow-update" not in conf
     # The rebuild-mode zone takes no dynamic updates at all.
-    api_stanza = conf.split(f'zone "{API}"')[1].split("};\n")[0]
-    assert "allow-update" not in api_stanza
-    mode = dns_lab.exec("n1", ["stat", "-c", "%a", "/etc/multiall/dns.key"]).stdout.strip()
+    api_stanza = conf.split(f'zone "{API}"')[1].split("\n};\n")[0]
+    assert "update-policy" not in api_stanza
+    # Pool nodes hold their update-mode pools' keys only, private to root.
+    mode = dns_lab.exec("n1", ["stat", "-c", "%a", "/etc/multiall/dns/web.key"]).stdout.strip()
     assert mode == "600"
+    assert not (dns_lab.node_root("n1") / "etc/multiall/dns/api.key").exists()
     # rndc works against the lab named.
     assert "server is up" in dns_lab.exec("ns1", ["rndc", "status"]).stdout
     # Second run of the role changes nothing.
     out = install_dns(dns_lab)
     assert "changed=0" in out.split("PLAY RECAP")[1], out[-1500:]
+
+
+def test_pool_key_cannot_touch_soa_ns_unowned_names_or_other_zones(dns_lab):
+    """What a pool node (which holds the key) could try: BIND refuses all of it."""
+    settled()
+    key = load_key_file(str(dns_lab.node_root("n1") / "etc/multiall/dns/web.key"))
+    assert key.name == "multiall-web"
+
+    def change(name: str, rtype: str, *values: str) -> list[dict]:
+        return [{"name": name, "type": rtype, "ttl": 5, "values": list(values)}]
+
+    attempts = {
+        "an unowned name": (WEB, change("evil", "A", "198.18.0.66")),
+        "the zone's NS": (WEB, change("@", "NS", "ns.evil.example.")),
+        "the zone's SOA": (WEB, change("@", "SOA", "ns.evil. h.evil. 9 60 30 86400 5")),
+        "another type at a member's name": (WEB, change("n1", "TXT", '"x"')),
+        "deleting the zone's NS": (WEB, change("@", "NS")),
+        "another pool's zone": (API, change("@", "A", "198.18.0.66")),
+    }
+    for what, (zone, changes) in attempts.items():
+        with pytest.raises(DnsError, match="REFUSED") as info:
+            apply_update(NS, zone, key, changes, timeout=2.0)
+        assert "nothing was changed" in str(info.value), what
+    assert served(NS, WEB, "evil") == [] and served(NS, API) != ["198.18.0.66"]
+    assert served(NS, WEB, "@", "NS") == [f"ns.{WEB}."]
+    # What the leader writes is still allowed: a member's own name, the pool name.
+    apply_update(NS, WEB, key, change("n1", "A", "198.18.0.11"), timeout=2.0)
+    apply_update(NS, WEB, key, change("@", "A", *ALL_WEB), timeout=2.0)
+    assert served(NS, WEB) == ALL_WEB
 
 
 def test_killed_node_leaves_the_pool_record_and_returns_after_hold_down(dns_lab):
@@ -284,7 +320,7 @@ def test_dns_zone_is_idempotent_and_wrong_keys_change_nothing(dns_lab):
         "takelan.multiall.dns_zone": {
             "pool": "web",
             "members": ["n1"],
-            "key_name": "multiall-dns",
+            "key_name": "multiall-web",
             "key_secret": "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI=",
         }
     }

@@ -168,3 +168,22 @@ def test_a_non_leader_writes_nothing_but_reports_the_difference(server):
     assert not report["acting"] and not report["in_sync"]
     assert report["diff"] == ["- @ IN A 198.18.0.13"]
     assert report["members"]["excluded"] == {"n3": "failed"}
+
+
+def test_each_pool_is_updated_with_its_own_key_file(server, monkeypatch):
+    loaded: list[str] = []
+    monkeypatch.setattr(
+        dns_reconciler, "load_key_file", lambda path: loaded.append(path) or f"key<{path}>"
+    )
+    seen: list[object] = []
+    real = server.reconcile
+    monkeypatch.setattr(
+        dns_reconciler,
+        "reconcile",
+        lambda *a, key=None, **kw: seen.append(key) or real(*a, key=key, **kw),
+    )
+    default = reconciler("n1")
+    default.observe("web", topology())
+    asyncio.run(default._step("web"))
+    # The default is the dns_sa role's per-pool file, read once and kept.
+    assert loaded == ["/etc/multiall/dns/web.key"] and seen == ["key</etc/multiall/dns/web.key>"]

@@ -9,6 +9,7 @@ import pytest
 from ansible_collections.takelan.multiall.plugins.module_utils._dns_rebuild import (
     DEFAULT_TEMPLATE,
     bootstrap_zone,
+    install_zone,
     next_serial,
     render_zone,
 )
@@ -61,3 +62,29 @@ def test_bootstrap_zone_loads_in_bind(tmp_path):
     )
     assert check.returncode == 0, check.stdout + check.stderr
     assert "loaded serial 1" in check.stdout
+
+
+def test_install_zone_errors_say_what_to_do_and_leave_nothing_behind(tmp_path):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    with pytest.raises(DnsError, match=r"cannot write a new zone file in .*/file: .*root"):
+        install_zone("$TTL 5\n", str(not_a_dir / "web.zone"), "web.test")
+    target = tmp_path / "zones" / "web.zone"
+    with pytest.raises(DnsError, match=r"cannot run /nonexistent/named-checkzone.*install bind9"):
+        install_zone("$TTL 5\n", str(target), "web.test", checkzone="/nonexistent/named-checkzone")
+    assert list(target.parent.iterdir()) == []  # the temporary file is gone
+    # The zone is installed, but the reload tool is missing: say both.
+    with pytest.raises(
+        DnsError, match=r"web.test installed at .* but cannot run /nonexistent/rndc"
+    ):
+        install_zone(
+            "$TTL 5\n",
+            str(target),
+            "web.test",
+            checkzone="/bin/true",
+            reload_argv=["/nonexistent/rndc", "reload", "web.test"],
+        )
+    # A target that is a directory cannot be replaced by a file.
+    (tmp_path / "zones" / "dir.zone").mkdir()
+    with pytest.raises(DnsError, match=r"cannot install .*dir.zone: .*live zone is unchanged"):
+        install_zone("$TTL 5\n", str(tmp_path / "zones" / "dir.zone"), "web.test", "/bin/true")

@@ -8,6 +8,7 @@ from ansible_collections.takelan.multiall.plugins.module_utils._dns_records impo
     describe,
     diff_rrsets,
     served_members,
+    update_grants,
     wanted_rrsets,
 )
 from ansible_collections.takelan.multiall.plugins.module_utils._dns_zone import DnsError
@@ -72,3 +73,26 @@ def test_served_members_maps_addresses_back_to_nodes():
         ("n1", "A"): RRset("n1", "A", 5, ("198.18.0.11",)),
     }
     assert served_members(SETTINGS, ADDR, served) == {"n2"}
+
+
+def test_update_grants_are_exactly_the_owned_names_and_types():
+    settings = dict(
+        SETTINGS,
+        records=[
+            {"name": "_http._tcp", "type": "srv", "value": "0 0 8080 @"},
+            {"name": "@", "type": "TXT", "value": '"pool=web"'},
+        ],
+    )
+    grants = update_grants(settings, {"n1": "198.18.0.11", "n2": "2001:db8::2"})
+    assert grants == [
+        ("_http._tcp.web.pool.example.test.", ("SRV",)),
+        ("n1.web.pool.example.test.", ("A",)),
+        ("n2.web.pool.example.test.", ("AAAA",)),
+        ("web.pool.example.test.", ("A", "AAAA", "TXT")),
+    ]
+    # No SOA or NS anywhere: the key cannot take the zone over.
+    assert not {t for _n, types in grants for t in types} & {"SOA", "NS"}
+    www = update_grants(dict(SETTINGS, record="www", node_records=False), {})
+    assert www == [("www.web.pool.example.test.", ("A", "AAAA"))]
+    with pytest.raises(DnsError, match="node_records is on but no member is known"):
+        update_grants(SETTINGS, {})

@@ -327,3 +327,32 @@ def test_rebuild_in_check_mode_renders_a_newer_serial_and_writes_nothing(
     assert result["serial"] > 7  # the served SOA serial was 7
     assert "zone_file" not in result and not zone_file.exists()
     assert zone.updates == 0
+
+
+def test_rebuild_into_an_unwritable_place_fails_with_what_to_do(run_module, zone, args, tmp_path):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("x")
+    with pytest.raises(ModuleFail) as failed:
+        run_module(
+            dns_zone,
+            dict(args, members=["n1"], mode="rebuild", zone_file=str(blocker / "web.zone")),
+        )
+    msg = failed.value.result["msg"]
+    assert "cannot write a new zone file in" in msg and "not-a-directory" in msg
+    assert "become: true" in msg and "the live zone is unchanged" in msg
+
+
+def test_key_file_is_the_pools_own(run_module, zone, args, tmp_path):
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "web.key").write_text(
+        f'key "{KEY_NAME}" {{\n\talgorithm hmac-sha256;\n\tsecret "{SECRET}";\n}};\n'
+    )
+    pooled = dict(args, key_name=None, key_secret=None, key_file=str(keys / "{pool}.key"))
+    result = run_module(dns_zone, dict(pooled, members=["n1", "n2"]))
+    assert result["changed"] is True and zone.values("@") == ["198.18.0.11", "198.18.0.12"]
+    # Another pool's file is not read for web.
+    (keys / "web.key").rename(keys / "db.key")
+    with pytest.raises(ModuleFail) as failed:
+        run_module(dns_zone, dict(pooled, members=["n1"]))
+    assert f"{keys}/web.key: cannot read the TSIG key" in failed.value.result["msg"]
