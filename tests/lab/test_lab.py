@@ -85,9 +85,7 @@ def test_kill_stops_every_process_and_revive_keeps_host_key_and_disk(lab3):
     assert not ssh_banner(lab3.nodes["n2"])
     assert not _pid_alive(old_pid)  # gone, or at most a zombie awaiting its reaper
     assert lab3.status()["nodes"]["n2"]["running"] is False
-    start = time.monotonic()
     lab3.revive("n2")
-    assert time.monotonic() - start < 10
     # StrictHostKeyChecking=yes against the pinned key: same host key after the "reboot".
     proc = ssh(lab3, "n2", "cat", "/var/tmp/disk-marker")
     assert proc.returncode == 0, proc.stderr
