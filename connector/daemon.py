@@ -368,6 +368,11 @@ class Connector:
             "probe_rtt_ms": self.prober.rtt_ms,
             "probe_rejected": self.prober.rejected,
             "probe_replayed": self.prober.replayed,
+            # Seconds since each peer's last accepted probe packet (any shared pool).
+            "probe_heard_s": {
+                peer: round(time.monotonic() - when, 3)
+                for peer, when in sorted(self.prober.last_heard.items())
+            },
             # Peers whose probes are refused because the clocks disagree: {peer: seconds ahead}.
             "probe_clock_skew": self.prober.skewed(),
             "maintenance": self.maint_tag,
