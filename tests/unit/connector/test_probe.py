@@ -135,7 +135,7 @@ def test_clock_skew_refusal_is_reported_and_logged_once(caplog, monkeypatch):
     n1, n2 = make("n1"), make("n2")
     real = time.time
     monkeypatch.setattr(probe.time, "time", lambda: real() + 45)  # n2's clock runs ahead
-    ahead = [ping(n2, "n1") for _ in range(3)]
+    ahead = [ping(n2, "n1") for _round in range(3)]
     monkeypatch.setattr(probe.time, "time", real)
     with caplog.at_level(logging.WARNING, logger="multiall.probe"):
         for packet in ahead:
@@ -177,7 +177,7 @@ def test_one_packet_per_peer_carries_one_signed_section_per_shared_pool():
     assert "n3" in n1.observations(pool="web") and "n3" in n1.observations(pool="db")
     # n2 shares only web with n1: it is told nothing about db.
     n1.connection_made(Wire())  # type: ignore[arg-type]
-    msg, _ = open_packet({"web": WEB, "db": DB}, ping(n1, "n2"))
+    msg, _pools = open_packet({"web": WEB, "db": DB}, ping(n1, "n2"))
     assert list(msg["pools"]) == ["web"]
 
 
