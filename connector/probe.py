@@ -42,6 +42,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -105,8 +106,9 @@ def _well_formed(msg: Any) -> bool:
         isinstance(msg.get(k), int) and not isinstance(msg.get(k), bool) for k in ("ep", "seq")
     ):
         return False
-    if not isinstance(msg.get("ts"), (int, float)):
-        return False
+    ts = msg.get("ts")
+    if not isinstance(ts, (int, float)) or isinstance(ts, bool) or not math.isfinite(ts):
+        return False  # NaN would pass every skew comparison
     return all(
         isinstance(section, dict)
         and isinstance(section.get("view", {}), dict)
@@ -209,6 +211,19 @@ class Prober(asyncio.DatagramProtocol):
         if not verified:
             self.rejected += 1
             return
+        # Not newer than what was accepted is a replay whatever its timestamp says.
+        stamp = (int(msg["ep"]), int(msg["seq"]))
+        fresh = [p for p in verified if stamp > self.accepted.get((sender, p), (-1, -1))]
+        if not fresh:
+            self.replayed += 1
+            self._warn(
+                sender,
+                "replay",
+                "probe packet from %s refused: not newer than the last one accepted"
+                " (a replay, or its state directory was reset while its clock went back)",
+                sender,
+            )
+            return
         skew = float(msg["ts"]) - time.time()
         if abs(skew) > MAX_SKEW:
             self.skew[sender] = (skew, time.monotonic())
@@ -224,18 +239,6 @@ class Prober(asyncio.DatagramProtocol):
             )
             return
         self.skew.pop(sender, None)
-        stamp = (int(msg["ep"]), int(msg["seq"]))
-        fresh = [p for p in verified if stamp > self.accepted.get((sender, p), (-1, -1))]
-        if not fresh:
-            self.replayed += 1
-            self._warn(
-                sender,
-                "replay",
-                "probe packet from %s refused: not newer than the last one accepted"
-                " (a replay, or its state directory was reset while its clock went back)",
-                sender,
-            )
-            return
         now = time.monotonic()
         changed = False
         for pool in fresh:

@@ -122,6 +122,16 @@ def test_a_restarted_sender_is_accepted_and_its_old_packets_never_are():
     assert n1.replayed == 1 and n1.accepted[("n2", "web")] == (101, 1)
 
 
+def test_a_replay_older_than_the_skew_window_is_a_replay_not_clock_skew(monkeypatch):
+    n1, n2 = make("n1"), make("n2")
+    old = ping(n2, "n1")
+    deliver(n1, ping(n2, "n1"), "n2")
+    real = time.time
+    monkeypatch.setattr(probe.time, "time", lambda: real() + 60)  # a minute later
+    deliver(n1, old, "n2")
+    assert n1.replayed == 1 and n1.skewed() == {}
+
+
 def test_epoch_grows_at_every_start_even_when_the_clock_went_back(tmp_path, monkeypatch):
     first = next_epoch(str(tmp_path))
     monkeypatch.setattr(probe.time, "time", lambda: 1000.0)  # clock set back by years
@@ -217,6 +227,13 @@ def test_a_node_of_one_pool_cannot_speak_for_another_pool():
 def test_tampered_unsigned_or_foreign_packets_are_rejected(mangle):
     n1, n2 = make("n1"), make("n2")
     deliver(n1, mangle(ping(n2, "n1")), "n2")
+    assert n1.rejected == 1 and "n2" not in n1.views["web"]
+
+
+def test_a_signed_packet_with_a_nan_timestamp_is_rejected():
+    n1 = make("n1")
+    nan = {"t": "ping", "from": "n2", "ep": 1, "seq": 1, "ts": float("nan")}
+    deliver(n1, seal({"web": WEB}, {**nan, "pools": {"web": {"view": {"n1": False}}}}), "n2")
     assert n1.rejected == 1 and "n2" not in n1.views["web"]
 
 
