@@ -7,6 +7,8 @@ and the daemon refuses to start rather than run half-configured.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +16,7 @@ from ansible_collections.takelan.multiall.plugins.module_utils._control import D
 from ansible_collections.takelan.multiall.plugins.module_utils._dns_members import DEFAULT_HOLD_DOWN
 from ansible_collections.takelan.multiall.plugins.module_utils._dns_tsig import DEFAULT_KEY_FILE
 from ansible_collections.takelan.multiall.plugins.module_utils._located_yaml import (
+    LocatedDict,
     Mark,
     SourceError,
     load_located_file,
@@ -27,6 +30,44 @@ from ansible_collections.takelan.multiall.plugins.module_utils.pools import Pool
 from ansible_collections.takelan.multiall.plugins.module_utils.tns import EVENT_TYPES
 
 DEFAULT_PATH = "/etc/multiall/connector.yml"
+# Shortest probe key accepted: 128 bits as hex (the tns role generates 256).
+MIN_PROBE_KEY = 32
+_ROLE_HINT = "the takelan.multiall.tns role generates it and keeps it in /etc/multiall"
+
+
+class ConfigError(PoolModelError):
+    """connector.yml is invalid or lacks a secret; ``errors`` lists every problem."""
+
+    def __str__(self) -> str:
+        count = len(self.errors)
+        head = f"{count} problem{'s' if count != 1 else ''} in the connector configuration:"
+        return "\n".join([head, *(f"  {err}" for err in self.errors)])
+
+
+def check_gossip_key(value: str) -> str | None:
+    """Serf's ``encrypt_key``: base64 of 16, 24 or 32 bytes (``serf keygen``)."""
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return "not base64; expected a key from `serf keygen`"
+    if len(raw) not in (16, 24, 32):
+        return f"decodes to {len(raw)} bytes; Serf needs 16, 24 or 32 (`serf keygen`)"
+    return None
+
+
+def check_probe_key(value: str) -> str | None:
+    """A pool's probe key: long enough that it cannot be guessed."""
+    if len(value) < MIN_PROBE_KEY:
+        return f"too short ({len(value)} characters); at least {MIN_PROBE_KEY} are needed"
+    return None
+
+
+def _no_shared_secret(_value: Any) -> str:
+    return (
+        "one probe secret for every pool is no longer accepted: give one key per pool"
+        f" in probe.keys.<pool> ({_ROLE_HINT})"
+    )
+
 
 _RULE = Field(
     "object",
@@ -53,8 +94,8 @@ SPEC = Field(
                 "binary": Field("str"),
                 "port": Field("int", minimum=1, maximum=65535),
                 "rpc_port": Field("int", minimum=1, maximum=65535),
-                "rpc_auth": Field("str"),
-                "encrypt_key": Field("str"),
+                "rpc_auth": Field("str", check=check_probe_key),
+                "encrypt_key": Field("str", check=check_gossip_key),
                 "profile": Field("str", choices=("lan", "wan", "local")),
             },
         ),
@@ -64,7 +105,8 @@ SPEC = Field(
                 "port": Field("int", minimum=1, maximum=65535),
                 "interval": Field("number", minimum=0.05, maximum=10),
                 "dead_after": Field("number", minimum=0.1, maximum=60),
-                "secret": Field("str"),
+                "keys": Field("map", values=Field("str", check=check_probe_key)),
+                "secret": Field("str", check=_no_shared_secret),
             },
         ),
         "sbm": Field(
@@ -113,6 +155,8 @@ class ConnectorConfig:
     sbm: dict[str, Any] = field(default_factory=dict)
     dns: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+    # Where each top-level section starts, for messages about what it lacks.
+    marks: dict[str, Mark] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.serf = {
@@ -134,11 +178,11 @@ class ConnectorConfig:
 
 
 def load_config(path: str = DEFAULT_PATH) -> ConnectorConfig:
-    """Load and validate; raises PoolModelError listing every problem."""
+    """Load and validate; raises ConfigError listing every problem."""
     try:
         raw = load_located_file(path)
     except SourceError as exc:
-        raise PoolModelError([exc]) from None
+        raise ConfigError([exc]) from None
     validator = Validator()
     data = validator.validate(raw, SPEC, (), getattr(raw, "mark", None) or Mark(path, 1, 1))
     for index, rule in enumerate(
@@ -152,5 +196,43 @@ def load_config(path: str = DEFAULT_PATH) -> ConnectorConfig:
                     ("watcher", "rules", index, "events"),
                 )
     if validator.errors:
-        raise PoolModelError(validator.errors)
-    return ConnectorConfig(**dict(data), source=path)
+        raise ConfigError(validator.errors)
+    top = getattr(data, "mark", None) or Mark(path, 1, 1)
+    marks = {
+        key: (data.mark_of(key) if isinstance(data, LocatedDict) else None) or top
+        for key in ("serf", "probe")
+    }
+    return ConnectorConfig(**dict(data), source=path, marks=marks)
+
+
+def require_secrets(cfg: ConnectorConfig, pools: list[str]) -> None:
+    """Refuse to start without a gossip key and a probe key for each of the node's pools.
+
+    Without them gossip would be clear text and any host on the network could
+    sign probe packets: never run like that silently. Raises ConfigError
+    naming the file, the setting and where it comes from.
+    """
+    errors = []
+    top = Mark(cfg.source or DEFAULT_PATH, 1, 1)
+    if not cfg.serf.get("encrypt_key"):
+        errors.append(
+            SourceError(
+                "missing: the Serf gossip key (`serf keygen`) that encrypts gossip;"
+                f" {_ROLE_HINT} (serf.key)",
+                cfg.marks.get("serf", top),
+                "serf.encrypt_key",
+            )
+        )
+    keys = cfg.probe.get("keys") or {}
+    for pool in pools:
+        if not keys.get(pool):
+            errors.append(
+                SourceError(
+                    f"missing: the probe key of pool {pool!r}, which signs this node's"
+                    f" probe packets to that pool's peers; {_ROLE_HINT} (probe-keys.yml)",
+                    cfg.marks.get("probe", top),
+                    f"probe.keys.{pool}",
+                )
+            )
+    if errors:
+        raise ConfigError(errors)

@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -33,12 +34,12 @@ from ansible_collections.takelan.multiall.plugins.module_utils.tns import (
 )
 
 from . import __version__, sbm_answer
-from .config import ConnectorConfig
+from .config import ConnectorConfig, require_secrets
 from .control import ControlServer
 from .dns_reconciler import DnsReconciler
 from .journal import Journal
 from .metrics import Metrics
-from .probe import Prober
+from .probe import Prober, next_epoch
 from .sbm_scheduler import SbmScheduler
 from .serf import SerfClient, SerfError, rtt_ms
 from .watcher import Watcher
@@ -90,17 +91,23 @@ class Connector:
         self.started = time.monotonic()
         self.baseline = False  # no events until the first full view of every pool
         self._coords_at = 0.0
-        secret = cfg.probe.get("secret") or cfg.serf.get("encrypt_key") or "multiall"
+        # Keys: gossip encrypted, one probe key per pool, Serf RPC never open
+        # (docs/security.md). The RPC token is the daemon's own secret: when the
+        # config gives none, a random one per start (the daemon is its only client).
+        require_secrets(cfg, self.pools)
+        cfg.serf["rpc_auth"] = cfg.serf.get("rpc_auth") or secrets.token_urlsafe(32)
         self.prober = Prober(
             self.node,
             self.peers,
             int(cfg.probe["port"]),
-            secret.encode(),
+            {p: str(k).encode() for p, k in cfg.probe["keys"].items()},
+            {p: self.model.members(p) for p in self.pools},
             float(cfg.probe["interval"]),
             float(cfg.probe["dead_after"]),
             self.dirty.set,
             self._maint_seen,
             lambda: self.sbm_tag,
+            epoch=next_epoch(cfg.state_dir),
         )
         self.watcher = Watcher(self, cfg.watcher, self.journal)
         self.sbm_tag = "3"
@@ -300,14 +307,6 @@ class Connector:
                 serf[self.node] = SerfMember(
                     self.node, self.address, "alive", {"maint": self.maint_tag, "sbm": self.sbm_tag}
                 )
-            observations = self.prober.observations()
-            for peer, code in self.prober.peer_sbm.items():
-                member = serf.get(peer)
-                if member is not None and peer in observations and member.tags.get("sbm") != code:
-                    # A fresh SBM status from the peer's own probe beats the gossiped tag.
-                    serf[peer] = SerfMember(
-                        member.name, member.address, member.status, {**member.tags, "sbm": code}
-                    )
             mine = self.coords.get(self.node)
             rtts = {n: rtt_ms(mine, self.coords.get(n)) for n in self.peers}
             rtts = {n: v for n, v in rtts.items() if v is not None}
@@ -321,7 +320,11 @@ class Connector:
                     declared <= set(self.serf_members) or time.monotonic() - self.started > 15
                 )
             for pool in self.pools:
-                new = pool_topology(pool, self.model.members(pool), serf, observations, rtts)
+                # Only what was signed with this pool's key decides this pool.
+                observations = self.prober.observations(pool=pool)
+                new = pool_topology(
+                    pool, self.model.members(pool), self._probe_sbm(serf, pool), observations, rtts
+                )
                 events = topology_events(self.topology.get(pool), new) if emit else []
                 self.topology[pool] = new
                 self.dns.observe(pool, new)
@@ -329,6 +332,18 @@ class Connector:
                     await self.publish(event)
                 self.metrics.topology(new, self.prober.rtt_ms)
             await asyncio.sleep(0.02)  # coalesce bursts
+
+    def _probe_sbm(self, serf: dict[str, SerfMember], pool: str) -> dict[str, SerfMember]:
+        """SERF with each peer's fresh SBM status from its probes of POOL, which beats
+        the gossiped tag (Serf coalesces tag updates for ~1 s)."""
+        out = dict(serf)
+        for peer, code in self.prober.sbm(pool).items():
+            member = out.get(peer)
+            if member is not None and member.tags.get("sbm") != code:
+                out[peer] = SerfMember(
+                    member.name, member.address, member.status, {**member.tags, "sbm": code}
+                )
+        return out
 
     async def publish(self, event: dict[str, Any]) -> None:
         """Journal an event, stream it to followers, hand it to the watcher, count it."""
@@ -352,6 +367,14 @@ class Connector:
             "serf": {n: m.status for n, m in sorted(self.serf_members.items())},
             "probe_rtt_ms": self.prober.rtt_ms,
             "probe_rejected": self.prober.rejected,
+            "probe_replayed": self.prober.replayed,
+            # Seconds since each peer's last accepted probe packet (any shared pool).
+            "probe_heard_s": {
+                peer: round(time.monotonic() - when, 3)
+                for peer, when in sorted(self.prober.last_heard.items())
+            },
+            # Peers whose probes are refused because the clocks disagree: {peer: seconds ahead}.
+            "probe_clock_skew": self.prober.skewed(),
             "maintenance": self.maint_tag,
         }
 

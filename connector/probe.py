@@ -2,14 +2,36 @@
 
 Every ``interval`` each node sends a UDP ping to every pool peer; a peer not
 heard from for ``dead_after`` seconds is unreachable *in this node's view*.
-Each ping and pong carries the sender's whole view (``{peer: reachable}``) and
-the maintenance flags it has seen through Serf, so every node learns every
-peer's opinion within one interval, directly, without waiting for gossip. The
-verdict (a strict majority of observers) is made by ``module_utils/tns.py``.
+Each ping and pong carries, per pool the two nodes share, the sender's view of
+that pool (``{member: reachable}``), the maintenance tags it has seen and its
+own SBM status, so every node learns every peer's opinion within one interval,
+directly, without waiting for gossip. The verdict (a strict majority of
+observers) is made by ``module_utils/tns.py``.
 
-Packets are JSON with an HMAC-SHA256 over the body keyed by the pool secret:
-a packet that is malformed, unsigned, signed with another key, from an unknown
-node or stale is dropped and counted, never acted on.
+Trust (docs/security.md, "TNS"):
+
+* **One key per pool.** A packet carries one section per pool the sender shares
+  with the receiver and one HMAC-SHA256 per section's pool, each keyed with that
+  pool's key and covering the whole body. The receiver keeps only the sections
+  whose pool MAC verified with its own key of that pool, and only when the
+  sender is a member of that pool: a node of pool A (holding A's key only)
+  cannot speak for pool B. One packet per peer, however many pools they share.
+* **No replay.** Every packet carries the sender's ``epoch`` (strictly greater
+  at every start, persisted in the state directory) and a counter ``seq``; per
+  sender and pool the receiver accepts only an ``(epoch, seq)`` newer than the
+  last one it accepted. A captured packet sent again is refused, so it cannot
+  keep a dead peer reachable, re-assert an old SBM status or fake a maintenance
+  acknowledgement. A restarted sender is accepted from its first packet (its
+  new epoch is greater).
+* **Bounded clock skew.** A packet whose timestamp is more than ``MAX_SKEW``
+  seconds from the receiver's clock is refused (that bounds what a receiver
+  that has just restarted, and so forgot the last sequence numbers, accepts).
+  Refusals for skew are never silent: ``skewed()`` feeds ``multiall status``
+  and a warning is logged once a minute per peer.
+
+Anything malformed, unsigned, signed with no key the receiver holds, from an
+unknown node or from the wrong source address is dropped and counted, never
+acted on.
 """
 
 from __future__ import annotations
@@ -20,129 +42,276 @@ import hashlib
 import hmac
 import json
 import logging
+import math
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 log = logging.getLogger("multiall.probe")
 MAX_SKEW = 30.0
+# How long a refusal for clock skew is reported by ``skewed()``, and how often it is logged.
+SKEW_REPORT_FOR = 10.0
+LOG_EVERY = 60.0
+EPOCH_FILE = "probe.epoch"
 
 
-def sign(secret: bytes, body: bytes) -> bytes:
-    """Body + '.' + hex HMAC; the receiver recomputes it."""
-    return body + b"." + hmac.new(secret, body, hashlib.sha256).hexdigest().encode()
+def _mac(key: bytes, pool: str, body: bytes) -> bytes:
+    # The pool name is inside the MAC: one key reused for two pools still
+    # cannot move a section from one pool to the other.
+    return hmac.new(key, pool.encode() + b"\0" + body, hashlib.sha256).hexdigest().encode()
 
 
-def verify(secret: bytes, packet: bytes) -> dict[str, Any] | None:
-    """The decoded message, or None when the packet is not ours or not intact."""
-    body, _dot, mac = packet.rpartition(b".")
-    if not body or not hmac.compare_digest(
-        mac, hmac.new(secret, body, hashlib.sha256).hexdigest().encode()
-    ):
+def seal(keys: Mapping[str, bytes], msg: dict[str, Any]) -> bytes:
+    """Encode MSG and sign it once per pool in ``msg["pools"]`` (body '.' mac,mac...)."""
+    body = json.dumps(msg, separators=(",", ":"), sort_keys=True).encode()
+    return body + b"." + b",".join(_mac(keys[p], p, body) for p in sorted(msg["pools"]))
+
+
+def open_packet(
+    keys: Mapping[str, bytes], packet: bytes
+) -> tuple[dict[str, Any], list[str]] | None:
+    """The decoded message and the pools whose MAC verified, or None.
+
+    None when the packet is not well formed or no pool MAC verifies with a key
+    this node holds. Sections of pools that did not verify must be ignored.
+    """
+    body, _dot, macs = packet.rpartition(b".")
+    if not body:
         return None
     try:
         msg = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
-    if (
-        not isinstance(msg, dict)
-        or msg.get("t") not in ("ping", "pong")
-        or not isinstance(msg.get("from"), str)
+    if not _well_formed(msg):
+        return None
+    pools = sorted(msg["pools"])
+    signatures = macs.split(b",")
+    if len(signatures) != len(pools):
+        return None
+    verified = [
+        pool
+        for pool, mac in zip(pools, signatures, strict=True)
+        if pool in keys and hmac.compare_digest(mac, _mac(keys[pool], pool, body))
+    ]
+    return (msg, verified) if verified else None
+
+
+def _well_formed(msg: Any) -> bool:
+    if not isinstance(msg, dict) or msg.get("t") not in ("ping", "pong"):
+        return False
+    if not isinstance(msg.get("from"), str) or not isinstance(msg.get("pools"), dict):
+        return False
+    if not all(
+        isinstance(msg.get(k), int) and not isinstance(msg.get(k), bool) for k in ("ep", "seq")
     ):
-        return None
-    if (
-        not isinstance(msg.get("view", {}), dict)
-        or abs(time.time() - float(msg.get("ts", 0))) > MAX_SKEW
-    ):
-        return None
-    return msg
+        return False
+    ts = msg.get("ts")
+    if not isinstance(ts, (int, float)) or isinstance(ts, bool) or not math.isfinite(ts):
+        return False  # NaN would pass every skew comparison
+    return all(
+        isinstance(section, dict)
+        and isinstance(section.get("view", {}), dict)
+        and isinstance(section.get("maint", {}), dict)
+        for section in msg["pools"].values()
+    )
+
+
+def next_epoch(state_dir: str) -> int:
+    """This start's epoch: greater than every earlier one of this node.
+
+    Milliseconds of the wall clock, but never less than the last epoch + 1
+    (kept in ``state_dir``), so a clock set back between two starts still
+    yields a newer epoch and peers accept the restarted node.
+    """
+    path = os.path.join(state_dir, EPOCH_FILE)
+    last = 0
+    with contextlib.suppress(OSError, ValueError), open(path, encoding="ascii") as handle:
+        last = int(handle.read().strip() or 0)
+    epoch = max(last + 1, int(time.time() * 1000))
+    os.makedirs(state_dir, exist_ok=True)
+    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(f"{epoch}\n")
+    os.replace(path + ".tmp", path)
+    return epoch
 
 
 class Prober(asyncio.DatagramProtocol):
-    """Sends pings, answers them, and keeps every node's latest view."""
+    """Sends pings, answers them, and keeps every peer's latest view per pool."""
 
     def __init__(
         self,
         node: str,
         peers: dict[str, str],
         port: int,
-        secret: bytes,
+        keys: Mapping[str, bytes],
+        pools: Mapping[str, list[str]],
         interval: float,
         dead_after: float,
         on_change: Callable[[], None],
         maint_seen: Callable[[], dict[str, str]],
         own_sbm: Callable[[], str] = lambda: "",
+        epoch: int | None = None,
     ) -> None:
-        self.node, self.peers, self.port, self.secret = node, dict(peers), port, secret
+        """``pools``: the members of every pool this node is in; ``keys``: their probe keys."""
+        self.node, self.peers, self.port = node, dict(peers), port
+        self.keys = {p: k for p, k in keys.items() if p in pools}
+        self.pools = {p: list(m) for p, m in pools.items()}
+        # The pools this node shares with each peer: what it may tell it and hear from it.
+        self.shared = {
+            peer: sorted(p for p, members in self.pools.items() if peer in members)
+            for peer in self.peers
+        }
         self.interval, self.dead_after = interval, dead_after
         self.on_change, self.maint_seen, self.own_sbm = on_change, maint_seen, own_sbm
-        self.peer_sbm: dict[str, str] = {}
+        self.epoch = epoch if epoch is not None else int(time.time() * 1000)
+        self.seq = 0
         self.transport: asyncio.DatagramTransport | None = None
-        # When (monotonic) each peer last sent us a valid signed packet, ping or pong.
-        self.last_heard: dict[str, float] = {}
-        self.rtt_ms: dict[str, float] = {}
-        self.views: dict[str, tuple[float, dict[str, bool]]] = {}
+        # Per pool, when (monotonic) each peer last sent us a section of that pool.
+        self.heard: dict[str, dict[str, float]] = {p: {} for p in self.pools}
+        self.views: dict[str, dict[str, tuple[float, dict[str, bool]]]] = {
+            p: {} for p in self.pools
+        }
+        self.peer_sbm: dict[str, dict[str, str]] = {p: {} for p in self.pools}
         self.peer_maint_seen: dict[str, dict[str, str]] = {}
-        self.rejected = 0
+        self.rtt_ms: dict[str, float] = {}
+        # (peer, pool) -> the newest (epoch, seq) accepted: anything not newer is a replay.
+        self.accepted: dict[tuple[str, str], tuple[int, int]] = {}
+        self.rejected = 0  # not ours: unsigned, wrong key, unknown sender, wrong source
+        self.replayed = 0  # signed, but not newer than the last accepted from that sender
+        self.skew: dict[str, tuple[float, float]] = {}  # peer -> (seconds, monotonic when)
+        self._logged: dict[tuple[str, str], float] = {}
         self.started = time.monotonic()
-        self._view: dict[str, bool] = {}
+        self._view: dict[str, dict[str, bool]] = {p: {} for p in self.pools}
+        self._stale: list[tuple[str, str]] = []
+
+    @property
+    def last_heard(self) -> dict[str, float]:
+        """When each peer was last heard from in any shared pool (monotonic)."""
+        out: dict[str, float] = {}
+        for heard in self.heard.values():
+            for peer, when in heard.items():
+                out[peer] = max(when, out.get(peer, when))
+        return out
 
     # -- protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        msg = verify(self.secret, data)
-        sender = msg.get("from") if msg else None
-        if msg is None or sender not in self.peers or self.peers[sender] != addr[0]:
+        opened = open_packet(self.keys, data)
+        msg, verified = opened if opened else ({}, [])
+        sender = msg.get("from")
+        if not opened or sender not in self.peers or self.peers[sender] != addr[0]:
             self.rejected += 1
             return
+        # Only pools the sender is a member of and this node shares with it.
+        verified = [p for p in verified if p in self.shared[sender]]
+        if not verified:
+            self.rejected += 1
+            return
+        # Not newer than what was accepted is a replay whatever its timestamp says.
+        stamp = (int(msg["ep"]), int(msg["seq"]))
+        fresh = [p for p in verified if stamp > self.accepted.get((sender, p), (-1, -1))]
+        if not fresh:
+            self.replayed += 1
+            self._warn(
+                sender,
+                "replay",
+                "probe packet from %s refused: not newer than the last one accepted"
+                " (a replay, or its state directory was reset while its clock went back)",
+                sender,
+            )
+            return
+        skew = float(msg["ts"]) - time.time()
+        if abs(skew) > MAX_SKEW:
+            self.skew[sender] = (skew, time.monotonic())
+            self._warn(
+                sender,
+                "skew",
+                "probe packets from %s refused: its clock is %.1f s %s this node's"
+                " (limit %g s); peers cannot see each other until the clocks agree (NTP)",
+                sender,
+                abs(skew),
+                "ahead of" if skew > 0 else "behind",
+                MAX_SKEW,
+            )
+            return
+        self.skew.pop(sender, None)
         now = time.monotonic()
-        view = {str(k): bool(v) for k, v in msg.get("view", {}).items()}
-        previous = self.views.get(sender)
-        self.views[sender] = (now, view)
-        self.peer_maint_seen[sender] = {str(k): str(v) for k, v in (msg.get("maint") or {}).items()}
-        sbm = str(msg.get("sbm", ""))[:16]
-        if sbm and self.peer_sbm.get(sender) != sbm:
-            # The SBM status travels here too: Serf coalesces tag updates for ~1 s.
-            self.peer_sbm[sender] = sbm
-            self.on_change()
-        was_reachable = self._view.get(sender, True)
-        self.last_heard[sender] = now  # any signed packet proves the path from the peer works
+        changed = False
+        for pool in fresh:
+            self.accepted[(sender, pool)] = stamp
+            changed |= self._accept_section(pool, sender, msg["pools"][pool], now)
+        was_reachable = all(self._view[p].get(sender, True) for p in fresh)
         if msg["t"] == "ping" and msg.get("rtt"):
-            self._send("pong", sender, echo=msg.get("ts"))
+            self._send("pong", sender, echo=msg["ts"])
         elif msg["t"] == "pong":
             echo = msg.get("echo")
             if isinstance(echo, (int, float)):
                 self.rtt_ms[sender] = round(max(0.0, (time.time() - echo) * 1000), 3)
         if not was_reachable:
             self._refresh()  # a peer came back: say so now, not at the next tick
-        # Only a changed opinion matters: most packets repeat the last one.
-        if previous is None or previous[1] != view:
+        if changed:
             self.on_change()
+
+    def _accept_section(self, pool: str, sender: str, section: dict, now: float) -> bool:
+        """Take one verified, fresh section; True when the sender's opinion changed."""
+        members = self.pools[pool]
+        view = {str(k): bool(v) for k, v in section.get("view", {}).items() if k in members}
+        previous = self.views[pool].get(sender)
+        self.views[pool][sender] = (now, view)
+        self.heard[pool][sender] = now  # any accepted packet proves the path from the peer works
+        seen = self.peer_maint_seen.setdefault(sender, {})
+        seen.update({str(k): str(v) for k, v in section.get("maint", {}).items() if k in members})
+        changed = previous is None or previous[1] != view  # most packets repeat the last one
+        sbm = str(section.get("sbm", ""))[:16]
+        if sbm and self.peer_sbm[pool].get(sender) != sbm:
+            # The SBM status travels here too: Serf coalesces tag updates for ~1 s.
+            self.peer_sbm[pool][sender] = sbm
+            changed = True
+        return changed
+
+    def _warn(self, peer: str, kind: str, fmt: str, *args: Any) -> None:
+        """Log a refusal at most once a minute per peer and kind: never silent, never a flood."""
+        now = time.monotonic()
+        if now - self._logged.get((peer, kind), -LOG_EVERY) >= LOG_EVERY:
+            self._logged[(peer, kind)] = now
+            log.warning(fmt, *args)
 
     def error_received(self, exc: Exception) -> None:  # unreachable ports etc.
         log.debug("probe socket error: %s", exc)
 
     # -- sending
     def _send(self, kind: str, peer: str, echo: float | None = None, rtt: bool = False) -> None:
-        if self.transport is None:
+        if self.transport is None or not self.shared.get(peer):
             return
-        body = {
+        maint = self.maint_seen()
+        sbm = self.own_sbm()
+        self.seq += 1
+        msg: dict[str, Any] = {
             "t": kind,
             "from": self.node,
+            "ep": self.epoch,
+            "seq": self.seq,
             "ts": time.time(),
-            "view": self._view,
-            "maint": self.maint_seen(),
-            "sbm": self.own_sbm(),
+            "pools": {
+                pool: {
+                    "view": self._view[pool],
+                    "maint": {m: maint[m] for m in self.pools[pool] if m in maint},
+                    "sbm": sbm,
+                }
+                for pool in self.shared[peer]
+                if pool in self.keys
+            },
         }
         if echo is not None:
-            body["echo"] = echo
+            msg["echo"] = echo
         if rtt:
-            body["rtt"] = 1
-        packet = sign(self.secret, json.dumps(body, separators=(",", ":")).encode())
+            msg["rtt"] = 1
         with contextlib.suppress(OSError):
-            self.transport.sendto(packet, (self.peers[peer], self.port))
+            self.transport.sendto(seal(self.keys, msg), (self.peers[peer], self.port))
 
     async def run(self) -> None:
         """Ping every peer each interval and re-evaluate reachability.
@@ -161,29 +330,72 @@ class Prober(asyncio.DatagramProtocol):
 
     # -- views
     def _refresh(self) -> None:
-        """Re-evaluate this node's own view; signal only when it changed."""
+        """Re-evaluate this node's own view of every pool; signal only when it changed."""
         now = time.monotonic()
         grace = now - self.started < self.dead_after * 2  # no verdicts before peers had a chance
-        view = {}
-        for peer in self.peers:
-            last = self.last_heard.get(peer)
-            view[peer] = (
-                True
-                if grace and last is None
-                else (last is not None and now - last <= self.dead_after)
-            )
-        if view != self._view:
-            self._view = view
-            self.on_change()
+        changed = False
+        for pool, members in self.pools.items():
+            view = {}
+            for peer in members:
+                if peer == self.node:
+                    continue
+                last = self.heard[pool].get(peer)
+                view[peer] = (
+                    True
+                    if grace and last is None
+                    else (last is not None and now - last <= self.dead_after)
+                )
+            if view != self._view[pool]:
+                self._view[pool] = view
+                changed = True
         # An observer whose view just went stale stops counting: re-evaluate.
-        stale = [n for n, (t, _view) in self.views.items() if now - t > 2.0]
-        if stale != getattr(self, "_stale", []):
+        stale = sorted(
+            (p, n)
+            for p, views in self.views.items()
+            for n, (t, _v) in views.items()
+            if now - t > 2.0
+        )
+        if stale != self._stale:
             self._stale = stale
+            changed = True
+        if changed:
             self.on_change()
 
-    def observations(self, max_age: float = 2.0) -> dict[str, dict[str, bool]]:
-        """Every fresh view, this node's own included: ``{observer: {peer: reachable}}``."""
+    def observations(
+        self, max_age: float = 2.0, pool: str | None = None
+    ) -> dict[str, dict[str, bool]]:
+        """Every fresh view, this node's own included: ``{observer: {peer: reachable}}``.
+
+        With ``pool``, only what was signed with that pool's key (what the
+        pool's verdict may use); without, every pool's views merged.
+        """
         now = time.monotonic()
-        out = {n: v for n, (t, v) in self.views.items() if now - t <= max_age}
-        out[self.node] = dict(self._view)
+        out: dict[str, dict[str, bool]] = {}
+        for name in [pool] if pool is not None else list(self.pools):
+            for observer, (t, view) in self.views[name].items():
+                if now - t <= max_age:
+                    out.setdefault(observer, {}).update(view)
+            out.setdefault(self.node, {}).update(self._view[name])
         return out
+
+    def sbm(self, pool: str, max_age: float = 2.0) -> dict[str, str]:
+        """The SBM status each peer sent in its fresh sections of ``pool``."""
+        now = time.monotonic()
+        views = self.views[pool]
+        return {
+            peer: code
+            for peer, code in self.peer_sbm[pool].items()
+            if peer in views and now - views[peer][0] <= max_age
+        }
+
+    def skewed(self) -> dict[str, float]:
+        """Peers whose packets were refused for clock skew just now: ``{peer: seconds}``.
+
+        Positive when the peer's clock is ahead of this node's.
+        """
+        now = time.monotonic()
+        return {
+            peer: round(seconds, 1)
+            for peer, (seconds, when) in sorted(self.skew.items())
+            if now - when <= SKEW_REPORT_FOR
+        }

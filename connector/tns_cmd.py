@@ -53,6 +53,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(reply, indent=2))
         return 0
     print(f"node {reply['node']} ({reply['address']}), connector {reply['version']}")
+    for peer, skew in (reply.get("probe_clock_skew") or {}).items():
+        # Refused probes look like a dead peer: say why, or a partition looks like a failure.
+        side = "ahead of" if skew > 0 else "behind"
+        print(
+            f"WARNING: probes from {peer} are refused: its clock is {abs(skew):.1f} s {side}"
+            " this node's (limit 30 s); fix NTP on both nodes"
+        )
     for pool, topo in reply["pools"].items():
         quorum = "yes" if topo["quorum"] else "NO"
         print(

@@ -9,6 +9,7 @@ control socket is ``/run/lab/connector.sock`` so the host reaches it at
 from __future__ import annotations
 
 import contextlib
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -22,6 +23,7 @@ from ansible_collections.takelan.multiall.plugins.module_utils._control import (
     ControlError,
     control_request,
 )
+from ansible_collections.takelan.multiall.plugins.module_utils.pools import load
 
 from .core import Lab, LabError
 
@@ -42,6 +44,18 @@ def cluster_key(lab: Lab) -> str:
     return path.read_text().strip()
 
 
+def pool_keys(lab: Lab) -> dict[str, str]:
+    """One probe key per pool of the lab's model, generated once per lab (0600)."""
+    path = lab.state_dir / "probe-keys.yml"
+    keys: dict[str, str] = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+    pools = load(str(lab.inventory_path)).pools
+    if set(pools) - set(keys):
+        keys.update({pool: secrets.token_hex(32) for pool in pools if pool not in keys})
+        path.write_text(yaml.safe_dump(keys))
+        path.chmod(0o600)
+    return keys
+
+
 def install_connector(
     lab: Lab, node: str, rules: list[dict[str, Any]] | None = None, **overrides: Any
 ) -> None:
@@ -51,14 +65,17 @@ def install_connector(
     etc.mkdir(parents=True, exist_ok=True)
     (etc / "pools.yml").write_text(lab.inventory_path.read_text())
     key = cluster_key(lab)
+    # Each node holds the keys of its own pools only, and its own Serf RPC token.
+    pools = load(str(lab.inventory_path)).node_pools(node)
+    probe_keys = {pool: secret for pool, secret in pool_keys(lab).items() if pool in pools}
     config: dict[str, Any] = {
         "node": node,
         "pools_file": "/etc/multiall/pools.yml",
         "state_dir": "/var/lib/multiall",
         "control_socket": NODE_SOCKET,
         "metrics": "127.0.0.1:9273",
-        "serf": {"rpc_auth": key[:16], "encrypt_key": key, "profile": "local"},
-        "probe": {"secret": key},
+        "serf": {"rpc_auth": secrets.token_hex(24), "encrypt_key": key, "profile": "local"},
+        "probe": {"keys": probe_keys},
         "watcher": {"rules": rules or [], "debounce": 0.5, "inventory": "/etc/multiall/pools.yml"},
     }
     for section, value in overrides.items():

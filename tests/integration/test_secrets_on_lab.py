@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lab.core import checkout_env
+from connector.ansible_env import ansible_env
 from lab.dns import install_dns
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,7 +47,7 @@ def run_tns(lab) -> str:
         ],
         capture_output=True,
         text=True,
-        env=checkout_env(),
+        env=ansible_env(),
         check=False,
         timeout=600,
     )
@@ -64,7 +64,8 @@ def secrets_of(lab) -> dict[str, str]:
         config = yaml.safe_load((etc / "connector.yml").read_text())
         found[f"{node} serf.encrypt_key"] = config["serf"]["encrypt_key"]
         found[f"{node} serf.rpc_auth"] = config["serf"]["rpc_auth"]
-        found[f"{node} probe.secret"] = config["probe"]["secret"]
+        for pool, key in config["probe"]["keys"].items():
+            found[f"{node} probe.keys.{pool}"] = key
     bind = lab.node_root("ns1") / "etc" / "bind"
     for path in [bind / "rndc.key", *sorted((bind / "multiall" / "keys").glob("*.key"))]:
         for index, secret in enumerate(SECRET_RE.findall(path.read_text())):
@@ -88,6 +89,8 @@ def test_role_output_never_shows_a_secret_and_keys_are_private(lab_module):
     assert len(secrets) >= 11 and all(secrets.values()), secrets
     files = [
         lab.node_root("n1") / "etc/multiall/serf.key",
+        lab.node_root("n1") / "etc/multiall/probe-keys.yml",
+        lab.node_root("n1") / "etc/multiall/serf-rpc.key",
         lab.node_root("n1") / "etc/multiall/dns/web.key",
         *sorted((lab.node_root("ns1") / "etc/bind/multiall/keys").glob("*.key")),
     ]

@@ -173,6 +173,61 @@ def test_connector_rejects_forged_probe_packets(tns_lab):
     assert state_of(tns_lab, "n3", "web", "n2") != "failed"
 
 
+# Captures, in a node's namespace, the payloads of probe packets sent by SOURCE.
+SNIFF = r"""
+import socket, struct, sys
+sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+sock.settimeout(10)
+out = []
+while len(out) < 5:
+    ip = sock.recv(65535)[14:]
+    if ip[9] != 17 or socket.inet_ntoa(ip[12:16]) != sys.argv[1]:
+        continue
+    head = (ip[0] & 15) * 4
+    if struct.unpack("!H", ip[head + 2 : head + 4])[0] == 7947:
+        out.append(ip[head + 8 :].hex())
+print(" ".join(out))
+"""
+# Sends the captured payloads again and again from the node's own address.
+REPLAY = r"""
+import socket, sys, time
+packets = [bytes.fromhex(h) for h in sys.argv[3:]]
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind((sys.argv[1], 0))
+while True:
+    for packet in packets:
+        sock.sendto(packet, (sys.argv[2], 7947))
+        time.sleep(0.05)
+"""
+
+
+def test_replayed_probe_packets_do_not_keep_a_dead_peer_reachable(tns_lab):
+    lab = tns_lab
+    captured = lab.exec("n3", ["python3", "-c", SNIFF, "198.18.0.12"]).stdout.split()
+    assert len(captured) == 5
+    before = control(lab, "n3", {"op": "status"})["probe_replayed"]
+    lab.service_stop("n2", "connector")
+    # An attacker on n2's address re-sends n2's genuine, correctly signed packets.
+    lab.service_start(
+        "n2", "replay", ["python3", "-c", REPLAY, "198.18.0.12", "198.18.0.13", *captured]
+    )
+    try:
+        status = wait_for(
+            lambda: (
+                (s := control(lab, "n3", {"op": "status"}))["probe_heard_s"].get("n2", 0) > 2
+                and s["probe_replayed"] >= before + 10
+                and s
+            ),
+            30,
+            "n3 to stop hearing n2 while its old packets are replayed",
+        )
+        assert status["probe_heard_s"]["n2"] > 2
+    finally:
+        lab.service_stop("n2", "replay")
+        start_connector(lab, "n2")
+    wait_converged(lab, ["n2", "n3"], timeout=60)
+
+
 def test_connector_survives_restart_without_losing_its_journal(tns_lab):
     lab = tns_lab
     before = control(lab, "n1", {"op": "events"})["events"]

@@ -23,7 +23,13 @@ pools:
 def connector(tmp_path: Path) -> Connector:
     pools = tmp_path / "pools.yml"
     pools.write_text(MODEL)
-    cfg = ConnectorConfig(node="web1", pools_file=str(pools), state_dir=str(tmp_path))
+    cfg = ConnectorConfig(
+        node="web1",
+        pools_file=str(pools),
+        state_dir=str(tmp_path),
+        serf={"encrypt_key": "ggosci2PNEFAPtchZFwO6KYNO0gFsH112VVbvI78Kv8="},
+        probe={"keys": {"web": "k" * 64}},
+    )
     return Connector(cfg)
 
 
