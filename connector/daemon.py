@@ -411,7 +411,11 @@ class Connector:
         if journal:
             out["journal"] = {"path": self.journal.path, **journal}
         if self.journal.moved_aside:
-            out["journal_moved_aside"] = self.journal.moved_aside
+            out["journal_corrupt"] = {
+                "error": f"the journal was corrupt at start-up: kept as {self.journal.moved_aside},"
+                " a new one started (salvage with: sqlite3 <that file> .recover)",
+                "path": self.journal.moved_aside,
+            }
         if self.serf_rpc.as_dict():
             out["serf_rpc"] = self.serf_rpc.as_dict()
         return out

@@ -3,9 +3,9 @@
 The daemon keeps working through faults of its parts (the journal's disk, the
 Serf agent's RPC): detecting members and serving DNS matter more than any one
 of them. A fault that repeats on every retry must not flood the log, and must
-not hide either, so each part keeps one ``Fault``: the first failure and every
-new message are logged at once, a repeat at most every ``every`` seconds with
-the number of failures since, and the recovery once. ``multiall status``
+not hide either, so each part keeps one ``Fault``: the first failure is logged
+at once, then the latest one at most every ``every`` seconds with the number of
+failures since, and the recovery once. ``multiall status``
 shows the current fault, so an operator sees it without reading the log.
 """
 
@@ -30,18 +30,19 @@ class Fault:
         self._unlogged = 0
 
     def failed(self, message: str, **fields: Any) -> None:
-        """Record one failure; log it unless the same message was logged just now.
+        """Record one failure; log the first, then at most one every ``every`` seconds.
 
         MESSAGE is logged as it is: it should name the part, the file or address
         and what to do.
         """
         now = time.monotonic()
-        new = message != self.error
-        if self.error is None:
+        first = self.error is None
+        if first:
             self.since, self.failures = time.time(), 0
         self.failures += 1
         self.error = message
-        if new or now - self._logged_at >= self.every:
+        # Not "every new message": a part whose errors alternate would flood the log.
+        if first or now - self._logged_at >= self.every:
             repeats = {"repeats": self._unlogged} if self._unlogged else {}
             self.log.log(
                 self.level,
