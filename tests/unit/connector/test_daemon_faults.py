@@ -128,12 +128,14 @@ def test_hung_checks_never_stall_dns_or_event_publishing(tmp_path, monkeypatch):
     checks = SbmScheduler(rules, publish)
 
     async def scenario():
+        try:
+            return await asyncio.wait_for(steps(), 3 * GUARD)
+        finally:  # let the hung threads go before asyncio.run waits for its pool's threads
+            release.set()
+
+    async def steps():
         task = asyncio.create_task(checks.run())
-        while len(hung) < len(rules):  # every rule's check is stuck in its thread
-            await asyncio.sleep(0.01)
-        while not all(  # and each rule's next round found its check still hung
-            "no new check starts" in getattr(checks.last.get(r), "message", "") for r in rules
-        ):
+        while len(checks.last) < len(rules):  # every rule's first check has hung past its timeout
             await asyncio.sleep(0.05)
         # n3 fails: the leader n1 (quorum, fresh contact with n2) takes it out of DNS ...
         connector.prober.last_heard["n2"] = time.monotonic()
@@ -144,13 +146,14 @@ def test_hung_checks_never_stall_dns_or_event_publishing(tmp_path, monkeypatch):
         queue: asyncio.Queue = asyncio.Queue()
         connector.subscribers.add(queue)
         await asyncio.wait_for(connector.publish(event()), GUARD)
+        while not all(  # each rule's next round found its check still hung: no new thread
+            "no new check starts" in checks.last[r].message for r in rules
+        ):
+            await asyncio.sleep(0.05)
         task.cancel()
         return queue.get_nowait()
 
-    try:
-        got = asyncio.run(scenario())
-    finally:
-        release.set()
+    got = asyncio.run(scenario())
     assert dns.sent == [["n1", "n2"]]
     assert got["member"] == "n3" and isinstance(got["id"], int)
     # DNS-SA's own event was journaled too.
