@@ -71,7 +71,9 @@ def immutable(*paths: Path):
     done = []
     try:
         for path in paths:
-            if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode:
+            if subprocess.run(
+                ["chattr", "+i", str(path)], capture_output=True, check=False
+            ).returncode:
                 pytest.skip("chattr +i is not available here (needs root and ext4/xfs)")
             done.append(path)
         yield
@@ -188,7 +190,7 @@ def test_a_failing_journal_is_reported_and_events_still_flow(tmp_path, caplog):
             )
         await connector.publish(event("n3"))  # the journal works again
         unix.close()
-        return [queue.get_nowait() for _ in range(5)], status, shown
+        return [queue.get_nowait() for _count in range(5)], status, shown
 
     with caplog.at_level(logging.WARNING):
         got, status, shown = asyncio.run(scenario())
@@ -248,7 +250,7 @@ def test_a_run_waits_while_the_journal_fails_and_is_queued_when_it_works(tmp_pat
             runner.submit({"type": "member_failed", "pool": "web", "member": "n3"})
             await asyncio.sleep(0.3)
             assert runner.plays == [] and journal.fault.as_dict() is not None
-        for _ in range(int(GUARD / 0.05)):
+        for _attempt in range(int(GUARD / 0.05)):
             if runner.plays and journal.runs()[-1]["status"] == "successful":
                 break
             await asyncio.sleep(0.05)
