@@ -26,7 +26,7 @@ import pytest
 from ansible_collections.takelan.multiall.plugins.module_utils._dns_records import RRset
 from ansible_collections.takelan.multiall.plugins.module_utils.tns import SerfMember, pool_topology
 
-from connector import dns_reconciler, sbm_scheduler, watcher
+from connector import daemon, dns_reconciler, sbm_scheduler, watcher
 from connector.config import ConnectorConfig
 from connector.control import ControlServer
 from connector.daemon import Connector
@@ -205,6 +205,27 @@ def test_a_failing_journal_is_reported_and_events_still_flow(tmp_path, caplog):
     assert len(errors) == 1 and connector.journal.path in errors[0].getMessage()  # not 3
     assert any("recovered after 3 failures" in r.getMessage() for r in caplog.records)
     assert connector.status()["faults"] == {}
+
+
+def test_a_hung_journal_write_delays_an_event_briefly_and_is_kept(tmp_path, monkeypatch):
+    monkeypatch.setattr(daemon, "JOURNAL_WAIT", 0.2)
+    connector = make_connector(tmp_path)
+
+    async def scenario():
+        queue: asyncio.Queue = asyncio.Queue()
+        connector.subscribers.add(queue)
+        with connector.journal._lock:  # the journal's thread is stuck, as on a hung disk
+            await asyncio.wait_for(connector.publish(event()), GUARD)
+            fault = connector.status()["faults"]["journal"]["error"]
+        return queue.get_nowait(), fault
+
+    got, fault = asyncio.run(scenario())
+    assert got["member"] == "n3" and got["id"] is None  # published without waiting for the disk
+    assert "a write has taken more than 0.2 s" in fault
+    deadline = time.monotonic() + GUARD
+    while not connector.journal.events() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert connector.journal.events()[0]["member"] == "n3"  # written once the disk came back
 
 
 def test_the_topology_loop_outlives_a_failing_journal(tmp_path):
