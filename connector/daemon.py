@@ -57,6 +57,8 @@ serf_log = logging.getLogger("multiall.serf")
 JOURNAL_WAIT = 2.0
 # Lines of the Serf agent's stderr kept for the "agent exited" message.
 SERF_STDERR_TAIL = 20
+# An agent just (re)started refuses RPC until it listens: no warning for that.
+SERF_START_GRACE = 5.0
 
 
 class JsonFormatter(logging.Formatter):
@@ -93,6 +95,7 @@ class Connector:
         self.journal_hung = Fault(log, "journal", logging.ERROR)
         self.serf_rpc = Fault(serf_log, "serf rpc")
         self.poll_interval = 2.0
+        self.serf_started = -SERF_START_GRACE  # monotonic time the agent was last started
         self.serf_members: dict[str, SerfMember] = {}
         self.coords: dict[str, Any] = {}
         self.topology: dict[str, PoolTopology] = {}
@@ -190,7 +193,7 @@ class Connector:
                 stderr=asyncio.subprocess.PIPE,
             )
             log.info("serf agent started", extra={"fields": {"pid": self.serf_proc.pid}})
-            started = time.monotonic()
+            started = self.serf_started = time.monotonic()
             assert self.serf_proc.stderr is not None
             tail = await _log_lines(self.serf_proc.stderr, self.serf_proc.pid)
             await self.serf_proc.wait()
@@ -231,11 +234,14 @@ class Connector:
                     poll.cancel()
             except (SerfError, OSError) as exc:
                 # The agent is restarting, or refuses us (a wrong rpc_auth): say so
-                # (once per new error, then every 30 s), and retry.
-                self.serf_rpc.failed(
-                    f"serf rpc at 127.0.0.1:{self.cfg.serf['rpc_port']}: {exc}"
-                    " (is the agent running, and is serf.rpc_auth the agent's?)"
-                )
+                # (once, then every 30 s), and retry.
+                if time.monotonic() - self.serf_started < SERF_START_GRACE:
+                    log.debug("serf rpc (agent starting): %s", exc)
+                else:
+                    self.serf_rpc.failed(
+                        f"serf rpc at 127.0.0.1:{self.cfg.serf['rpc_port']}: {exc}"
+                        " (is the agent running, and is serf.rpc_auth the agent's?)"
+                    )
             finally:
                 # Every attempt's connection is closed, whatever failed: no socket leaks per retry.
                 if self.rpc is rpc:
