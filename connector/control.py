@@ -13,6 +13,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from .journal import JournalError
 from .serf import SerfError
 
 if TYPE_CHECKING:  # the daemon imports this module: no import cycle at run time
@@ -47,7 +48,7 @@ class ControlServer:
                         await self._follow(writer)
                         return
                     reply = await self.dispatch(req)
-                except (ValueError, TypeError, SerfError) as exc:
+                except (ValueError, TypeError, SerfError, JournalError) as exc:
                     reply = {"ok": False, "error": str(exc)}
                 writer.write((json.dumps(reply, default=str) + "\n").encode())
                 await writer.drain()
@@ -70,7 +71,7 @@ class ControlServer:
     async def _events(self, req: dict[str, Any]) -> Reply:
         journal = self.connector.journal
         since, limit = int(req.get("since", 0)), int(req.get("limit", 200))
-        return {"ok": True, "events": await asyncio.to_thread(journal.events, since, limit)}
+        return {"ok": True, "events": await journal.offload(journal.events, since, limit)}
 
     async def _sbm(self, req: dict[str, Any]) -> Reply:
         node = req.get("node") or self.connector.node
@@ -80,7 +81,7 @@ class ControlServer:
         journal = self.connector.journal
         return {
             "ok": True,
-            "runs": await asyncio.to_thread(journal.runs, int(req.get("limit", 50))),
+            "runs": await journal.offload(journal.runs, int(req.get("limit", 50))),
         }
 
     async def _maintenance(self, req: dict[str, Any]) -> Reply:

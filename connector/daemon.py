@@ -5,8 +5,12 @@ pool peers directly, computes each pool's topology with the shared logic in
 ``module_utils/tns.py``, journals every topology event, answers the control
 socket, and hands events to the watcher, which runs playbooks.
 
-asyncio end to end: Serf and the probes are network I/O on the loop; SQLite
-and ansible-runner run in worker threads.
+asyncio end to end: Serf and the probes are network I/O on the loop. Blocking
+work runs in threads kept apart so that one stuck part cannot starve another:
+SBM checks in threads of their own (one per rule at most, see sbm_scheduler),
+the journal in its own thread, playbooks in the watcher's pool, and the loop's
+default pool is left to DNS. A fault of the journal or of Serf's RPC is
+logged, shown by ``multiall status`` and retried; it never stops the daemon.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import signal
 import socket
 import sys
 import time
+from collections import deque
 from typing import Any
 
 from ansible_collections.takelan.multiall.plugins.module_utils.pools import PoolModel, load
@@ -37,7 +42,8 @@ from . import __version__, sbm_answer
 from .config import ConnectorConfig, require_secrets
 from .control import ControlServer
 from .dns_reconciler import DnsReconciler
-from .journal import Journal
+from .health import Fault
+from .journal import Journal, JournalError
 from .metrics import Metrics
 from .probe import Prober, next_epoch
 from .sbm_scheduler import SbmScheduler
@@ -45,6 +51,15 @@ from .serf import SerfClient, SerfError, rtt_ms
 from .watcher import Watcher
 
 log = logging.getLogger("multiall.connector")
+serf_log = logging.getLogger("multiall.serf")
+
+# How long an event waits for its journal row before it is published without
+# one: a hung disk must not hold up the topology loop (and DNS failover).
+JOURNAL_WAIT = 2.0
+# Lines of the Serf agent's stderr kept for the "agent exited" message.
+SERF_STDERR_TAIL = 20
+# An agent just (re)started refuses RPC until it listens: no warning for that.
+SERF_START_GRACE = 5.0
 
 
 class JsonFormatter(logging.Formatter):
@@ -78,6 +93,10 @@ class Connector:
             n: self._tns_ip(n) for p in self.pools for n in self.model.members(p) if n != self.node
         }
         self.journal = Journal(os.path.join(cfg.state_dir, "connector.db"))
+        self.journal_hung = Fault(log, "journal", logging.ERROR)
+        self.serf_rpc = Fault(serf_log, "serf rpc")
+        self.poll_interval = 2.0
+        self.serf_started = -SERF_START_GRACE  # monotonic time the agent was last started
         self.serf_members: dict[str, SerfMember] = {}
         self.coords: dict[str, Any] = {}
         self.topology: dict[str, PoolTopology] = {}
@@ -181,13 +200,15 @@ class Connector:
                 stderr=asyncio.subprocess.PIPE,
             )
             log.info("serf agent started", extra={"fields": {"pid": self.serf_proc.pid}})
-            started = time.monotonic()
-            _out, err = await self.serf_proc.communicate()
+            started = self.serf_started = time.monotonic()
+            assert self.serf_proc.stderr is not None
+            tail = await _log_lines(self.serf_proc.stderr, self.serf_proc.pid)
+            await self.serf_proc.wait()
             if self.stopping:
                 return
             log.warning(
                 "serf agent exited; restarting",
-                extra={"fields": {"rc": self.serf_proc.returncode, "stderr": err.decode()[-500:]}},
+                extra={"fields": {"rc": self.serf_proc.returncode, "stderr": "\n".join(tail)}},
             )
             if self.rpc:
                 await self.rpc.close()
@@ -198,16 +219,17 @@ class Connector:
     async def follow_serf(self) -> None:
         """Keep an RPC connection, the member table and the event stream alive."""
         while not self.stopping:
+            rpc = SerfClient(
+                "127.0.0.1", int(self.cfg.serf["rpc_port"]), self.cfg.serf.get("rpc_auth")
+            )
             try:
-                rpc = SerfClient(
-                    "127.0.0.1", int(self.cfg.serf["rpc_port"]), self.cfg.serf.get("rpc_auth")
-                )
                 await rpc.connect(timeout=2)
                 self.rpc = rpc
                 await rpc.set_tags({"maint": self.maint_tag, "sbm": self.sbm_tag})
                 await self._join()
                 await self._refresh_members()
-                poll = asyncio.create_task(self._poll_members())
+                self.serf_rpc.ok()
+                poll = asyncio.create_task(self._poll_members(), name="serf-poll")
                 try:
                     types = "member-join,member-leave,member-failed,member-update,member-reap,query:multiall-sbm"
                     async for event in rpc.stream(types):
@@ -218,7 +240,20 @@ class Connector:
                 finally:
                     poll.cancel()
             except (SerfError, OSError) as exc:
-                log.debug("serf rpc: %s", exc)
+                # The agent is restarting, or refuses us (a wrong rpc_auth): say so
+                # (once, then every 30 s), and retry.
+                if time.monotonic() - self.serf_started < SERF_START_GRACE:
+                    log.debug("serf rpc (agent starting): %s", exc)
+                else:
+                    self.serf_rpc.failed(
+                        f"serf rpc at 127.0.0.1:{self.cfg.serf['rpc_port']}: {exc}"
+                        " (is the agent running, and is serf.rpc_auth the agent's?)"
+                    )
+            finally:
+                # Every attempt's connection is closed, whatever failed: no socket leaks per retry.
+                if self.rpc is rpc:
+                    self.rpc = None
+                await rpc.close()
             await asyncio.sleep(0.3)
 
     async def _join(self) -> None:
@@ -228,15 +263,26 @@ class Connector:
             await self.rpc.join([f"{a}:{self.cfg.serf['port']}" for a in self.peers.values()])
 
     async def _poll_members(self) -> None:
-        """Belt and braces: the stream may coalesce; poll members every second."""
+        """Belt and braces: the stream may coalesce; poll members every ``poll_interval``.
+
+        A failed poll is reported and the next one tried: this task is nobody's
+        to watch, so it must not end on the first error.
+        """
         while True:
-            await asyncio.sleep(2.0)
-            await self._refresh_members()
-            alive = [
-                n for n, m in self.serf_members.items() if m.status == "alive" and n != self.node
-            ]
-            if len(alive) < len(self.peers):
-                await self._join()
+            await asyncio.sleep(self.poll_interval)
+            try:
+                await self._refresh_members()
+                alive = [
+                    n
+                    for n, m in self.serf_members.items()
+                    if m.status == "alive" and n != self.node
+                ]
+                if len(alive) < len(self.peers):
+                    await self._join()
+            except (SerfError, OSError) as exc:
+                self.serf_rpc.failed(f"serf rpc: polling members failed: {exc}")
+            else:
+                self.serf_rpc.ok()
 
     async def _refresh_members(self) -> None:
         if not self.rpc:
@@ -349,12 +395,51 @@ class Connector:
         """Journal an event, stream it to followers, hand it to the watcher, count it."""
         event["ts"] = time.time()
         event["observer"] = self.node
-        event["id"] = await asyncio.to_thread(self.journal.add_event, event)
+        event["id"] = await self._journal_event(event)
         log.info("tns event", extra={"fields": event})
         for queue in list(self.subscribers):
             queue.put_nowait(event)
         self.watcher.submit(event)
         self.metrics.event(event)
+
+    async def _journal_event(self, event: dict[str, Any]) -> int | None:
+        """EVENT's journal id, or None when the journal fails or hangs.
+
+        The journal is a record: when its disk fails the event still reaches
+        the log, followers, the watcher and DNS; the fault is logged by the
+        journal and shown by ``multiall status``. A write that hangs is left to
+        finish in the journal's thread, so nothing written is lost.
+        """
+        write = asyncio.ensure_future(self.journal.offload(self.journal.add_event, dict(event)))
+        write.add_done_callback(lambda f: f.cancelled() or f.exception())  # a late fault: seen
+        try:
+            event_id = await asyncio.wait_for(asyncio.shield(write), JOURNAL_WAIT)
+        except TimeoutError:
+            self.journal_hung.failed(
+                f"journal {self.journal.path}: a write has taken more than {JOURNAL_WAIT:g} s "
+                "(disk hung?); events are published without a journal id meanwhile"
+            )
+            return None
+        except JournalError:
+            return None  # logged and kept by the journal itself
+        self.journal_hung.ok()
+        return event_id
+
+    def health(self) -> dict[str, Any]:
+        """Faults the daemon is living with (empty when all is well), for ``multiall status``."""
+        out: dict[str, Any] = {}
+        journal = self.journal.fault.as_dict() or self.journal_hung.as_dict()
+        if journal:
+            out["journal"] = {"path": self.journal.path, **journal}
+        if self.journal.moved_aside:
+            out["journal_corrupt"] = {
+                "error": f"the journal was corrupt at start-up: kept as {self.journal.moved_aside},"
+                " a new one started (salvage with: sqlite3 <that file> .recover)",
+                "path": self.journal.moved_aside,
+            }
+        if self.serf_rpc.as_dict():
+            out["serf_rpc"] = self.serf_rpc.as_dict()
+        return out
 
     def status(self) -> dict[str, Any]:
         """``multiall status``: this node's view of every pool it is in."""
@@ -376,6 +461,7 @@ class Connector:
             # Peers whose probes are refused because the clocks disagree: {peer: seconds ahead}.
             "probe_clock_skew": self.prober.skewed(),
             "maintenance": self.maint_tag,
+            "faults": self.health(),
         }
 
     # ----------------------------------------------------------- maintenance
@@ -479,8 +565,31 @@ class Connector:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.serf_proc.wait(), 5)
         await asyncio.gather(*tasks, return_exceptions=True)
+        self.journal.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(sock_path)
+
+
+async def _log_lines(stream: asyncio.StreamReader, pid: int) -> list[str]:
+    """Log each line the Serf agent writes to stderr as it comes; return the last few.
+
+    Serf runs with ``-log-level warn``: what it writes matters now (a bad key,
+    a port in use), not when it exits, and a long-lived agent must not grow a
+    buffer in memory.
+    """
+    tail: deque[str] = deque(maxlen=SERF_STDERR_TAIL)
+    while True:
+        try:
+            raw = await stream.readline()
+        except ValueError:  # asyncio drops a line longer than its limit (64 KiB): say so
+            serf_log.warning("serf agent: (a stderr line over 64 KiB was dropped)")
+            continue
+        if not raw:
+            return list(tail)
+        line = raw.decode(errors="replace").rstrip()
+        if line:
+            tail.append(line[:1000])
+            serf_log.warning("serf agent: %s", line[:4000], extra={"fields": {"pid": pid}})
 
 
 def main(config_path: str) -> int:

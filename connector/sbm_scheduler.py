@@ -1,8 +1,12 @@
 """SBM in the daemon: evaluate Baseline Rules 24/7 and publish the node's status.
 
 Each rule runs on its own interval (jittered so rules do not run in lockstep),
-in a worker thread with its own timeout: a hung check is UNKNOWN and never
-blocks the others. ``for`` consecutive equal results are needed before a
+in a thread of its own with a timeout: a hung check is UNKNOWN and never
+blocks the others, nor anything else in the daemon. Python cannot stop a
+thread, so a hung check keeps its thread until the call returns; that is why
+checks never run in the event loop's shared pool (which serves DNS and the
+journal) and why a rule whose last check is still hung gets no new thread
+(it stays UNKNOWN, "still hung"): the checks hold at most one thread per rule. ``for`` consecutive equal results are needed before a
 rule's reported status changes (flap damping); recovery to OK additionally
 needs ``hold_down`` seconds. The node's status (its worst rule, or MAINTENANCE)
 is published as the Serf tag ``sbm`` as soon as it changes.
@@ -11,8 +15,12 @@ is published as the Serf tag ``sbm`` as soon as it changes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from ansible_collections.takelan.multiall.plugins.module_utils.sbm import (
@@ -26,6 +34,40 @@ from ansible_collections.takelan.multiall.plugins.module_utils.sbm import (
 )
 
 log = logging.getLogger("multiall.sbm")
+
+
+def _in_daemon_thread(fn: Callable[[], Result], name: str) -> asyncio.Future:
+    """Run FN in a new daemon thread; the returned future gets its result.
+
+    A daemon thread, not an executor's: a check hung in the kernel (a dead NFS
+    mount, a stuck /proc read) must not keep the daemon from exiting, and
+    ``concurrent.futures`` joins its threads at exit.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future = loop.create_future()
+
+    def settle(result: Result | None, exc: BaseException | None) -> None:
+        if future.done():
+            return
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+
+    def target() -> None:
+        try:
+            result = fn()
+        except BaseException as exc:  # delivered to the awaiting rule, not lost in the thread
+            with_loop(settle, None, exc)
+        else:
+            with_loop(settle, result, None)
+
+    def with_loop(*args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed while the check ran: drop it
+            loop.call_soon_threadsafe(*args)
+
+    threading.Thread(target=target, name=f"sbm-check-{name}", daemon=True).start()
+    return future
 
 
 class SbmScheduler:
@@ -48,6 +90,7 @@ class SbmScheduler:
         self.status: str = str(worst([]) if not self.rules else UNKNOWN)
         self.maintenance = False
         self._lock = asyncio.Lock()
+        self._running: dict[str, tuple[asyncio.Future, float]] = {}  # rule -> (check, started)
 
     def node_status(self) -> str:
         """``"0"``..``"3"``, or ``MAINTENANCE``."""
@@ -76,18 +119,33 @@ class SbmScheduler:
         while True:
             if rule["kind"] == "peer" and self.reachable_peers is not None:
                 rule = {**rule, "_reachable_peers": self.reachable_peers()}
-            try:
-                result = await asyncio.wait_for(
-                    asyncio.to_thread(evaluate, name, rule), timeout + 1.0
-                )
-            except TimeoutError:
-                result = Result(
-                    name, rule["kind"], UNKNOWN, f"check hung for more than {timeout + 1:g} s"
-                )
+            result = await self._check(name, rule, timeout + 1.0)
             self.last[name] = result
             if self.states[name].update(result.status):
                 await self._republish()
             await asyncio.sleep(interval)
+
+    async def _check(self, name: str, rule: dict[str, Any], limit: float) -> Result:
+        """One check of rule NAME, UNKNOWN when it takes longer than LIMIT seconds."""
+        now = time.monotonic()
+        running = self._running.get(name)
+        if running is not None and not running[0].done():
+            # The last check still holds its thread: no second one for this rule.
+            return Result(
+                name,
+                rule["kind"],
+                UNKNOWN,
+                f"check hung for {now - running[1]:.0f} s; no new check starts until it returns",
+            )
+        check = _in_daemon_thread(lambda: evaluate(name, rule), name)
+        check.add_done_callback(lambda f: f.cancelled() or f.exception())  # a late error: seen
+        self._running[name] = (check, now)
+        try:
+            return await asyncio.wait_for(asyncio.shield(check), limit)
+        except TimeoutError:
+            return Result(name, rule["kind"], UNKNOWN, f"check hung for more than {limit:g} s")
+        except Exception as exc:  # evaluate() turns check errors into UNKNOWN; belt and braces
+            return Result(name, rule["kind"], UNKNOWN, f"{type(exc).__name__}: {exc}")
 
     async def run(self) -> None:
         """One task per rule, forever."""

@@ -101,9 +101,13 @@ class SerfClient:
                 f"cannot reach the Serf agent's RPC at {self.host}:{self.port}: {exc}"
             ) from None
         self._read_task = asyncio.create_task(self._read_loop(), name="serf-rpc-reader")
-        await self.request("handshake", {"Version": 1})
-        if self.auth_key:
-            await self.request("auth", {"AuthKey": self.auth_key})
+        try:
+            await self.request("handshake", {"Version": 1})
+            if self.auth_key:
+                await self.request("auth", {"AuthKey": self.auth_key})
+        except BaseException:
+            await self.close()  # a refused handshake or key must not leave the socket open
+            raise
 
     async def close(self) -> None:
         """Close the connection; pending requests fail with SerfError."""

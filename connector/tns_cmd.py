@@ -53,6 +53,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(reply, indent=2))
         return 0
     print(f"node {reply['node']} ({reply['address']}), connector {reply['version']}")
+    for part, fault in reply.get("faults", {}).items():
+        # What the daemon is living with (journal, Serf RPC): first, before the pools.
+        text = fault["error"] if isinstance(fault, dict) else fault
+        since = (
+            time.strftime(" since %H:%M:%S", time.localtime(fault["since"]))
+            if isinstance(fault, dict) and fault.get("since")
+            else ""
+        )
+        print(f"FAULT {part}{since}: {text}")
     for peer, skew in (reply.get("probe_clock_skew") or {}).items():
         # Refused probes look like a dead peer: say why, or a partition looks like a failure.
         side = "ahead of" if skew > 0 else "behind"

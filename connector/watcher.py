@@ -15,12 +15,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from .ansible_env import COLLECTION_ROOT, ansible_env, collection_in_use
+from .journal import JournalError
 
 log = logging.getLogger("multiall.watcher")
+
+# Seconds between attempts to journal a run while the journal fails.
+JOURNAL_RETRY = 5.0
+# Playbook runs at once (one per pool at most); they have their own threads,
+# so long runs never take the threads DNS and the journal need.
+PLAYBOOK_THREADS = 4
 
 
 class Watcher:
@@ -35,6 +43,7 @@ class Watcher:
         self.queue: asyncio.Queue[int] = asyncio.Queue()
         self.pool_locks: dict[str, asyncio.Lock] = {}
         self.tasks: set[asyncio.Task] = set()
+        self.play_pool = ThreadPoolExecutor(PLAYBOOK_THREADS, thread_name_prefix="multiall-play")
 
     def _rules_for(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         return [
@@ -62,16 +71,40 @@ class Watcher:
                 )
 
     def _flush(self, key: tuple[str, str, str]) -> None:
+        """The debounce is over: journal the run (off the event loop), then queue it."""
         self.timers.pop(key, None)
         events = self.pending.pop(key, [])
         if events:
-            run_id = self.journal.queue_run(key[0], key[1], key[2], events)
-            self.queue.put_nowait(run_id)
+            task = asyncio.create_task(self._queue_run(key, events))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _queue_run(self, key: tuple[str, str, str], events: list[dict[str, Any]]) -> None:
+        """Journal a run and queue it; while the journal fails, keep its events and retry.
+
+        A run is executed from its journal row (so it survives a restart); without
+        the row there is no run yet, but its events wait here, in order, with
+        any that arrive meanwhile. The journal logs its fault and status shows it.
+        """
+        try:
+            run_id = await self.journal.offload(self.journal.queue_run, *key, events)
+        except JournalError:
+            self.pending[key] = events + self.pending.get(key, [])
+            if key not in self.timers:
+                self.timers[key] = asyncio.get_running_loop().call_later(
+                    JOURNAL_RETRY, self._flush, key
+                )
+            return
+        self.queue.put_nowait(run_id)
 
     async def run(self) -> None:
         """Resume unfinished runs, then execute queued runs (one per pool at a time)."""
         log.info("watcher ready", extra={"fields": collection_in_use()})
-        for old in await asyncio.to_thread(self.journal.unfinished_runs):
+        try:
+            unfinished = await self.journal.offload(self.journal.unfinished_runs)
+        except JournalError:
+            unfinished = []  # the journal logs its fault; its runs resume at the next start
+        for old in unfinished:
             self.queue.put_nowait(old["id"])
         while True:
             run_id = await self.queue.get()
@@ -80,7 +113,7 @@ class Watcher:
             task.add_done_callback(self.tasks.discard)
 
     async def _execute(self, run_id: int) -> None:
-        runs = {r["id"]: r for r in await asyncio.to_thread(self.journal.runs, 1000)}
+        runs = {r["id"]: r for r in await self.journal.offload(self.journal.runs, 1000)}
         run = runs.get(run_id)
         if run is None:
             return
@@ -90,21 +123,23 @@ class Watcher:
             attempt = 0
             while True:
                 attempt += 1
-                await asyncio.to_thread(
+                await self.journal.offload(
                     self.journal.update_run,
                     run_id,
                     status="running",
                     started=time.time(),
                     attempts=attempt,
                 )
-                status, changed, detail = await asyncio.to_thread(self._play, run)
+                status, changed, detail = await asyncio.get_running_loop().run_in_executor(
+                    self.play_pool, self._play, run
+                )
                 if status == "successful" or attempt > retries:
                     break
-                await asyncio.to_thread(
+                await self.journal.offload(
                     self.journal.update_run, run_id, status="queued", detail=detail
                 )
                 await asyncio.sleep(min(2 ** (attempt - 1), 30))
-            await asyncio.to_thread(
+            await self.journal.offload(
                 self.journal.update_run,
                 run_id,
                 status=status,
