@@ -321,7 +321,9 @@ class Connector:
                     declared <= set(self.serf_members) or time.monotonic() - self.started > 15
                 )
             for pool in self.pools:
-                new = pool_topology(pool, self.model.members(pool), serf, observations, rtts)
+                new = pool_topology(
+                    pool, self.model.members(pool), serf, observations, rtts, me=self.node
+                )
                 events = topology_events(self.topology.get(pool), new) if emit else []
                 self.topology[pool] = new
                 self.dns.observe(pool, new)
