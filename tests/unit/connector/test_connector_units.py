@@ -142,7 +142,7 @@ class FakeWatcher(Watcher):
 
 
 def make_watcher(tmp_path, leader="n1", **kw):
-    topo = SimpleNamespace(leader=leader)
+    topo = SimpleNamespace(leader=leader, quorum=True)
     connector = SimpleNamespace(
         node="n1",
         topology={"web": topo, "db": topo},
