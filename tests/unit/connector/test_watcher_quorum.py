@@ -10,11 +10,11 @@ import asyncio
 from types import SimpleNamespace
 
 import pytest
+from ansible_collections.takelan.multiall.plugins.module_utils.pools import PoolModelError
 
 from connector.config import load_config
 from connector.journal import Journal
 from connector.watcher import Watcher
-from ansible_collections.takelan.multiall.plugins.module_utils.pools import PoolModelError
 
 RULE = {"events": ["member_failed"], "playbook": "r.yml", "scope": "pool"}
 FAILED = {"type": "member_failed", "pool": "web", "member": "n3"}
