@@ -3,7 +3,7 @@
 ns1 runs real BIND 9 (the ``dns_sa`` role through ``ansible-playbook``); n1..n5
 run real connectors (Serf + probes) with a pool-wide watcher rule. The pool is
 split 2|3 with the leader n1 on the minority side and BIND reachable by the
-majority only, held until Serf itself has declared the far side failed, then
+majority only, held until each side's view marks the other failed, then
 healed. BIND is read every 50 ms across the whole sequence.
 
 Each test starts from an explicit settled state (every member in DNS, every
@@ -120,9 +120,10 @@ def runs_queued(lab, node: str, since: float, until: float) -> list[dict]:
     return [r for r in runs if since <= r["queued"] <= until]
 
 
-def serf_sees_failed(lab, observer: str, members: list[str]) -> bool:
-    serf = control(lab, observer, {"op": "status"})["serf"]
-    return all(serf.get(m) == "failed" for m in members)
+def sees_failed(lab, observer: str, members: list[str]) -> bool:
+    """Whether ``observer``'s TNS view marks every one of ``members`` failed."""
+    view = control(lab, observer, {"op": "status"})["pools"]["web"]["members"]
+    return all(view[m]["state"] == "failed" for m in members)
 
 
 def test_minority_never_acts_and_majority_members_never_leave_dns_across_split_and_heal(
@@ -145,10 +146,10 @@ def test_minority_never_acts_and_majority_members_never_leave_dns_across_split_a
                 assert status["leader"] == "n1" and not status["quorum"], status
             report = control(lab, "n1", {"op": "dns", "pool": "web"})["pools"]["web"]
             assert not report["acting"] and "quorum" in report["why"], report
-            # Hold the split until Serf itself calls the far side failed: at the heal
-            # the old minority then holds stale verdicts from both probes and Serf.
-            wait_for(lambda: serf_sees_failed(lab, "n1", MAJORITY), 60, "Serf on n1 to fail n3-n5")
-            wait_for(lambda: serf_sees_failed(lab, "n3", MINORITY), 60, "Serf on n3 to fail n1, n2")
+            # Hold the split until each side's view marks the other side failed: at
+            # the heal the old minority leader then holds verdicts gone stale.
+            wait_for(lambda: sees_failed(lab, "n1", MAJORITY), 60, "n1 to mark n3-n5 failed")
+            wait_for(lambda: sees_failed(lab, "n3", MINORITY), 60, "n3 to mark n1, n2 failed")
         finally:
             healed = time.time()
             lab.heal()
