@@ -76,6 +76,9 @@ _RULE = Field(
         "pools": Field("list", item=Field("str")),
         "playbook": Field("str", required=True),
         "scope": Field("str", choices=("pool", "local")),
+        # Pool-wide runs need the pool leader to have quorum; false opts out
+        # (for a playbook that is safe to run on both sides of a partition).
+        "require_quorum": Field("bool"),
     },
 )
 
@@ -188,6 +191,13 @@ def load_config(path: str = DEFAULT_PATH) -> ConnectorConfig:
     for index, rule in enumerate(
         (data or {}).get("watcher", {}).get("rules", []) if isinstance(data, dict) else []
     ):
+        if "require_quorum" in rule and rule.get("scope", "pool") != "pool":
+            validator.error(
+                "require_quorum applies to scope: pool rules only (a local rule runs "
+                "on the node the event is about, with or without quorum)",
+                getattr(rule, "mark", None),
+                ("watcher", "rules", index, "require_quorum"),
+            )
         for event in rule.get("events", []):
             if event not in EVENT_TYPES:
                 validator.error(

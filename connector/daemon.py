@@ -369,7 +369,12 @@ class Connector:
                 # Only what was signed with this pool's key decides this pool.
                 observations = self.prober.observations(pool=pool)
                 new = pool_topology(
-                    pool, self.model.members(pool), self._probe_sbm(serf, pool), observations, rtts
+                    pool,
+                    self.model.members(pool),
+                    self._probe_sbm(serf, pool),
+                    observations,
+                    rtts,
+                    me=self.node,
                 )
                 events = topology_events(self.topology.get(pool), new) if emit else []
                 self.topology[pool] = new

@@ -45,6 +45,8 @@ def cmd_dns(args: argparse.Namespace) -> int:
             print(f"    out: {name} ({why})")
         for name, left in members["held_down"].items():
             print(f"    hold-down: {name} ({left:.1f} s left)")
+        for name, why in members.get("settling", {}).items():
+            print(f"    kept while the view settles: {name} ({why})")
         if members["kept_last"]:
             print(
                 f"  WARNING: no member is fit; kept the least bad: {', '.join(members['kept_last'])}"

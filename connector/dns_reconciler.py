@@ -9,7 +9,9 @@ the playbook, so the leader applies the same ``module_utils/_dns_*.py`` logic th
 after it (and finds nothing to do).
 
 Rules: only the leader with quorum writes; hold-down before a recovered member
-returns; never an empty pool record; every failure is logged, kept in
+returns; never an empty pool record; no removal on an unsettled view (a
+leader that just regained quorum, e.g. when a partition heals, first hears
+from the members it would remove, see ``keep_unsettled``); every failure is logged, kept in
 ``multiall dns`` and retried with backoff, since the state (not a queue of
 changes) is what gets applied, nothing is lost while the server is away.
 """
@@ -28,6 +30,7 @@ from ansible_collections.takelan.multiall.plugins.module_utils._dns_members impo
     HoldDown,
     MemberChoice,
     choose_members,
+    keep_unsettled,
 )
 from ansible_collections.takelan.multiall.plugins.module_utils._dns_reconcile import reconcile
 from ansible_collections.takelan.multiall.plugins.module_utils._dns_records import (
@@ -80,6 +83,9 @@ class DnsReconciler:
         self.key_file = str(cfg.get("key_file", DEFAULT_KEY_FILE))
         self.keys: dict[str, TsigKey] = {}
         self.topology: dict[str, PoolTopology] = {}
+        # Since when (monotonic) each pool has had quorum and fresh contact with a
+        # majority without a break, in this node's view; None while it has not.
+        self.settled_since: dict[str, float | None] = {p: None for p in self.settings}
         self.kick = asyncio.Event()
         self.state: dict[str, dict[str, Any]] = {
             p: {
@@ -100,7 +106,26 @@ class DnsReconciler:
             return
         self.hold[pool].observe(topo.members, time.monotonic())
         self.topology[pool] = topo
+        self._track_settled(pool)
         self.kick.set()
+
+    def _track_settled(self, pool: str) -> bool:
+        """Whether this node's view of the pool has been backed by quorum for ``fresh`` s.
+
+        Quorum is regained packet by packet when a partition heals: the first
+        fresh packets restore it while verdicts on the members not heard yet
+        are still the ones from the partition. ``fresh`` (``dead_after``) is
+        long enough to hear from every reachable member a few times.
+        """
+        now = time.monotonic()
+        topo = self.topology.get(pool)
+        if topo is None or not topo.quorum or not self.fresh_majority(pool):
+            self.settled_since[pool] = None
+            return False
+        since = self.settled_since[pool]
+        if since is None:
+            self.settled_since[pool] = since = now
+        return now - since >= self.fresh
 
     def choice(self, pool: str) -> MemberChoice:
         """Who belongs in the pool record in this node's view, now."""
@@ -109,8 +134,13 @@ class DnsReconciler:
             return MemberChoice([])
         served = self.state[pool]["served"] or set()
         hold = self.hold[pool]
-        return choose_members(
-            topo.members, hold.held(time.monotonic(), self.hold_down, served), served, hold.was_down
+        now = time.monotonic()
+        chosen = choose_members(
+            topo.members, hold.held(now, self.hold_down, served), served, hold.was_down
+        )
+        heard = {n for n, t in self.last_heard().items() if now - t <= self.fresh}
+        return keep_unsettled(
+            chosen, topo.members, served, heard | {self.node}, self._track_settled(pool)
         )
 
     def acting(self, pool: str) -> tuple[bool, str]:
@@ -160,6 +190,10 @@ class DnsReconciler:
                 )
                 if held:
                     wait = min(wait, max(0.02, min(held.values())))
+                since = self.settled_since[pool]
+                if since is not None and time.monotonic() - since < self.fresh:
+                    # Wake when the view settles: removals held back may be due then.
+                    wait = min(wait, max(0.02, since + self.fresh - time.monotonic()))
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.kick.wait(), wait)
             self.kick.clear()
@@ -248,6 +282,44 @@ class DnsReconciler:
             self.timeout,
         )
 
+    def _adopt_served(
+        self,
+        pool: str,
+        served: dict[tuple[str, str], RRset],
+        acting: bool,
+        applied: tuple[str, ...] | None,
+    ) -> None:
+        """Make the report (and the next choice) start from what the server really serves.
+
+        The leader remembers what it applied and chooses from that, but it is
+        not the only writer: the ``dns_reaction.yml`` playbook's ``dns_zone``
+        applies the choice it read a moment earlier (a member may have changed
+        since), and an operator may run the module too. The report then
+        claimed ``kept_last: [n1]`` from memory while BIND served n2 until the
+        next resync. When the server disagrees with what was applied, the
+        leader takes the server's word and reconciles now.
+        """
+        if not acting:  # not writing: the server is the only record
+            self._note_served(pool, served)
+            return
+        state = self.state[pool]
+        if state["applied"] != applied or state["served"] is None:
+            return  # the leader wrote while we read: its record is the newer one
+        now_served = served_members(self.settings[pool], self.addresses[pool], served)
+        if now_served != set(applied or ()):
+            log.warning(
+                "dns: the server serves what this leader did not apply; reconciling",
+                extra={
+                    "fields": {
+                        "pool": pool,
+                        "applied": list(applied or ()),
+                        "served": sorted(now_served),
+                    }
+                },
+            )
+            state.update(served=now_served, applied=None)
+            self.kick.set()
+
     def _note_served(self, pool: str, served: dict[tuple[str, str], RRset]) -> None:
         """Remember which members the pool record hands out (hold-down keeps those)."""
         self.state[pool]["served"] = served_members(
@@ -268,10 +340,10 @@ class DnsReconciler:
             topo = self.topology.get(name)
             acting, why = self.acting(name)
             served, served_error = None, None
+            applied = self.state[name]["applied"]
             try:
                 served = await self._read_served(name)
-                if not acting:  # the leader's own record of what it applied is current
-                    self._note_served(name, served)
+                self._adopt_served(name, served, acting, applied)
             except DnsError as exc:
                 served_error = str(exc)
             choice = self.choice(name)

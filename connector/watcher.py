@@ -5,9 +5,15 @@ to a playbook. Bursts are debounced and coalesced into one run per
 (pool, playbook) carrying all their events as ``multiall_events``; at most one
 run per pool executes at a time; a failed run is retried with exponential
 backoff; every run is journaled (queued, running, successful/failed, changed
-hosts). Pool-wide rules (``scope: pool``) run only on the pool leader;
-``scope: local`` rules run on the node the event is about. Unfinished runs are
-picked up again after a restart.
+hosts). Pool-wide rules (``scope: pool``) run only on the pool leader **with
+quorum**: leadership alone is not enough, since every side of a partition has
+a leader, and a minority must not act for the pool (a rule may opt out with
+``require_quorum: false``). The check is made when the event arrives and again
+before every attempt, so a run queued before a split, retried during it, or
+resumed after a restart is ``skipped`` (journaled, with the reason) on a node
+that no longer leads the pool with quorum; the side that does leads gets the
+same topology changes as its own events. ``scope: local`` rules run on the
+node the event is about. Unfinished runs are picked up again after a restart.
 """
 
 from __future__ import annotations
@@ -52,13 +58,35 @@ class Watcher:
             if event["type"] in r["events"] and (not r.get("pools") or event["pool"] in r["pools"])
         ]
 
+    def _requires_quorum(self, pool: str, playbook: str) -> bool:
+        """Whether a pool-wide run of ``playbook`` needs quorum (unless a rule opts out)."""
+        return not any(
+            r.get("require_quorum") is False
+            for r in self.cfg.get("rules", [])
+            if r["playbook"] == playbook
+            and r.get("scope", "pool") == "pool"
+            and (not r.get("pools") or pool in r["pools"])
+        )
+
+    def refusal(self, pool: str, scope: str, require_quorum: bool) -> str | None:
+        """Why this node must not run a pool-wide playbook for ``pool`` now (None: it may)."""
+        if scope != "pool":
+            return None
+        topo = self.connector.topology.get(pool)
+        if topo is None:
+            return "no topology of the pool yet"
+        if topo.leader != self.connector.node:
+            return f"not the pool leader ({topo.leader or 'none'} is)"
+        if require_quorum and not topo.quorum:
+            return "no quorum: a minority never runs pool-wide playbooks"
+        return None
+
     def submit(self, event: dict[str, Any]) -> None:
         """Called for every topology event; schedules matching runs after the debounce."""
         for rule in self._rules_for(event):
             scope = rule.get("scope", "pool")
             if scope == "pool":
-                topo = self.connector.topology.get(event["pool"])
-                if topo is None or topo.leader != self.connector.node:
+                if self.refusal(event["pool"], scope, rule.get("require_quorum", True)):
                     continue
             elif event.get("member") != self.connector.node:
                 continue
@@ -121,7 +149,13 @@ class Watcher:
         async with lock:
             retries = int(self.cfg.get("retries", 3))
             attempt = 0
+            need_quorum = self._requires_quorum(run["pool"], run["playbook"])
+            await self._wait_for_view()
             while True:
+                refused = self.refusal(run["pool"], run["scope"], need_quorum)
+                if refused:
+                    await self._skip(run, refused)
+                    return
                 attempt += 1
                 await self.journal.offload(
                     self.journal.update_run,
@@ -152,6 +186,27 @@ class Watcher:
                 "watcher run",
                 extra={"fields": {"run": run_id, "playbook": run["playbook"], "status": status}},
             )
+
+    async def _wait_for_view(self, limit: float = 15.0) -> None:
+        """A run resumed at start-up waits for the first full view of the pools.
+
+        Without it every resumed pool-wide run would be refused for "no
+        topology yet"; the daemon's baseline is its first complete view.
+        """
+        deadline = time.monotonic() + limit
+        while not getattr(self.connector, "baseline", True) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+
+    async def _skip(self, run: dict[str, Any], why: str) -> None:
+        """Journal a run this node must not execute (no longer leader, or no quorum)."""
+        await asyncio.to_thread(
+            self.journal.update_run, run["id"], status="skipped", ended=time.time(), detail=why
+        )
+        self.connector.metrics.run("skipped")
+        log.info(
+            "watcher run skipped",
+            extra={"fields": {"run": run["id"], "playbook": run["playbook"], "why": why}},
+        )
 
     def _play(self, run: dict[str, Any]) -> tuple[str, list[str], str]:
         """One ansible-runner run (in a worker thread)."""

@@ -81,6 +81,7 @@ class MemberChoice:
     held: dict[str, float] = field(default_factory=dict)
     kept_last: list[str] = field(default_factory=list)
     excluded: dict[str, str] = field(default_factory=dict)
+    settling: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""
@@ -89,6 +90,7 @@ class MemberChoice:
             "held_down": self.held,
             "kept_last": self.kept_last,
             "excluded": self.excluded,
+            "settling": self.settling,
         }
 
 
@@ -128,3 +130,39 @@ def choose_members(
     candidates = sorted(n for n, m in members.items() if badness(m) == best)
     kept = [n for n in candidates if n in served] or candidates
     return MemberChoice(kept, held, kept, excluded)
+
+
+def keep_unsettled(
+    choice: MemberChoice,
+    members: dict[str, Any],
+    served: Any,
+    heard: Any,
+    settled: bool,
+) -> MemberChoice:
+    """Served members that must not be removed on an unsettled view; they stay, in ``settling``.
+
+    A node that has just regained quorum (a healed partition, a restart) still
+    holds verdicts from while it was cut off: right after ``lab heal`` the old
+    minority leader saw the far side as failed for another packet or two, and
+    it removed members that had served all along. So, until the view has been
+    backed by quorum for a while (``settled``), a served member leaves only if
+    this node heard it directly just now (``heard``: its SBM or maintenance is
+    then current). And at any time a member marked down (failed or left) but
+    heard directly just now stays: membership (Serf) lags the probes after a
+    heal by seconds, and the member is evidently up.
+    """
+    keep: dict[str, str] = {}
+    for name in sorted(set(served) - set(choice.members)):
+        member = members.get(name)
+        if member is None:
+            continue
+        fresh = name in heard
+        if not settled and not fresh:
+            keep[name] = "view settling: not heard since quorum was regained"
+        elif fresh and member.state in ("failed", "left"):
+            keep[name] = f"{member.state} in the view but heard just now: waiting for it to agree"
+    if not keep:
+        return choice
+    return MemberChoice(
+        sorted({*choice.members, *keep}), choice.held, choice.kept_last, choice.excluded, keep
+    )

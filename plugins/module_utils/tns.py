@@ -15,6 +15,15 @@ kept small and explicit:
 * The pool **leader** is the lowest name among ``alive`` members (maintenance
   excluded); **quorum** is a strict majority of the pool's declared members
   being alive and reachable (maintenance members are reachable, so they count).
+* Quorum is judged on the computing node's **own** probe view when it is
+  given (``me``): a member counts only if this node heard it within
+  ``dead_after``. The pooled verdicts cannot be used for it: right after a
+  2|3 split the minority still holds the majority's last views (kept for 2 s,
+  all saying "reachable"), so the majority's members are only ``suspect``
+  there, and counting them kept quorum on the minority for ~2 s. A node's
+  own view turns at ``dead_after`` for the whole far side, which is exactly
+  when a minority must stop acting. Leadership does not need quorum (every
+  side of a partition has a leader); whoever acts for the pool checks both.
 """
 
 from __future__ import annotations
@@ -149,12 +158,15 @@ def pool_topology(
     serf: dict[str, SerfMember],
     observations: dict[str, dict[str, bool]],
     rtt_ms: dict[str, float] | None = None,
+    me: str | None = None,
 ) -> PoolTopology:
     """Compute one pool's topology.
 
     ``observations[observer][peer]`` is True when ``observer``'s latest probe of
     ``peer`` succeeded. Only observers that are themselves Serf-alive pool
     members count, so a dead or removed node's stale reports never decide.
+    ``me`` is the node computing the view: quorum then counts only members it
+    reaches itself (``observations[me]``), see the module docstring.
     """
     rtt_ms = rtt_ms or {}
     base = {name: _serf_state(serf.get(name)) for name in declared}
@@ -187,7 +199,12 @@ def pool_topology(
             down_votes=votes,
             observers=observers,
         )
-    reachable = sum(1 for m in members.values() if m.state in _REACHABLE or m.state == SUSPECT)
+    own = observations.get(me, {}) if me is not None else {}
+    reachable = sum(
+        1
+        for name, m in members.items()
+        if (m.state in _REACHABLE or m.state == SUSPECT) and (name == me or own.get(name, True))
+    )
     leaders = sorted(n for n, m in members.items() if m.state in (ALIVE, SUSPECT))
     return PoolTopology(
         pool=pool,

@@ -97,16 +97,18 @@ class FakeWatcher(Watcher):
         return "successful", ["n1"], "rc=0"
 
 
-def make_watcher(tmp_path, leader="n1", **kw):
-    topo = SimpleNamespace(leader=leader)
+def make_watcher(tmp_path, leader="n1", quorum=True, rule=None, **kw):
+    topo = SimpleNamespace(leader=leader, quorum=quorum)
     connector = SimpleNamespace(
         node="n1",
         topology={"web": topo, "db": topo},
+        baseline=True,
         metrics=SimpleNamespace(run=lambda status: None),
         cfg=SimpleNamespace(state_dir=str(tmp_path), pools_file="p.yml"),
     )
     rules = [
-        {"events": ["member_failed", "member_recovered"], "playbook": "r.yml", "scope": "pool"}
+        rule
+        or {"events": ["member_failed", "member_recovered"], "playbook": "r.yml", "scope": "pool"}
     ]
     journal = Journal(str(tmp_path / "j.db"))
     return FakeWatcher(
@@ -166,6 +168,72 @@ def test_only_the_pool_leader_runs_pool_wide_playbooks(tmp_path):
     watcher, journal = make_watcher(tmp_path, leader="n2")
     drive(watcher, [{"type": "member_failed", "pool": "web", "member": "n3"}], 0.4)
     assert journal.runs() == []
+
+
+# Pool-wide runs need the pool leader *with quorum*: both sides of a split have a
+# leader. The lab test of the same rule is tests/integration/test_partitions_on_lab.py.
+FAILED = {"type": "member_failed", "pool": "web", "member": "n3"}
+
+
+def test_minority_leader_runs_no_pool_playbook(tmp_path):
+    watcher, journal = make_watcher(tmp_path, quorum=False)
+    drive(watcher, [FAILED], 0.4)
+    assert watcher.plays == [] and journal.runs() == []
+
+
+def test_rule_may_opt_out_of_quorum(tmp_path):
+    rule = {"events": ["member_failed"], "playbook": "r.yml", "require_quorum": False}
+    watcher, journal = make_watcher(tmp_path, quorum=False, rule=rule)
+    drive(watcher, [FAILED], 0.4)
+    assert [r["status"] for r in journal.runs()] == ["successful"]
+
+
+def test_run_resumed_after_a_restart_is_skipped_without_quorum(tmp_path):
+    # Queued while this node led with quorum; the daemon restarted inside a minority.
+    watcher, journal = make_watcher(tmp_path, quorum=False)
+    run_id = journal.queue_run("web", "r.yml", "pool", [FAILED])
+    drive(watcher, [], 0.3)
+    run = journal.runs()[0]
+    assert run["id"] == run_id and watcher.plays == []
+    assert run["status"] == "skipped" and "no quorum" in run["detail"]
+
+
+def test_run_resumed_on_a_node_that_no_longer_leads_is_skipped(tmp_path):
+    watcher, journal = make_watcher(tmp_path, leader="n2")
+    journal.queue_run("web", "r.yml", "pool", [FAILED])
+    drive(watcher, [], 0.3)
+    run = journal.runs()[0]
+    assert watcher.plays == [] and run["status"] == "skipped" and "n2 is" in run["detail"]
+
+
+def test_quorum_lost_between_event_and_run_skips_the_run(tmp_path):
+    watcher, journal = make_watcher(tmp_path)
+
+    async def scenario():
+        task = asyncio.create_task(watcher.run())
+        watcher.submit(FAILED)
+        watcher.connector.topology["web"].quorum = False  # the split, during the debounce
+        await asyncio.sleep(0.4)
+        task.cancel()
+
+    asyncio.run(scenario())
+    assert watcher.plays == [] and journal.runs()[0]["status"] == "skipped"
+
+
+def test_require_quorum_is_validated(tmp_path):
+    path = tmp_path / "connector.yml"
+    path.write_text(
+        "node: n1\nwatcher:\n  rules:\n"
+        "    - {events: [member_failed], playbook: x.yml, require_quorum: true}\n"
+        "    - {events: [member_failed], playbook: y.yml, scope: local, require_quorum: false}\n"
+        "    - {events: [member_failed], playbook: z.yml, require_quorum: 'no'}\n"
+    )
+    with pytest.raises(PoolModelError) as err:
+        load_config(str(path))
+    text = str(err.value)
+    assert "rules[1].require_quorum: require_quorum applies to scope: pool rules only" in text
+    assert "rules[2].require_quorum: expected true or false" in text
+    assert "rules[0]" not in text
 
 
 # ------------------------------------------------------------------- sbm

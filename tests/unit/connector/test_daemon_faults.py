@@ -150,6 +150,8 @@ def test_hung_checks_never_stall_dns_or_event_publishing(tmp_path, monkeypatch):
         connector.prober.heard["web"]["n2"] = time.monotonic()
         serf = {n: SerfMember(n, status="failed" if n == "n3" else "alive") for n in NODES}
         connector.dns.observe("web", pool_topology("web", NODES, serf, {}))
+        # A leader long settled with quorum (a fresh one holds removals back a moment).
+        connector.dns.settled_since["web"] = time.monotonic() - 60
         await asyncio.wait_for(connector.dns._step("web"), GUARD)
         # ... and the event is journaled and published.
         queue: asyncio.Queue = asyncio.Queue()

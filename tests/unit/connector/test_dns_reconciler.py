@@ -71,11 +71,38 @@ def server(monkeypatch):
     return fake
 
 
-def reconciler(node: str = "n1", heard: float = 0.0, hold_down: float = 3.0) -> DnsReconciler:
-    def last_heard():
-        return {n: time.monotonic() - heard for n in NODES}
+def reconciler(
+    node: str = "n1",
+    heard: float = 0.0,
+    hold_down: float = 3.0,
+    settled: bool = True,
+    on_change=None,
+) -> DnsReconciler:
+    """A reconciler whose probes hear every member its view does not mark down.
 
-    return DnsReconciler(node, MODEL, ["web"], {"hold_down": hold_down}, last_heard, fresh=0.65)
+    ``settled``: its view has been backed by quorum for longer than ``dead_after``
+    (the usual state of a running leader), so removals are not held back.
+    """
+    r: DnsReconciler
+
+    def last_heard():
+        topo = r.topology.get("web")
+        down = {n for n, m in topo.members.items() if m.state in ("failed", "left")} if topo else ()
+        return {n: time.monotonic() - (60.0 if n in down else heard) for n in NODES}
+
+    r = DnsReconciler(
+        node, MODEL, ["web"], {"hold_down": hold_down}, last_heard, fresh=0.65, on_change=on_change
+    )
+    if settled:
+        observe = r.observe
+
+        def observe_settled(pool, topo):
+            observe(pool, topo)
+            if r.settled_since[pool] is not None:
+                r.settled_since[pool] = min(r.settled_since[pool], time.monotonic() - 1.0)
+
+        r.observe = observe_settled
+    return r
 
 
 def test_only_the_leader_with_quorum_and_fresh_contact_writes():
@@ -140,15 +167,7 @@ def test_each_change_is_published_as_a_dns_changed_event(server):
     async def collect(event):
         events.append(event)
 
-    r = DnsReconciler(
-        "n1",
-        MODEL,
-        ["web"],
-        {},
-        lambda: {n: time.monotonic() for n in NODES},
-        fresh=0.65,
-        on_change=collect,
-    )
+    r = reconciler("n1", on_change=collect)
     r.observe("web", topology())
     asyncio.run(r._step("web"))
     assert events == []  # the server already served everyone: no change, no event
@@ -187,3 +206,57 @@ def test_each_pool_is_updated_with_its_own_key_file(server, monkeypatch):
     asyncio.run(default._step("web"))
     # The default is the dns_sa role's per-pool file, read once and kept.
     assert loaded == ["/etc/multiall/dns/web.key"] and seen == ["key</etc/multiall/dns/web.key>"]
+
+
+def test_leader_that_just_regained_quorum_removes_nobody_it_has_not_heard(server):
+    # A healed partition: n1 regains quorum while its verdict on n3 is still the
+    # one from the split (failed) and n3's first packets have not arrived yet.
+    heard = {"n2": 0.0}
+    r = DnsReconciler(
+        "n1",
+        MODEL,
+        ["web"],
+        {},
+        lambda: {n: time.monotonic() - age for n, age in heard.items()},
+        fresh=0.65,
+    )
+    r.observe("web", topology("n3"))
+    asyncio.run(r._step("web"))
+    assert all(sent == NODES for sent in server.sent) and server.members == NODES
+    choice = r.choice("web")
+    assert choice.members == NODES and "settling" in choice.settling["n3"]
+    # Heard from n3 now: marked failed, but evidently up -> still not removed.
+    heard["n3"] = 0.0
+    r.settled_since["web"] = time.monotonic() - 1.0
+    asyncio.run(r._step("web"))
+    assert server.members == NODES and "heard just now" in r.choice("web").settling["n3"]
+    # Settled, and n3 really silent: now it goes.
+    del heard["n3"]
+    asyncio.run(r._step("web"))
+    assert server.sent[-1] == ["n1", "n2"]
+
+
+def test_unsettled_leader_still_removes_a_member_it_hears_report_critical(server):
+    r = reconciler("n1", settled=False)
+    r.observe("web", topology(sbm={"n2": "2"}))
+    asyncio.run(r._step("web"))
+    assert server.sent == [["n1", "n3"]]
+
+
+def test_report_says_what_the_server_serves_after_another_writer(server):
+    # The leader kept n1 as the last member; then a dns_zone run applied a
+    # choice it had read a moment earlier (n2). The report must not claim n1.
+    r = reconciler("n1")
+    r.observe("web", topology(sbm={"n2": "2", "n3": "2"}))
+    asyncio.run(r._step("web"))
+    r.observe("web", topology(sbm={"n1": "2", "n2": "2", "n3": "2"}))
+    asyncio.run(r._step("web"))
+    assert server.members == ["n1"] and r.choice("web").kept_last == ["n1"]
+    server.members = ["n2"]  # the other writer
+    report = asyncio.run(r.report("web"))["pools"]["web"]
+    assert report["members"]["kept_last"] == ["n2"]
+    assert [line for line in report["served"] if line.startswith("@")] == ["@ 5 IN A 198.18.0.12"]
+    assert report["in_sync"]
+    sent = len(server.sent)
+    asyncio.run(r._step("web"))  # the leader reconciles at once, from the server's state
+    assert server.sent[sent:] == [["n2"]] and r.state["web"]["applied"] == ("n2",)

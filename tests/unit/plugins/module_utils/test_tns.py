@@ -136,3 +136,38 @@ def test_serf_member_reads_maintenance_from_its_tag():
     member = SerfMember("n1", tags={"maint": maintenance_tag(True, "disk swap")})
     assert member.in_maintenance and member.maintenance_reason == "disk swap"
     assert not SerfMember("n2", tags={"maint": "0"}).in_maintenance
+
+
+def split_views(minority: list[str], heard_far_side: bool = True) -> dict[str, dict[str, bool]]:
+    """The observations on the minority just after a split: its own fresh views
+    say the far side is gone, the far side's last views (still fresh for 2 s
+    in the prober) say everyone is reachable."""
+    obs = all_see_all()
+    for node in minority:
+        obs[node] = {p: p in minority for p in POOL if p != node}
+    if not heard_far_side:
+        obs = {n: v for n, v in obs.items() if n in minority}
+    return obs
+
+
+def test_minority_of_a_split_loses_quorum_as_soon_as_its_own_view_turns():
+    # 2|3 split, ~0.7 s in: n1 and n2 no longer hear n3-n5, whose last views
+    # (from before the split) still say everyone is fine.
+    topo = pool_topology("web", POOL, serf(), split_views(["n1", "n2"]), me="n1")
+    assert all(topo.members[p].state == SUSPECT for p in ("n3", "n4", "n5"))
+    assert not topo.quorum
+    assert topo.leader == "n1"  # a leader without quorum: nobody acts on it
+
+
+def test_majority_of_a_split_keeps_quorum_and_fails_the_far_side():
+    obs = split_views(["n3", "n4", "n5"])
+    topo = pool_topology("web", POOL, serf(), obs, me="n3")
+    assert topo.quorum
+    assert topo.members["n1"].state == FAILED and topo.members["n2"].state == FAILED
+
+
+def test_one_broken_link_does_not_cost_quorum_in_the_own_view():
+    obs = all_see_all()
+    obs["n1"]["n3"] = False  # only the n1-n3 link is down
+    topo = pool_topology("web", POOL, serf(), obs, me="n1")
+    assert topo.quorum and topo.members["n3"].state == SUSPECT
