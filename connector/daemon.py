@@ -144,7 +144,7 @@ class Connector:
             self.model,
             self.pools,
             cfg.dns,
-            last_heard=lambda: dict(self.prober.last_heard),
+            last_heard=lambda pool: dict(self.prober.heard.get(pool, {})),
             fresh=float(cfg.probe["dead_after"]),
             on_change=self.publish,
         )

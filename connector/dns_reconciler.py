@@ -67,7 +67,7 @@ class DnsReconciler:
         model: Any,
         pools: list[str],
         cfg: dict[str, Any],
-        last_heard: Callable[[], dict[str, float]] = dict,
+        last_heard: Callable[[str], dict[str, float]] = lambda pool: {},
         fresh: float = 1.0,
         on_change: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
     ) -> None:
@@ -138,7 +138,7 @@ class DnsReconciler:
         chosen = choose_members(
             topo.members, hold.held(now, self.hold_down, served), served, hold.was_down
         )
-        heard = {n for n, t in self.last_heard().items() if now - t <= self.fresh}
+        heard = {n for n, t in self.last_heard(pool).items() if now - t <= self.fresh}
         return keep_unsettled(
             chosen, topo.members, served, heard | {self.node}, self._track_settled(pool)
         )
@@ -172,7 +172,9 @@ class DnsReconciler:
         write needs fresh packets from a majority, which a cut-off node lacks.
         """
         now = time.monotonic()
-        heard = self.last_heard()
+        # Only packets signed with this pool's key count: a peer heard in
+        # another shared pool says nothing about this pool's partition.
+        heard = self.last_heard(pool)
         declared = list(self.addresses[pool])
         fresh = 1 + sum(
             1 for n in declared if n != self.node and now - heard.get(n, -1e9) <= self.fresh

@@ -85,7 +85,7 @@ def reconciler(
     """
     r: DnsReconciler
 
-    def last_heard():
+    def last_heard(pool: str):
         topo = r.topology.get("web")
         down = {n for n, m in topo.members.items() if m.state in ("failed", "left")} if topo else ()
         return {n: time.monotonic() - (60.0 if n in down else heard) for n in NODES}
@@ -217,7 +217,7 @@ def test_leader_that_just_regained_quorum_removes_nobody_it_has_not_heard(server
         MODEL,
         ["web"],
         {},
-        lambda: {n: time.monotonic() - age for n, age in heard.items()},
+        lambda pool: {n: time.monotonic() - age for n, age in heard.items()},
         fresh=0.65,
     )
     r.observe("web", topology("n3"))
