@@ -1,6 +1,6 @@
 """The lab: several real servers on one machine, from network + mount namespaces.
 
-Each node is a network namespace ``ma-<node>`` (a veth to the bridge ``ma-br0``
+Each node is a network namespace ``<prefix><node>`` (a veth to the bridge ``<prefix>br0``
 that holds the controller address 198.18.0.1) plus, per boot, new mount/UTS/PID
 namespaces whose PID 1 is ``lab/supervisor.py``. Its root is an overlay of the
 machine's ``/`` with a per-node tmpfs as upper layer, so every node has its own
@@ -9,7 +9,7 @@ like a server keeps its disk across a reboot. Each node runs its own ``sshd``
 on its lab address with its own host key, pinned in ``known_hosts``.
 
 Traffic never leaves the machine: no route, NAT or forwarding is set up, and
-every address is in 198.18.0.0/24. Everything the lab makes is named ``ma-*``
+every address is in 198.18.0.0/24. Everything the lab makes is named ``ma-*`` (``maK-*`` in private lab K)
 or lives under the state directory, so ``down()`` can clean up after a crash.
 """
 
@@ -20,6 +20,7 @@ import fcntl
 import ipaddress
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -35,8 +36,23 @@ from ansible_collections.takelan.multiall.plugins.module_utils._control import e
 
 LAB_NET = ipaddress.ip_network("198.18.0.0/24")
 CONTROLLER = "198.18.0.1"
-BRIDGE = "ma-br0"
-PREFIX = "ma-"
+
+
+def _prefix() -> str:
+    """Name prefix of everything the lab makes; ``MULTIALL_LAB_PREFIX`` gives a private lab.
+
+    ``lab/instance.sh K`` runs a command against lab K: its own controller network
+    namespace (so the same 198.18.0.0/24 addresses and bridge name do not clash),
+    state dir and this prefix for the globally named network namespaces and mounts.
+    """
+    prefix = os.environ.get("MULTIALL_LAB_PREFIX", "ma-")
+    if not re.fullmatch(r"ma[0-9]?-", prefix):
+        raise SystemExit(f"MULTIALL_LAB_PREFIX={prefix!r}: expected 'ma-' or 'maK-' (K a digit)")
+    return prefix
+
+
+PREFIX = _prefix()
+BRIDGE = f"{PREFIX}br0"
 DEFAULT_STATE = "/run/multiall-lab"
 SUPERVISOR = Path(__file__).resolve().parent / "supervisor.py"
 NODE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -240,7 +256,7 @@ class Lab:
         sh(["ip", "-n", netns, "link", "set", "lo", "up"])
         node.update(netns=netns, host_if=host_if)
         # The node's "disk": a tmpfs upper layer over the machine's root.
-        sh(["mount", "-t", "tmpfs", "-o", "mode=755", f"ma-{name}-disk", str(upper)])
+        sh(["mount", "-t", "tmpfs", "-o", "mode=755", f"{PREFIX}{name}-disk", str(upper)])
         (upper / "u").mkdir()
         (upper / "w").mkdir()
         sh(
@@ -248,7 +264,7 @@ class Lab:
                 "mount",
                 "-t",
                 "overlay",
-                f"ma-{name}-root",
+                f"{PREFIX}{name}-root",
                 "-o",
                 f"lowerdir=/,upperdir={upper}/u,workdir={upper}/w",
                 str(merged),
