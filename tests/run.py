@@ -93,12 +93,13 @@ def run_job(job: Job, slot: int | None, logs: Path) -> None:
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            check=False,
         )
     job.rc = proc.returncode
     job.seconds = time.monotonic() - started
     if slot is not None:
         # The lab is down after every job (fixtures tear down); drop its controller netns.
-        subprocess.run(["ip", "netns", "del", f"mactl{slot}"], capture_output=True)
+        subprocess.run(["ip", "netns", "del", f"mactl{slot}"], capture_output=True, check=False)
 
 
 def job_env() -> dict[str, str]:
@@ -116,7 +117,7 @@ def tail(path: Path, lines: int = 25) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the jobs, print one line per finished job, then the failures in full."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--jobs", type=int, default=int(os.environ.get("MULTIALL_TEST_JOBS", "3")))
     parser.add_argument("--only", action="append", default=[], help="run jobs whose name has this")
     parser.add_argument("--list", action="store_true", help="list the jobs and exit")
