@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from ansible_collections.takelan.multiall.plugins.module_utils.sbm import (
+from ansible_collections.takelan.multiall.plugins.module_utils._sbm_perfdata import (
     format_perfdata,
     parse_perfdata,
 )

@@ -5,11 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from ansible_collections.takelan.multiall.plugins.module_utils.sbm import (
-    NAMES,
-    Result,
-    parse_perfdata,
-)
+from ansible_collections.takelan.multiall.plugins.module_utils._sbm_perfdata import parse_perfdata
+from ansible_collections.takelan.multiall.plugins.module_utils.sbm import NAMES, Result
 
 from connector import sbm_answer
 

@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from ansible_collections.takelan.multiall.plugins.module_utils.sbm import parse_perfdata
+from ansible_collections.takelan.multiall.plugins.module_utils._sbm_perfdata import parse_perfdata
 
 MULTIALL = str(Path(sys.executable).parent / "multiall")
 REPORT = {

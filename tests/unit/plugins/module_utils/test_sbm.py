@@ -12,6 +12,11 @@ import time
 import uuid
 
 import pytest
+from ansible_collections.takelan.multiall.plugins.module_utils._sbm_perfdata import (
+    format_perfdata,
+    parse_perfdata,
+    split_plugin_output,
+)
 from ansible_collections.takelan.multiall.plugins.module_utils.sbm import (
     CHECKS,
     CRITICAL,
@@ -23,9 +28,6 @@ from ansible_collections.takelan.multiall.plugins.module_utils.sbm import (
     RuleState,
     evaluate,
     evaluate_all,
-    format_perfdata,
-    parse_perfdata,
-    split_plugin_output,
     worst,
 )
 
