@@ -248,6 +248,8 @@ def run_module(lab, node: str, args: str, *extra: str) -> dict:
         {
             "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
             "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.minimal",
+            # parsed below as JSON, whatever ansible.cfg asks for people
+            "ANSIBLE_CALLBACK_RESULT_FORMAT": "json",
         }
     )
     proc = subprocess.run(
