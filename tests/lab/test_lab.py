@@ -72,7 +72,8 @@ def test_partition_splits_groups_and_heal_restores(lab3):
         assert not reaches(lab3, "n1", "n2")
         assert not reaches(lab3, "n3", "n1")
         assert reaches(lab3, "n2", "n3")
-        assert all(ssh_banner(addr) for addr in lab3.nodes.values())  # controller reaches all
+        # the controller reaches all (a loaded machine may need more than the default 0.5 s)
+        assert all(ssh_banner(addr, timeout=5) for addr in lab3.nodes.values())
     finally:
         lab3.heal()
     assert reaches(lab3, "n1", "n2")
@@ -100,11 +101,7 @@ def test_loss_drops_packets_and_zero_clears(lab3):
             socket.create_connection((address, 22), timeout=1).close()
     finally:
         lab3.loss("n3", 0)
-    # sshd answers again (a loaded machine may take more than one banner timeout)
-    deadline = time.monotonic() + 15
-    while not ssh_banner(address) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert ssh_banner(address, timeout=5)
+    assert ssh_banner(address, timeout=5)  # sshd answers again
 
 
 def test_supervisor_restarts_a_service_that_exits(lab3):
