@@ -19,6 +19,8 @@ from __future__ import annotations
 import posixpath
 from typing import Any
 
+from ._schema import render_path
+
 # Defaults of a tree's FS-SA keys (the spec in _pools_spec.FILE_TREE).
 TREE_DEFAULTS: dict[str, Any] = {
     "source": None,
@@ -31,6 +33,10 @@ TREE_DEFAULTS: dict[str, Any] = {
     "conflict": "keep_both",
 }
 CONFLICT_POLICIES = ("keep_both", "newest")
+# Keys two pools must not set differently for one tree; ``exclude`` lists are
+# merged (union), as every list of the model is, and an unset key agrees with
+# any value (like an unpinned package version).
+_SCALAR_KEYS = ("source", "owner", "group", "mode", "delete", "live", "conflict")
 
 
 def _pool_trees(model: Any, pool: str) -> dict[str, Any]:
@@ -98,3 +104,76 @@ def tree_of(trees: dict[str, Any], path: str) -> str | None:
         if inside and (best is None or len(root) > len(best)):
             best = tree
     return best
+
+
+def _inside(inner: str, outer: str) -> bool:
+    outer = outer.rstrip("/")
+    return inner != outer and inner.startswith(outer + "/")
+
+
+def check_trees(model: Any, v: Any) -> None:
+    """Load-time checks of every node's trees, as file:line errors on validator ``v``.
+
+    - Two pools of one node declaring the same tree differently: the merge
+      would leave the key unset (a conflict); for a tree that means two
+      pools syncing one directory with different rules, so it is an error
+      naming both pools, the key and where each sets it. A node override or
+      exception that settles the key settles it here too.
+    - A tree inside another tree on one node: the inner files would belong to
+      two syncs (possibly with different peers); an error naming both.
+    """
+    seen: set[tuple[Any, ...]] = set()
+    for node in model.node_names():
+        view = model.effective(node)
+        for path in sorted(view.settings.get("files") or {}):
+            pools = declaring_pools(model, node, path)
+            for key in _SCALAR_KEYS if len(pools) > 1 else ():
+                values = {
+                    p: spec[key]
+                    for p in pools
+                    if key in (spec := _pool_trees(model, p).get(path) or {})
+                }
+                if len({repr(x) for x in values.values()}) < 2:
+                    continue
+                origins = view.sources.get(render_path(("files", path, key)), [])
+                if any(o not in pools for o in origins):
+                    continue  # a node override or exception settles it
+                ident = ("differ", path, key, tuple(pools))
+                if ident in seen:
+                    continue
+                seen.add(ident)
+                last = sorted(values)[-1]
+                marks = {p: model._value_mark(p, ("files", path, key)) for p in values}
+                said = " and ".join(
+                    f"{values[p]!r} in pool {p!r} ({marks[p] or '?'})" for p in values
+                )
+                v.error(
+                    f"tree {path} is declared differently by pools "
+                    f"{' and '.join(map(repr, values))} of node {node!r}: {key} is {said}; "
+                    "a tree has one definition on a node",
+                    marks[last],
+                    ("pools", last, "files", path, key),
+                )
+        trees = trees_for(model, node)
+        for outer in trees:
+            for inner in trees:
+                if not _inside(inner, outer) or ("nested", outer, inner) in seen:
+                    continue
+                seen.add(("nested", outer, inner))
+                ipool, opool = trees[inner]["pool"], trees[outer]["pool"]
+                omark = model._value_mark(opool, ("files", outer))
+                v.error(
+                    f"tree {inner} (pool {ipool!r}) is inside tree {outer} (pool {opool!r}, "
+                    f"{omark or '?'}) on node {node!r}; its files would be synced twice: "
+                    "declare only one of them (or use 'exclude' in the outer one)",
+                    _key_mark(model, ipool, inner),
+                    ("pools", ipool, "files", inner),
+                )
+
+
+def _key_mark(model: Any, pool: str, path: str) -> Any:
+    """Where ``pool`` (or a pool it includes) names tree ``path``."""
+    files = model.pools[pool].get("files")
+    if files is not None and hasattr(files, "mark_of") and files.mark_of(path):
+        return files.mark_of(path)
+    return model._value_mark(pool, ("files", path))

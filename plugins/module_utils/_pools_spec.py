@@ -17,6 +17,7 @@ from typing import Any
 
 from ._dns_records import HAS_DNSPYTHON
 from ._located_yaml import LocatedDict
+from ._pools_files import CONFLICT_POLICIES
 from ._schema import Field
 from .sbm import HIGHER_IS_WORSE, KINDS, LOWER_IS_WORSE
 
@@ -362,6 +363,11 @@ FILE_TREE = Field(
         "mode": _mode(),
         "exclude": _str_list(),
         "delete": _bool(),
+        # FS-SA: false = converged by fs_sync only, no live push.
+        "live": _bool(),
+        # FS-SA: who wins a concurrent edit; the loser is kept (keep_both) or
+        # only reported (newest).
+        "conflict": _str(choices=CONFLICT_POLICIES),
     },
 )
 

@@ -127,11 +127,8 @@ def test_membership_counts_from_both_sides():
     ("web", "api", "key"),
     [
         ('packages: {nginx: "1.22*"}', 'packages: {nginx: "1.24*"}', "packages.nginx.version"),
-        (
-            "files: {/srv/www: {source: /a}}",
-            "files: {/srv/www: {source: /b}}",
-            'files["/srv/www"].source',
-        ),
+        # A tree declared differently is a load error, not a conflict (FS-SA would
+        # sync one directory by two rules): tests/unit/.../test__pools_files.py.
         (
             "baseline: {root: {kind: disk, warn: 80, crit: 90}}",
             "baseline: {root: {kind: disk, warn: 80, crit: 95}}",
