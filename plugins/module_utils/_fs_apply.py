@@ -107,6 +107,11 @@ def apply_incoming(
             if excluded(entry.path, index.exclude):
                 continue
             local = index.get(entry.path)
+            if local is None:
+                # On disk but not indexed yet (written a moment ago, before our own
+                # watcher got to it): it is a local version, never silently replaced.
+                index.record(db, [entry.path], everyone)
+                local = index.get(entry.path)
             verdict = decide(local, entry)
             if verdict == "keep":
                 continue

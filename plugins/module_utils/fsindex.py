@@ -435,34 +435,39 @@ class Index:
         sent, indexed before it landed) is no change: that is what keeps received
         files from echoing back. Returns the paths that changed.
         """
-        changed: list[str] = []
-        peers = list(peers)
         with self.tx() as db:
-            for rel in paths:
-                if excluded(rel, self.exclude):
-                    continue
-                old = self.get(rel)
-                incoming = bool(old) and bool(
-                    db.execute("SELECT incoming FROM files WHERE path=?", (rel,)).fetchone()[0]
-                )
-                new = self._disk_entry(rel, old)
-                if new is None or new is old:
-                    if new is old and incoming:
-                        db.execute("UPDATE files SET incoming=0 WHERE path=?", (rel,))
-                    continue
-                if old is not None and new.same_content(old):
-                    # Same bytes, mode and owner (an mtime touch, a directory whose
-                    # children changed, a received file): refresh the stat, no change.
-                    new.vv, new.origin = old.vv, old.origin
-                    self.put(db, new)
-                    continue
-                if incoming and old is not None and not old.deleted:
-                    continue  # a transfer in flight: the disk catches up with the entry
-                new.vv = {**new.vv, self.node: new.vv.get(self.node, 0) + 1}
-                new.origin = self.node
+            return self.record(db, paths, peers)
+
+    def record(
+        self, db: sqlite3.Connection, paths: Iterable[str], peers: Iterable[str]
+    ) -> list[str]:
+        """``observe`` inside an open transaction (the receiver checks the disk first too)."""
+        changed: list[str] = []
+        for rel in paths:
+            if excluded(rel, self.exclude):
+                continue
+            old = self.get(rel)
+            incoming = bool(old) and bool(
+                db.execute("SELECT incoming FROM files WHERE path=?", (rel,)).fetchone()[0]
+            )
+            new = self._disk_entry(rel, old)
+            if new is None or new is old:
+                if new is old and incoming:
+                    db.execute("UPDATE files SET incoming=0 WHERE path=?", (rel,))
+                continue
+            if old is not None and new.same_content(old):
+                # Same bytes, mode and owner (an mtime touch, a directory whose
+                # children changed, a received file): refresh the stat, no change.
+                new.vv, new.origin = old.vv, old.origin
                 self.put(db, new)
-                changed.append(rel)
-            self.enqueue(db, changed, peers)
+                continue
+            if incoming and old is not None and not old.deleted:
+                continue  # a transfer in flight: the disk catches up with the entry
+            new.vv = {**new.vv, self.node: new.vv.get(self.node, 0) + 1}
+            new.origin = self.node
+            self.put(db, new)
+            changed.append(rel)
+        self.enqueue(db, changed, list(peers))
         return changed
 
     def walk(self) -> Iterator[str]:
