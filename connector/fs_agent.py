@@ -61,6 +61,8 @@ DEFAULTS: dict[str, Any] = {
 # How often a pusher looks at its queue without a kick: rows the receiving
 # process queued for us (a conflict's winner, an offer) are found this way.
 POLL = 1.0
+# Longest reply line read from a session (an index of 100 000 paths is ~10 MB).
+MAX_REPLY = 1 << 28
 
 
 class PeerError(RuntimeError):
@@ -96,6 +98,8 @@ class FsAgent:
         self.peer_state: dict[tuple[str, str], dict[str, Any]] = {
             k: {"last_sync": None, "error": None, "pushed": 0} for k in self.kicks
         }
+        self.sessions: dict[tuple[str, str], asyncio.subprocess.Process] = {}
+        self.session_locks = {k: asyncio.Lock() for k in self.kicks}
         self.watcher: TreeWatcher | None = None
         self.ready = asyncio.Event()
         self.error: str | None = None
@@ -114,8 +118,11 @@ class FsAgent:
             kw["port"] = int(view.ssh_port)
         return {"pool": peer_pool(self.model, self.node, peer, tree), "address": view.address, **kw}
 
-    async def _ask(self, tree: str, peer: str, op: str, data: dict[str, Any]) -> dict[str, Any]:
-        """One ``multiall-fs OP TREE`` request to PEER; its JSON reply."""
+    async def _session(self, tree: str, peer: str) -> asyncio.subprocess.Process:
+        """The open ``multiall-fs session TREE`` to PEER (started when there is none)."""
+        proc = self.sessions.get((tree, peer))
+        if proc is not None and proc.returncode is None:
+            return proc
         t = self._transport(tree, peer)
         argv = ssh_argv(
             t["pool"],
@@ -127,31 +134,61 @@ class FsAgent:
         proc = await asyncio.create_subprocess_exec(
             *argv,
             "multiall-fs",
-            op,
+            "session",
             tree,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            limit=MAX_REPLY,
         )
-        try:
-            out, err = await asyncio.wait_for(
-                proc.communicate(json.dumps({"from": self.node, **data}).encode()),
-                self.cfg["timeout"],
-            )
-        except TimeoutError:
+        self.sessions[(tree, peer)] = proc
+        return proc
+
+    async def _drop_session(self, key: tuple[str, str]) -> str:
+        """End a broken session; the last line it wrote on stderr (the peer's refusal)."""
+        proc = self.sessions.pop(key, None)
+        if proc is None:
+            return ""
+        if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
-            await proc.wait()
-            raise PeerError(f"{peer}: multiall-fs {op} {tree} timed out") from None
-        if proc.returncode != 0:
-            msg = err.decode(errors="replace").strip().splitlines()
-            raise PeerError(
-                f"{peer}: multiall-fs {op} {tree}: {msg[-1] if msg else proc.returncode}"
-            )
+        err = b""
+        with contextlib.suppress(TimeoutError, ValueError):
+            assert proc.stderr is not None
+            err = await asyncio.wait_for(proc.stderr.read(), 2)
+        await proc.wait()
+        lines = err.decode(errors="replace").strip().splitlines()
+        return lines[-1] if lines else f"exit {proc.returncode}"
+
+    async def _ask(self, tree: str, peer: str, op: str, data: dict[str, Any]) -> dict[str, Any]:
+        """One ``multiall-fs`` request to PEER over its session; the JSON reply."""
+        key = (tree, peer)
+        async with self.session_locks[key]:
+            proc = await self._session(tree, peer)
+            assert proc.stdin is not None and proc.stdout is not None
+            line = b""
+            try:
+                proc.stdin.write(
+                    (json.dumps({"op": op, "from": self.node, **data}) + "\n").encode()
+                )
+                await proc.stdin.drain()
+                line = await asyncio.wait_for(proc.stdout.readline(), self.cfg["timeout"])
+            except TimeoutError:
+                await self._drop_session(key)
+                raise PeerError(f"{peer}: multiall-fs {op} {tree} timed out") from None
+            except (ConnectionError, ValueError) as exc:
+                why = await self._drop_session(key)
+                raise PeerError(f"{peer}: multiall-fs {op} {tree}: {why or exc}") from None
+            if not line:
+                why = await self._drop_session(key)
+                raise PeerError(f"{peer}: multiall-fs {op} {tree}: {why}")
         try:
-            return json.loads(out)
+            reply = json.loads(line)
         except ValueError:
             raise PeerError(f"{peer}: multiall-fs {op} {tree}: reply is not JSON") from None
+        if not reply.get("ok"):
+            raise PeerError(f"{peer}: multiall-fs {op} {tree}: {reply.get('error')}")
+        return reply
 
     async def _rsync(self, tree: str, peer: str, paths: list[str]) -> None:
         """Land PATHS (relative to TREE) on PEER: one rsync over the persistent master."""
@@ -404,6 +441,8 @@ class FsAgent:
         finally:
             for task in tasks:
                 task.cancel()
+            for key in list(self.sessions):
+                await self._drop_session(key)
             if self.watcher:
                 self.watcher.close()
 

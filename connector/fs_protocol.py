@@ -10,6 +10,8 @@ every request whose first word is ``multiall-fs`` to :func:`serve`. Requests:
     index): queue for it what we hold newer; reply what it holds newer.
 ``multiall-fs want TREE``   stdin ``{"from": NODE, "paths": [...]}``: queue those for it.
 ``multiall-fs index TREE``  reply our entries (for ``multiall fs`` diagnostics).
+``multiall-fs session TREE`` the same requests as JSON lines (``"op"`` in each), kept
+    open by the sender: no process start per push.
 
 TREE must be a tree the key's pool declares for this node; every path in the
 data is checked (no absolute path, no ``..``, no symlinked parent leading out)
@@ -71,11 +73,19 @@ def _read_request() -> dict[str, Any]:
 
 
 def handle(request: PeerRequest, data: dict[str, Any], states: str) -> dict[str, Any]:
-    """Answer one checked request (the part tests call without sshd)."""
+    """Answer one request given by its command words (the part tests call without sshd)."""
     words = request.words
     if len(words) != 3 or words[1] not in OPS:
         raise Refused(f"usage: multiall-fs {{{'|'.join(OPS)}}} TREE (got {' '.join(words)!r})")
-    op, tree = words[1], words[2]
+    return answer(request, words[1], words[2], data, states)
+
+
+def answer(
+    request: PeerRequest, op: str, tree: str, data: dict[str, Any], states: str
+) -> dict[str, Any]:
+    """Answer OP on TREE for the sender named in DATA, after every check."""
+    if op not in OPS:
+        raise Refused(f"unknown request {op!r}; requests: {', '.join(OPS)}")
     trees = request.trees()
     if tree not in trees:
         declared = ", ".join(sorted(trees)) or "none"
@@ -103,9 +113,32 @@ def handle(request: PeerRequest, data: dict[str, Any], states: str) -> dict[str,
         index.close()
 
 
+def session(request: PeerRequest, states: str) -> int:
+    """``multiall-fs session TREE``: one JSON request per line, one JSON reply per line.
+
+    The sender keeps this open beside its SSH master, so a push costs one round
+    trip instead of starting a process on the receiver each time. A refused
+    request is answered ``{"ok": false, "error": ...}`` and the session goes on.
+    """
+    tree = request.words[2]
+    for line in sys.stdin.buffer:
+        try:
+            data = json.loads(line)
+            if not isinstance(data, dict):
+                raise Refused("a request must be a JSON object")
+            reply = {"ok": True, **answer(request, str(data.get("op")), tree, data, states)}
+        except (Refused, FsPathError, FsIndexError, ValueError) as exc:
+            reply = {"ok": False, "error": str(exc)}
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
+    return 0
+
+
 def serve(request: PeerRequest) -> int:
     """Entry point from ``peer_receive``'s dispatch table; stdout carries the JSON reply."""
     try:
+        if request.words[1:2] == ["session"] and len(request.words) == 3:
+            return session(request, state_dir())
         reply = handle(request, _read_request(), state_dir())
     except (FsPathError, FsIndexError) as exc:
         raise Refused(str(exc)) from None

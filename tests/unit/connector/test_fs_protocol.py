@@ -95,3 +95,26 @@ def test_watcher_reports_files_in_a_new_directory_and_changes(tmp_path: Path) ->
     asyncio.run(scenario())
     assert {"a", "a/b", "a/b/f", "g"} <= seen
     assert "skip.swp" not in seen
+
+
+def test_session_answers_each_line_and_survives_a_refusal(site, monkeypatch, capsys) -> None:
+    import io
+    import json
+
+    from connector.fs_protocol import session
+
+    tree = str(site["tree"])
+    lines = [
+        {"op": "apply", "from": "n1", "entries": [{"path": "a", "vv": {"n1": 1}, "hash": "h"}]},
+        {"op": "apply", "from": "n1", "entries": [{"path": "/etc/passwd", "deleted": True}]},
+        {"op": "index", "from": "n1"},
+    ]
+    stdin = io.TextIOWrapper(io.BytesIO("".join(json.dumps(x) + "\n" for x in lines).encode()))
+    monkeypatch.setattr("sys.stdin", stdin)
+    words = ["multiall-fs", "session", tree]
+    request = PeerRequest("web", "n2", str(site["pools"]), " ".join(words), words)
+    assert session(request, str(site["state"])) == 0
+    first, refused, index = (json.loads(x) for x in capsys.readouterr().out.splitlines())
+    assert first["ok"] and first["accept"] == ["a"]
+    assert not refused["ok"] and "absolute paths are not accepted" in refused["error"]
+    assert [e["path"] for e in index["entries"]] == ["a"]
