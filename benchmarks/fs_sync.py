@@ -31,7 +31,7 @@ from pathlib import Path
 from ansible_collections.takelan.multiall.plugins.module_utils.peer_transport import rsync_argv
 
 from lab import Lab
-from lab.connector import start_all, wait_converged, wait_for
+from lab.connector import control, start_all, wait_converged, wait_for
 from lab.failover import percentile
 
 TREE = "/srv/bench"
@@ -78,6 +78,17 @@ def wait_on_peers(lab: Lab, rels: list[str], content: str | None, limit: float) 
     if missing:
         raise SystemExit(f"not on every peer within {limit} s: {sorted(missing)[:5]}")
     return time.monotonic() - start
+
+
+def synced(lab: Lab, limit: float) -> None:
+    """Wait until n1 has nothing queued for any peer (a batch may still be landing)."""
+
+    def done() -> bool:
+        peers = control(lab, "n1", {"op": "fs"})["trees"][TREE]["peers"]
+        return all(p["pending"] == 0 for p in peers.values())
+
+    wait_for(done, limit, "n1's queues to empty", interval=0.5)
+    time.sleep(1)
 
 
 def timed_in_node(lab: Lab, node: str, script: str) -> float:
@@ -189,6 +200,7 @@ def main() -> int:
                 interval=0.5,
             )
             fs_burst = time.monotonic() - t0
+            synced(lab, 600)
             lab.exec(
                 "n1",
                 ["python3", "-c", MAKE_FILES, f"{TREE}/ref-burst", str(burst), "64"],
@@ -217,11 +229,11 @@ def main() -> int:
             )
             last = f"big/d{(big - burst - 1) // 1000:03d}/f{big - burst - 1:06d}"
             wait_on_peers(lab, [last], None, 1800)
-            time.sleep(2)
+            synced(lab, 1800)
             rels = [f"big/d000/f{i:06d}" for i in range(0, 1000, 100)]
             t0 = time.monotonic()
             lab.exec("n1", ["sh", "-c", "; ".join(f"echo changed > {TREE}/{r}" for r in rels)])
-            wait_on_peers(lab, rels, "changed\n", 120)
+            wait_on_peers(lab, rels, "changed\n", 600)
             fs_ten = time.monotonic() - t0
             cmds = " & ".join(rsync_cmd(lab.nodes[p], source=TREE, dest=TREE) for p in PEERS)
             ref_ten = timed_in_node(lab, "n1", f"{cmds} & wait")

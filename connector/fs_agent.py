@@ -362,7 +362,12 @@ class FsAgent:
         reply = await self._ask(tree, peer, "apply", {"entries": entries})
         if reply.get("lost"):
             copies = await self._do(
-                resolve_lost, index, reply["lost"], self.peers[tree], self.trees[tree]["conflict"]
+                resolve_lost,
+                index,
+                reply["lost"],
+                reply.get("winners", []),
+                self.peers[tree],
+                self.trees[tree]["conflict"],
             )
             await self._ask(tree, peer, "want", {"paths": [e["path"] for e in reply["lost"]]})
             if copies:

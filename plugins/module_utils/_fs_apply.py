@@ -50,6 +50,9 @@ def keep_loser(
     copy = None
     if policy == "keep_both" and not loser.deleted and loser.type != "d":
         copy = conflict_name(loser.path, loser.origin or index.node, loser.mtime_ns)
+        kept_already = index.get(copy)
+        if kept_already is not None and not kept_already.deleted:
+            return copy  # this node kept that loser already (both sides told it so)
         src, dst = safe_join(index.tree, loser.path), safe_join(index.tree, copy)
         kept = Entry(**{**loser.as_dict(), "path": copy})
         index.put(db, kept)  # before the rename: our own inotify must not see a new file
@@ -100,7 +103,13 @@ def apply_incoming(
             safe_join(index.tree, entry.path)
     others = [p for p in peers if p != sender]
     everyone = [*others, sender]
-    out: dict[str, Any] = {"accept": [], "lost": [], "deleted": [], "conflicts": []}
+    out: dict[str, Any] = {
+        "accept": [],
+        "lost": [],
+        "winners": [],
+        "deleted": [],
+        "conflicts": [],
+    }
     removals: list[str] = []
     with index.tx() as db:
         for entry in entries:
@@ -119,8 +128,10 @@ def apply_incoming(
                 assert local is not None
                 # Ours wins: the sender keeps its version aside first, then asks
                 # for ours (``want``); queueing it now could overwrite the loser.
-                index.put(db, Entry(**{**local.as_dict(), "vv": vv_merge(local.vv, entry.vv)}))
+                merged = Entry(**{**local.as_dict(), "vv": vv_merge(local.vv, entry.vv)})
+                index.put(db, merged)
                 out["lost"].append(entry.as_dict())
+                out["winners"].append(merged.as_dict())
                 continue
             if verdict == "win" and local is not None:
                 copy = keep_loser(index, db, local, entry, everyone, policy)
@@ -143,27 +154,31 @@ def apply_incoming(
 
 
 def resolve_lost(
-    index: Index, theirs: list[Any], peers: Iterable[str], policy: str = "keep_both"
+    index: Index,
+    lost: list[Any],
+    winners: list[Any],
+    peers: Iterable[str],
+    policy: str = "keep_both",
 ) -> list[str]:
     """The sender's side of ``lost``: keep our losing versions aside, await the winner.
 
-    Our entry takes the winner's merged vector with the ``incoming`` mark, so
-    the winner the peer queued for us lands as "same" and is not seen as a
-    local change; our version survives as the conflict copy (sent to everyone).
+    Our entry becomes the winner's (with the ``incoming`` mark), so the winner
+    the peer then sends lands as "same" and is not seen as a local change; our
+    version survives as the conflict copy, queued for every peer.
     """
     copies = []
     peers = list(peers)
     with index.tx() as db:
-        for raw in theirs:
+        for raw, raw_win in zip(lost, winners, strict=True):
             ours_sent = Entry.from_peer(raw, index.tree)
+            win = Entry.from_peer(raw_win, index.tree)
             local = index.get(ours_sent.path)
-            if local is None or local.vv != ours_sent.vv:
+            if local is None or local.vv != ours_sent.vv or win.path != local.path:
                 continue  # changed again meanwhile: the next push decides afresh
-            copy = keep_loser(index, db, local, local, peers, policy)
+            copy = keep_loser(index, db, local, win, peers, policy)
             if copy:
                 copies.append(copy)
-            placeholder = Entry(**{**local.as_dict(), "hash": "", "size": -1})
-            index.put(db, placeholder, incoming=True)
+            index.put(db, win, incoming=True)
     return copies
 
 

@@ -120,13 +120,17 @@ def test_concurrent_edits_keep_one_winner_and_one_copy_everywhere(tmp_path: Path
     items = a.pending("n2")
     reply = apply_incoming(b, "n1", [e.as_dict() for e in a.entries(["f"])], ["n1", "n2"])
     assert reply["accept"] == [] and [e["path"] for e in reply["lost"]] == ["f"]
-    copies = resolve_lost(a, reply["lost"], ["n2"])
+    copies = resolve_lost(a, reply["lost"], reply["winners"], ["n2"])
     a.ack("n2", items)
     assert copies == [conflict_name("f", "n1", 1_000_000_000)]
     with b.tx() as db:
         b.enqueue(db, ["f"], ["n1"])
     sync(b, a, ["n1", "n2"])
     sync(a, b, ["n1", "n2"])  # the conflict copy
+    # n2's own queued push of f reaches n1 too (concurrent with n1's old version):
+    # n1 already kept that loser, so nothing new is made and the copy stays indexed.
+    reply = apply_incoming(a, "n2", [e.as_dict() for e in b.entries(["f"])], ["n1", "n2"])
+    assert reply["conflicts"] == [] and a.get(copies[0]) is not None
     for idx in (a, b):
         assert Path(idx.tree, "f").read_text() == "from n2 (newer)"
         assert Path(idx.tree, copies[0]).read_text() == "from n1"
