@@ -124,8 +124,7 @@ def apply_incoming(
             verdict = decide(local, entry)
             if verdict == "keep":
                 continue
-            if verdict == "lose":
-                assert local is not None
+            if verdict == "lose" and local is not None:  # "lose" implies a local version
                 # Ours wins: the sender keeps its version aside first, then asks
                 # for ours (``want``); queueing it now could overwrite the loser.
                 merged = Entry(**{**local.as_dict(), "vv": vv_merge(local.vv, entry.vv)})
