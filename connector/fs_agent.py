@@ -29,7 +29,10 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ansible_collections.takelan.multiall.plugins.module_utils._fs_apply import resolve_lost
+from ansible_collections.takelan.multiall.plugins.module_utils._fs_apply import (
+    attach_inline,
+    resolve_lost,
+)
 from ansible_collections.takelan.multiall.plugins.module_utils._pools_files import (
     peer_pool,
     tree_peers,
@@ -358,6 +361,7 @@ class FsAgent:
         index = self.indexes[tree]
         paths = [p for p, _seq in items]
         entries = await self._do(lambda: [e.as_dict() for e in index.entries(paths)])
+        await self._do(attach_inline, tree, entries)
         started = time.monotonic()
         reply = await self._ask(tree, peer, "apply", {"entries": entries})
         if reply.get("lost"):

@@ -14,9 +14,12 @@ winner and the same copy. ``newest`` keeps the winner only and still reports it.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno
+import hashlib
 import os
+import secrets
 import sqlite3
 from collections.abc import Iterable
 from typing import Any
@@ -67,6 +70,84 @@ def keep_loser(
     return copy
 
 
+# Files up to this size travel inside the ``apply`` request itself (no rsync process on
+# either side: a small change costs one round trip); a batch inlines at most INLINE_BATCH.
+INLINE_MAX = 64 * 1024
+INLINE_BATCH = 4 * 1024 * 1024
+
+
+def attach_inline(tree: str, entries: list[dict[str, Any]]) -> int:
+    """Add ``data`` (base64) to small files among ENTRIES whose disk still matches their hash.
+
+    A file changed since it was indexed is left to rsync (it will be queued again
+    by its own event). Returns how many bytes were inlined.
+    """
+    total = 0
+    for entry in entries:
+        if entry["deleted"] or entry["type"] != "f" or entry["size"] > INLINE_MAX:
+            continue
+        if total + entry["size"] > INLINE_BATCH:
+            break
+        try:
+            with open(os.path.join(tree, entry["path"]), "rb", opener=_nofollow) as handle:
+                data = handle.read(INLINE_MAX + 1)
+        except OSError:
+            continue
+        if hashlib.blake2b(data, digest_size=16).hexdigest() != entry["hash"]:
+            continue
+        entry["data"] = base64.b64encode(data).decode()
+        total += len(data)
+    return total
+
+
+def _nofollow(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW)
+
+
+def land_inline(index: Index, entry: Entry, data: bytes | None) -> None:
+    """Write a small file (or make a directory) exactly as ENTRY says, atomically.
+
+    The file is written to ``.NAME.XXXXXX`` beside it (a name the watchers ignore,
+    as they ignore rsync's own temporary files) with its mode, owner and mtime,
+    then renamed over NAME: a reader sees the old or the new file, never half.
+    """
+    full = safe_join(index.tree, entry.path)
+    if entry.type == "d":
+        if not os.path.isdir(full) or os.path.islink(full):
+            os.makedirs(full, exist_ok=True)
+        os.lchown(full, entry.uid, entry.gid)
+        os.chmod(full, entry.mode)
+        return
+    parent, name = os.path.split(full)
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{name}.{secrets.token_hex(3)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data or b"")
+            os.fchown(handle.fileno(), entry.uid, entry.gid)
+            os.fchmod(handle.fileno(), entry.mode)
+        os.utime(tmp, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
+        os.rename(tmp, full)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _inline_data(raw: Any, entry: Entry) -> bytes | None:
+    """The inlined content of RAW when present and matching ENTRY's hash, else None."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("data"), str) or entry.type != "f":
+        return None
+    try:
+        data = base64.b64decode(raw["data"], validate=True)
+    except ValueError:
+        return None
+    if len(data) > INLINE_MAX or hashlib.blake2b(data, digest_size=16).hexdigest() != entry.hash:
+        return None
+    return data
+
+
 def _remove(index: Index, rel: str) -> None:
     """Delete REL from the tree (a directory only when empty: its children go first)."""
     full = safe_join(index.tree, rel)
@@ -109,10 +190,11 @@ def apply_incoming(
         "winners": [],
         "deleted": [],
         "conflicts": [],
+        "landed": 0,
     }
     removals: list[str] = []
     with index.tx() as db:
-        for entry in entries:
+        for raw, entry in zip(raw_entries, entries, strict=True):
             if excluded(entry.path, index.exclude):
                 continue
             local = index.get(entry.path)
@@ -143,7 +225,12 @@ def apply_incoming(
                     removals.append(entry.path)
                 continue
             index.put(db, entry, incoming=True)
-            out["accept"].append(entry.path)
+            data = _inline_data(raw, entry)
+            if data is not None or entry.type == "d":
+                land_inline(index, entry, data)  # inside the transaction: all or nothing
+                out["landed"] += 1
+            else:
+                out["accept"].append(entry.path)
     # Deepest first, so that a deleted directory is empty when its turn comes.
     for rel in sorted(removals, key=lambda r: r.count("/"), reverse=True):
         with contextlib.suppress(FsPathError):

@@ -157,3 +157,25 @@ def test_bad_batch_changes_nothing(tmp_path: Path) -> None:
     with pytest.raises(FsPathError):
         apply_incoming(b, "n1", [good, {"path": "../../etc/passwd", "deleted": True}], ["n1"])
     assert b.entries() == []
+
+
+def test_small_files_travel_inline_and_land_whole_with_their_metadata(tmp_path: Path) -> None:
+    from ansible_collections.takelan.multiall.plugins.module_utils._fs_apply import attach_inline
+
+    a, b = make(tmp_path, "n1"), make(tmp_path, "n2")
+    Path(a.tree, "d").mkdir(mode=0o750)
+    Path(a.tree, "d", "small").write_text("tiny")
+    os.chmod(Path(a.tree, "d", "small"), 0o640)
+    Path(a.tree, "big").write_bytes(b"x" * 70_000)
+    a.rescan(["n2"])
+    entries = [e.as_dict() for e in a.entries()]
+    assert attach_inline(a.tree, entries) == 4
+    reply = apply_incoming(b, "n1", entries, ["n1", "n2"])
+    assert reply["accept"] == ["big"] and reply["landed"] == 2  # d and d/small
+    small = Path(b.tree, "d", "small")
+    assert small.read_text() == "tiny" and oct(small.stat().st_mode & 0o777) == "0o640"
+    assert small.stat().st_mtime_ns == Path(a.tree, "d", "small").stat().st_mtime_ns
+    assert oct(Path(b.tree, "d").stat().st_mode & 0o777) == "0o750"
+    assert b.observe(["d", "d/small"], ["n1"]) == []  # landed = indexed: no echo
+    forged = dict(entries[-1], data="aGVsbG8=")  # content that does not match the hash
+    assert apply_incoming(b, "n1", [forged], ["n1", "n2"])["landed"] == 0
