@@ -53,6 +53,9 @@ def cmd_fs_status(args: argparse.Namespace) -> int:
             f"{tree} (pool {info['pool']}): {info['files']} files, {info['bytes']} bytes,"
             f" {info['tombstones']} tombstones, {info['conflicts']} conflict copies"
         )
+        if info.get("skipped_count"):
+            shown = ", ".join(info["skipped"])
+            print(f"  not synced (devices, fifos, sockets): {info['skipped_count']}: {shown}")
         for peer, p in info["peers"].items():
             state = "alive" if p["alive"] else "away"
             line = f"  {peer:<12} {state:<6} pending {p['pending']:<7} last sync {_ago(p['last_sync'])}"

@@ -292,6 +292,7 @@ class Index:
     def __init__(self, path: str, tree: str, node: str, exclude: Iterable[str] = ()) -> None:
         self.path, self.tree, self.node = path, tree.rstrip("/") or "/", node
         self.exclude = list(exclude)
+        self.skipped: set[str] = set()
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         try:
             self.db = sqlite3.connect(
@@ -407,6 +408,9 @@ class Index:
             return None
         kind = file_type(st)
         if kind is None:
+            # Devices, fifos and sockets are never synced: kept in a list the
+            # status shows, so that "why is it not on the peer?" has an answer.
+            self.skipped.add(rel)
             return None
         if old is not None and same_stat(old, st):
             return old
@@ -554,7 +558,14 @@ class Index:
             "SELECT COUNT(*), COALESCE(SUM(size),0) FROM files WHERE deleted=0 AND type!='d'"
         ).fetchone()
         tomb = self.db.execute("SELECT COUNT(*) FROM files WHERE deleted=1").fetchone()[0]
-        return {"files": files, "bytes": size, "tombstones": tomb}
+        skipped = sorted(self.skipped)
+        return {
+            "files": files,
+            "bytes": size,
+            "tombstones": tomb,
+            "skipped": skipped[:20],
+            "skipped_count": len(skipped),
+        }
 
     def meta(self, key: str, value: str | None = None) -> str | None:
         """Read (or write, when VALUE is given) one small setting such as a last-sync time."""

@@ -179,3 +179,22 @@ def test_small_files_travel_inline_and_land_whole_with_their_metadata(tmp_path: 
     assert b.observe(["d", "d/small"], ["n1"]) == []  # landed = indexed: no echo
     forged = dict(entries[-1], data="aGVsbG8=")  # content that does not match the hash
     assert apply_incoming(b, "n1", [forged], ["n1", "n2"])["landed"] == 0
+
+
+def test_fifos_are_skipped_and_reported(tmp_path: Path) -> None:
+    a = make(tmp_path, "n1")
+    os.mkfifo(Path(a.tree, "pipe"))
+    assert a.rescan(["n2"]) == []
+    assert a.stats()["skipped"] == ["pipe"]
+
+
+def test_newest_policy_keeps_the_winner_only_and_still_reports(tmp_path: Path) -> None:
+    b = make(tmp_path, "n2")
+    Path(b.tree, "f").write_text("mine")
+    os.utime(Path(b.tree, "f"), ns=(1, 1_000))
+    b.rescan([])
+    theirs = {"path": "f", "vv": {"n1": 1}, "hash": "h", "mtime_ns": 2_000, "origin": "n1"}
+    reply = apply_incoming(b, "n1", [theirs], ["n1", "n2"], policy="newest")
+    assert reply["accept"] == ["f"] and reply["conflicts"] == [{"path": "f", "copy": None}]
+    assert b.conflicts() == []
+    assert b.db.execute("SELECT path, policy FROM conflicts").fetchall() == [("f", "newest")]
