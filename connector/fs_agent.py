@@ -339,8 +339,10 @@ class FsAgent:
                 await asyncio.wait_for(kick.wait(), POLL)
             kick.clear()
             if peer not in self.alive:
-                continue
+                continue  # queued on disk until TNS sees it alive again
             items = await self._do(self.indexes[tree].pending, peer, int(self.cfg["batch"]))
+            if self.metrics is not None:
+                self.metrics.fs_queue(tree, peer, len(items))
             if not items:
                 continue
             try:
