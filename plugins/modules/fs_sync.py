@@ -161,6 +161,7 @@ def main() -> None:
     model = load_model(module)
     params = module.params
     node = params["node"] or local_node_name()
+    plans = []
     try:
         paths = [params["tree"]] if params["tree"] else sorted(trees_for(model, node))
         plans = [plan(model, node, path, params["from"]) for path in paths]

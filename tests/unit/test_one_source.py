@@ -58,3 +58,14 @@ def test_eda_source_documents_every_event_type() -> None:
     for event_type in EVENT_TYPES:
         assert event_type in doc, f"tns.yml does not mention {event_type}"
         assert event_type in docstring, f"tns.py's docstring does not mention {event_type}"
+
+
+def test_the_fs_sa_role_writes_the_peer_transport_where_the_code_reads_it() -> None:
+    from ansible_collections.takelan.multiall.plugins.module_utils.peer_transport import (
+        PEER_DIR,
+        RECEIVE_WRAPPER,
+    )
+
+    assert _yaml("roles/fs_sa/defaults/main.yml")["fs_sa_peer_dir"] == PEER_DIR
+    tasks = (ROOT / "roles/fs_sa/tasks/main.yml").read_text()
+    assert f"dest: {RECEIVE_WRAPPER}\n" in tasks
