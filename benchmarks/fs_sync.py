@@ -10,7 +10,9 @@ Figures, each with its reference measured in the same run:
   peers in parallel (goal >= 20x);
 * a burst of new files (quick 2 000, full 10 000): files/s until on all 4 peers
   vs ``rsync -a`` of the same files (into an excluded directory) to the 4 peers;
-* the idle connector watching the tree: CPU % of one core and RSS over 10 s.
+* the idle connector watching the tree: CPU % of one core and RSS over 10 s; reference:
+  the same connector right after start, its tree still empty (TNS, SBM and FS-SA's
+  own polling: what watching the files adds is the difference).
 
 Peers are polled through their root file systems from the host every 10 ms.
 
@@ -169,6 +171,8 @@ def main() -> int:
             lab.up(pools_file=str(model), force=True)
             start_all(lab, fs={"rescan": 600})
             wait_converged(lab, timeout=120)
+            time.sleep(5)
+            ref_cpu, ref_rss = idle(lab)  # reference: the same connector, empty tree
             lab.exec("n1", ["mkdir", "-p", f"{TREE}/lat"])
             wait_on_peers(lab, ["lat"], None, 60)
             # 1. one small file
@@ -246,7 +250,13 @@ def main() -> int:
             print(f"10 of {big}: FS-SA {fs_ten:.2f} s, rsync -a {ref_ten:.2f} s", flush=True)
             # 4. idle
             cpu, rss = idle(lab)
-            fig.update(idle_cpu_percent=round(cpu, 2), idle_rss_mb=round(rss, 1))
+            fig.update(
+                idle_cpu_percent=round(cpu, 2),
+                idle_rss_mb=round(rss, 1),
+                idle_ref_empty_tree_cpu_percent=round(ref_cpu, 2),
+                idle_ref_empty_tree_rss_mb=round(ref_rss, 1),
+                one_file_samples_s=[round(x, 3) for x in lat],
+            )
         finally:
             lab.down()
     fig["goals_met"] = bool(

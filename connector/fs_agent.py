@@ -63,7 +63,7 @@ DEFAULTS: dict[str, Any] = {
 }
 # How often a pusher looks at its queue without a kick: rows the receiving
 # process queued for us (a conflict's winner, an offer) are found this way.
-POLL = 1.0
+POLL = 2.0
 # Longest reply line read from a session (an index of 100 000 paths is ~10 MB).
 MAX_REPLY = 1 << 28
 
