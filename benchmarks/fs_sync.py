@@ -10,6 +10,9 @@ Figures, each with its reference measured in the same run:
   peers in parallel (goal >= 20x);
 * a burst of new files (quick 2 000, full 10 000): files/s until on all 4 peers
   vs ``rsync -a`` of the same files (into an excluded directory) to the 4 peers;
+* a 1-byte change in a large file (quick 20 MB, full 100 MB): bytes n1 sends per
+  peer (its link's tx+rx counters minus the background rate, divided by 4) vs one rsync of the same change to one
+  peer (goal <= 1.2x);
 * the idle connector watching the tree: CPU % of one core and RSS over 10 s; reference:
   the same connector right after start, its tree still empty (TNS, SBM and FS-SA's
   own polling: what watching the files adds is the difference).
@@ -29,6 +32,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from ansible_collections.takelan.multiall.plugins.module_utils.peer_transport import rsync_argv
 
@@ -91,6 +95,60 @@ def synced(lab: Lab, limit: float) -> None:
 
     wait_for(done, limit, "n1's queues to empty", interval=0.5)
     time.sleep(1)
+
+
+def wire_bytes(lab: Lab, node: str) -> int:
+    """Bytes NODE has sent and received on its lab link so far."""
+    stats = "/sys/class/net/eth0/statistics"
+    out = lab.exec(node, ["cat", f"{stats}/tx_bytes", f"{stats}/rx_bytes"]).stdout.split()
+    return int(out[0]) + int(out[1])
+
+
+def background_rate(lab: Lab, seconds: float = 3.0) -> float:
+    """Bytes/s n1's link carries when nothing is synced (TNS probes, Serf gossip)."""
+    before, t0 = wire_bytes(lab, "n1"), time.monotonic()
+    time.sleep(seconds)
+    return (wire_bytes(lab, "n1") - before) / (time.monotonic() - t0)
+
+
+def measured(lab: Lab, action: Any, rate: float) -> int:
+    """Bytes on n1's link while ACTION runs, minus the background for that long."""
+    before, t0 = wire_bytes(lab, "n1"), time.monotonic()
+    action()
+    return int(wire_bytes(lab, "n1") - before - rate * (time.monotonic() - t0))
+
+
+def one_byte_change(lab: Lab, size_mb: int) -> tuple[int, int]:
+    """Bytes n1 sends for a 1-byte change in a SIZE_MB file: FS-SA per peer, one rsync."""
+    make = (
+        f"head -c {size_mb}M /dev/urandom > {{0}};"
+        " printf A | dd of={0} bs=1 seek=12345 conv=notrunc status=none"
+    )
+    lab.exec("n1", ["sh", "-c", make.format(f"{TREE}/large.bin")], timeout=300)
+    wait_on_peers(lab, ["large.bin"], None, 600)
+    synced(lab, 600)
+    flip = "printf Z | dd of={0} bs=1 seek=12345 conv=notrunc status=none"
+    rate = background_rate(lab)
+
+    def fs_push() -> None:
+        lab.exec("n1", ["sh", "-c", flip.format(f"{TREE}/large.bin")])
+
+        def flipped(peer: str) -> bool:
+            with open(peer_path(lab, peer, "large.bin"), "rb") as handle:
+                handle.seek(12345)
+                return handle.read(1) == b"Z"
+
+        wait_for(lambda: all(flipped(p) for p in PEERS), 600, "the changed byte on every peer")
+        synced(lab, 600)
+
+    fs_bytes = measured(lab, fs_push, rate) // len(PEERS)
+    # Reference: the same change on an excluded copy, one rsync to one peer.
+    ref = f"{TREE}/ref-large"
+    lab.exec("n1", ["sh", "-c", f"mkdir -p {ref} && cp {TREE}/large.bin {ref}/large.bin"])
+    lab.exec("n1", ["sh", "-c", rsync_cmd(lab.nodes["n2"], source=ref, dest=ref)], timeout=600)
+    lab.exec("n1", ["sh", "-c", flip.format(f"{ref}/large.bin")])
+    cmd = rsync_cmd(lab.nodes["n2"], source=ref, dest=ref)
+    return fs_bytes, measured(lab, lambda: lab.exec("n1", ["sh", "-c", cmd], timeout=600), rate)
 
 
 def timed_in_node(lab: Lab, node: str, script: str) -> float:
@@ -248,7 +306,16 @@ def main() -> int:
                 ten_changed_speedup=round(ref_ten / fs_ten, 1),
             )
             print(f"10 of {big}: FS-SA {fs_ten:.2f} s, rsync -a {ref_ten:.2f} s", flush=True)
-            # 4. idle
+            # 4. a 1-byte change in a large file: bytes on the wire
+            fs_b, ref_b = one_byte_change(lab, 20 if args.quick else 100)
+            fig.update(
+                large_file_mb=20 if args.quick else 100,
+                one_byte_fs_bytes_per_peer=fs_b,
+                one_byte_ref_rsync_bytes=ref_b,
+                one_byte_ratio=round(fs_b / max(ref_b, 1), 2),
+            )
+            print(f"1 byte in a large file: FS-SA {fs_b} B/peer, rsync {ref_b} B", flush=True)
+            # 5. idle
             cpu, rss = idle(lab)
             fig.update(
                 idle_cpu_percent=round(cpu, 2),
@@ -265,6 +332,7 @@ def main() -> int:
         and fig["ten_changed_speedup"] >= 20
         and fig["idle_cpu_percent"] < 1
         and fig["idle_rss_mb"] < 150
+        and fig["one_byte_ratio"] <= 1.2
     )
     print(json.dumps(fig))
     return 0 if fig["goals_met"] else 1
