@@ -137,6 +137,7 @@ SPEC = Field(
                 "timeout": Field("number", minimum=1, maximum=3600),
                 "key_dir": Field("str"),
                 "control_dir": Field("str"),
+                "catch_up_every": Field("number", minimum=0, maximum=86400),
             },
         ),
         "watcher": Field(

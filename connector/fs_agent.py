@@ -60,6 +60,7 @@ DEFAULTS: dict[str, Any] = {
     "timeout": 120.0,
     "key_dir": PEER_DIR,
     "control_dir": CONTROL_DIR,
+    "catch_up_every": 60.0,
 }
 # How often a pusher looks at its queue without a kick: rows the receiving
 # process queued for us (a conflict's winner, an offer) are found this way.
@@ -98,6 +99,8 @@ class FsAgent:
             (t, p): asyncio.Event() for t in self.trees for p in self.peers[t]
         }
         self.alive: set[str] = set()
+        self.catching_up: set[tuple[str, str]] = set()
+        self.caught_up: dict[tuple[str, str], float] = {}
         self.peer_state: dict[tuple[str, str], dict[str, Any]] = {
             k: {"last_sync": None, "error": None, "pushed": 0} for k in self.kicks
         }
@@ -249,18 +252,37 @@ class FsAgent:
         self.alive = alive
 
     def _returned(self, peer: str) -> None:
-        """PEER is reachable again (or for the first time): compare indexes, then push."""
-        for tree, peers in self.peers.items():
-            if peer in peers:
-                task = asyncio.get_running_loop().create_task(self._catch_up(tree, peer))
-                task.add_done_callback(lambda f: f.cancelled() or f.exception())
+        """PEER is reachable again (or for the first time): compare indexes, then push.
 
-    async def _catch_up(self, tree: str, peer: str) -> None:
+        A peer that flaps (a loaded machine, a lossy link) would otherwise make
+        this node dump its whole index every few seconds: one comparison runs
+        at a time per peer, and not again within ``catch_up_every`` seconds of the
+        last one that succeeded (the queue covers this node's own changes meanwhile).
+        """
+        now = time.monotonic()
+        for tree, peers in self.peers.items():
+            key = (tree, peer)
+            if peer not in peers or key in self.catching_up:
+                continue
+            if now - self.caught_up.get(key, -1e9) < float(self.cfg["catch_up_every"]):
+                self.kicks[key].set()
+                continue
+            self.catching_up.add(key)
+            task = asyncio.get_running_loop().create_task(self._catch_up(tree, peer))
+            task.add_done_callback(lambda f, key=key: self._caught_up(key, f))
+
+    def _caught_up(self, key: tuple[str, str], task: asyncio.Future) -> None:
+        self.catching_up.discard(key)
+        if not task.cancelled() and task.exception() is None and task.result():
+            self.caught_up[key] = time.monotonic()
+
+    async def _catch_up(self, tree: str, peer: str) -> bool:
+        """Compare indexes with PEER (``offer``); True once done."""
         state = self.peer_state[(tree, peer)]
         await self.ready.wait()
         for attempt in range(5):
             if peer not in self.alive:
-                return
+                return False
             try:
                 entries = await self._do(
                     lambda: [e.as_dict() for e in self.indexes[tree].entries()]
@@ -276,10 +298,11 @@ class FsAgent:
                     extra={"fields": {"to_send": len(wanted), "to_get": reply.get("queued")}},
                 )
                 self.kicks[(tree, peer)].set()
-                return
+                return True
             except (PeerError, OSError) as exc:
                 state["error"] = str(exc)
                 await asyncio.sleep(min(2**attempt, 10))
+        return False
 
     def _enqueue(self, tree: str, paths: list[str], peer: str) -> None:
         index = self.indexes[tree]
