@@ -92,6 +92,10 @@ class FsAgent:
         self.peers = {t: tree_peers(model, node, t) for t in self.trees}
         self.indexes: dict[str, Index] = {}
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fs-index")
+        # Reports read through connections and a thread of their own (WAL lets them
+        # read while a long scan or push holds the index thread): status never waits.
+        self.readers: dict[str, Index] = {}
+        self.read_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fs-report")
         self.dirty: dict[str, set[str]] = {t: set() for t in self.trees}
         self.changed = asyncio.Event()
         self.rescan_now = asyncio.Event()
@@ -444,6 +448,8 @@ class FsAgent:
             os.makedirs(tree, mode=0o755, exist_ok=True)
             index = Index(index_path(self.state_dir, tree), tree, self.node, spec["exclude"])
             self.indexes[tree] = index
+            self.readers[tree] = Index(index.path, tree, self.node, spec["exclude"])
+            self.readers[tree].skipped = index.skipped  # found by the writer's scans
             changed = index.rescan(self.peers[tree])
             log.info(
                 "fs %s: indexed", tree, extra={"fields": {**index.stats(), "changed": len(changed)}}
@@ -483,7 +489,7 @@ class FsAgent:
     # --------------------------------------------------------------- report
     def _report(self) -> dict[str, Any]:
         out = {}
-        for tree, index in self.indexes.items():
+        for tree, index in self.readers.items():
             pending = index.pending_counts()
             out[tree] = {
                 "pool": self.trees[tree]["pool"],
@@ -502,7 +508,8 @@ class FsAgent:
 
     async def report(self) -> dict[str, Any]:
         """``multiall fs status``: per tree files, bytes, pending per peer, last sync, conflicts."""
-        trees = await self._do(self._report)
+        loop = asyncio.get_running_loop()
+        trees = await loop.run_in_executor(self.read_thread, self._report)
         return {
             "ok": True,
             "node": self.node,
@@ -515,6 +522,7 @@ class FsAgent:
         """``multiall fs conflicts``: the conflict copies present in each tree."""
 
         def read() -> dict[str, Any]:
-            return {t: i.conflicts() for t, i in self.indexes.items()}
+            return {t: i.conflicts() for t, i in self.readers.items()}
 
-        return {"ok": True, "node": self.node, "trees": await self._do(read)}
+        trees = await asyncio.get_running_loop().run_in_executor(self.read_thread, read)
+        return {"ok": True, "node": self.node, "trees": trees}

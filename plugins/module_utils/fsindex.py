@@ -558,7 +558,10 @@ class Index:
             "SELECT COUNT(*), COALESCE(SUM(size),0) FROM files WHERE deleted=0 AND type!='d'"
         ).fetchone()
         tomb = self.db.execute("SELECT COUNT(*) FROM files WHERE deleted=1").fetchone()[0]
-        skipped = sorted(self.skipped)
+        try:
+            skipped = sorted(self.skipped)
+        except RuntimeError:  # the scanning thread added one meanwhile: next time
+            skipped = []
         return {
             "files": files,
             "bytes": size,
