@@ -119,9 +119,15 @@ def test_create_modify_rename_delete_chmod_chown_propagate(lab):
     assert final["a/b/f.txt"][2:] == [1234, 2345]
     assert final["a/link"][0] == "link:b/f.txt"
     assert "k" not in final and "del" not in final and "from3/g" in final
+    # Every queue drains (a push is acknowledged just after its files land).
     for node in NODES:
-        status = fs_status(lab, node)
-        assert all(p["pending"] == 0 for p in status["peers"].values())
+        wait_for(
+            lambda node=node: all(
+                p["pending"] == 0 for p in fs_status(lab, node)["peers"].values()
+            ),
+            60,
+            f"{node}'s queues to drain",
+        )
 
 
 def test_peer_killed_during_a_burst_catches_up_identical(lab):
