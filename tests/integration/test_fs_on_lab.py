@@ -19,7 +19,7 @@ from lab.connector import control, start_all, start_connector, wait_converged, w
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 TREE = "/srv/share"
-NODES = ["n1", "n2", "n3"]
+NODES = ("n1", "n2", "n3")
 MODEL = f"""\
 plugin: takelan.multiall.pools
 defaults:

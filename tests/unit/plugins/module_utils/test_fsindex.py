@@ -46,7 +46,7 @@ def land(src: Index, dst: Index, paths: list[str]) -> None:
 def sync(src: Index, dst: Index, peers: list[str]) -> dict:
     """One push of SRC's queue for DST, as the agent does it."""
     items = src.pending(dst.node)
-    entries = [e.as_dict() for e in src.entries([p for p, _ in items])]
+    entries = [e.as_dict() for e in src.entries([p for p, _seq in items])]
     reply = apply_incoming(dst, src.node, entries, peers)
     land(src, dst, reply["accept"])
     dst.observe(reply["accept"], [p for p in peers if p != dst.node])
@@ -146,7 +146,7 @@ def test_offer_queues_what_a_returning_peer_missed(tmp_path: Path) -> None:
     Path(b.tree, "mine").write_text("b")
     b.rescan([])
     reply = offer(a, "n2", [e.as_dict() for e in b.entries()])
-    assert sorted(p for p, _ in a.pending("n2")) == ["new", "old"]
+    assert sorted(p for p, _seq in a.pending("n2")) == ["new", "old"]
     assert reply["send_me"] == ["mine"]
     assert plan(a.entries(), b.entries())["fetch"] == ["mine"]
 
