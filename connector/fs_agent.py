@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import time
@@ -34,7 +33,6 @@ from ansible_collections.takelan.multiall.plugins.module_utils._fs_apply import 
     resolve_lost,
 )
 from ansible_collections.takelan.multiall.plugins.module_utils._pools_files import (
-    peer_pool,
     tree_peers,
     trees_for,
 )
@@ -45,10 +43,9 @@ from ansible_collections.takelan.multiall.plugins.module_utils.fsindex import (
 from ansible_collections.takelan.multiall.plugins.module_utils.peer_transport import (
     CONTROL_DIR,
     PEER_DIR,
-    rsync_argv,
-    ssh_argv,
 )
 
+from .fs_transport import FsTransport, PeerError
 from .fs_watch import FsWatchError, TreeWatcher
 
 log = logging.getLogger("multiall.fs")
@@ -65,12 +62,6 @@ DEFAULTS: dict[str, Any] = {
 # How often a pusher looks at its queue without a kick: rows the receiving
 # process queued for us (a conflict's winner, an offer) are found this way.
 POLL = 2.0
-# Longest reply line read from a session (an index of 100 000 paths is ~10 MB).
-MAX_REPLY = 1 << 28
-
-
-class PeerError(RuntimeError):
-    """A request to a peer failed (named, with the peer's own message)."""
 
 
 class FsAgent:
@@ -108,8 +99,7 @@ class FsAgent:
         self.peer_state: dict[tuple[str, str], dict[str, Any]] = {
             k: {"last_sync": None, "error": None, "pushed": 0} for k in self.kicks
         }
-        self.sessions: dict[tuple[str, str], asyncio.subprocess.Process] = {}
-        self.session_locks = {k: asyncio.Lock() for k in self.kicks}
+        self.link = FsTransport(node, model, self.cfg)
         self.watcher: TreeWatcher | None = None
         self.ready = asyncio.Event()
         self.error: str | None = None
@@ -117,128 +107,6 @@ class FsAgent:
     # ------------------------------------------------------------ helpers
     async def _do(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.thread, fn, *args)
-
-    def _transport(self, tree: str, peer: str) -> dict[str, Any]:
-        view = self.model.effective(peer)
-        kw: dict[str, Any] = {
-            "key_dir": self.cfg["key_dir"],
-            "control_dir": self.cfg["control_dir"],
-        }
-        if getattr(view, "ssh_port", None):
-            kw["port"] = int(view.ssh_port)
-        return {"pool": peer_pool(self.model, self.node, peer, tree), "address": view.address, **kw}
-
-    async def _session(self, tree: str, peer: str) -> asyncio.subprocess.Process:
-        """The open ``multiall-fs session TREE`` to PEER (started when there is none)."""
-        proc = self.sessions.get((tree, peer))
-        if proc is not None and proc.returncode is None:
-            return proc
-        t = self._transport(tree, peer)
-        argv = ssh_argv(
-            t["pool"],
-            t["address"],
-            key_dir=t["key_dir"],
-            control_dir=t["control_dir"],
-            port=t.get("port"),
-        )
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            "multiall-fs",
-            "session",
-            tree,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            limit=MAX_REPLY,
-        )
-        self.sessions[(tree, peer)] = proc
-        return proc
-
-    async def _drop_session(self, key: tuple[str, str]) -> str:
-        """End a broken session; the last line it wrote on stderr (the peer's refusal)."""
-        proc = self.sessions.pop(key, None)
-        if proc is None:
-            return ""
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-        err = b""
-        with contextlib.suppress(TimeoutError, ValueError):
-            assert proc.stderr is not None
-            err = await asyncio.wait_for(proc.stderr.read(), 2)
-        await proc.wait()
-        lines = err.decode(errors="replace").strip().splitlines()
-        return lines[-1] if lines else f"exit {proc.returncode}"
-
-    async def _ask(self, tree: str, peer: str, op: str, data: dict[str, Any]) -> dict[str, Any]:
-        """One ``multiall-fs`` request to PEER over its session; the JSON reply."""
-        key = (tree, peer)
-        async with self.session_locks[key]:
-            proc = await self._session(tree, peer)
-            assert proc.stdin is not None and proc.stdout is not None
-            line = b""
-            try:
-                proc.stdin.write(
-                    (json.dumps({"op": op, "from": self.node, **data}) + "\n").encode()
-                )
-                await proc.stdin.drain()
-                line = await asyncio.wait_for(proc.stdout.readline(), self.cfg["timeout"])
-            except TimeoutError:
-                await self._drop_session(key)
-                raise PeerError(f"{peer}: multiall-fs {op} {tree} timed out") from None
-            except (ConnectionError, ValueError) as exc:
-                why = await self._drop_session(key)
-                raise PeerError(f"{peer}: multiall-fs {op} {tree}: {why or exc}") from None
-            if not line:
-                why = await self._drop_session(key)
-                raise PeerError(f"{peer}: multiall-fs {op} {tree}: {why}")
-        try:
-            reply = json.loads(line)
-        except ValueError:
-            raise PeerError(f"{peer}: multiall-fs {op} {tree}: reply is not JSON") from None
-        if not reply.get("ok"):
-            raise PeerError(f"{peer}: multiall-fs {op} {tree}: {reply.get('error')}")
-        return reply
-
-    async def _rsync(self, tree: str, peer: str, paths: list[str]) -> None:
-        """Land PATHS (relative to TREE) on PEER: one rsync over the persistent master."""
-        t = self._transport(tree, peer)
-        argv = rsync_argv(
-            t["pool"],
-            t["address"],
-            tree,
-            files_from="-",
-            itemize=False,
-            extra=["--from0"],
-            key_dir=t["key_dir"],
-            control_dir=t["control_dir"],
-            **({"port": t["port"]} if t.get("port") else {}),
-        )
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        try:
-            _out, err = await asyncio.wait_for(
-                proc.communicate(b"\0".join(p.encode() for p in paths)), self.cfg["timeout"]
-            )
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-            raise PeerError(f"{peer}: rsync of {len(paths)} paths into {tree} timed out") from None
-        # 24: a source file vanished meanwhile (its delete is queued already).
-        if proc.returncode not in (0, 24):
-            lines = err.decode(errors="replace").strip().splitlines()
-            raise PeerError(
-                f"{peer}: rsync into {tree} failed ({proc.returncode}): "
-                f"{lines[-1] if lines else ''}"
-            )
-        for line in err.decode(errors="replace").splitlines():
-            if "skipping non-regular file" in line:
-                log.warning("fs %s: %s (devices and fifos are not synced)", tree, line.strip())
 
     # -------------------------------------------------------------- topology
     def observe(self, pool: str, topo: Any) -> None:
@@ -291,7 +159,7 @@ class FsAgent:
                 entries = await self._do(
                     lambda: [e.as_dict() for e in self.indexes[tree].entries()]
                 )
-                reply = await self._ask(tree, peer, "offer", {"entries": entries})
+                reply = await self.link.ask(tree, peer, "offer", {"entries": entries})
                 wanted = [str(p) for p in reply.get("send_me", [])]
                 if wanted:
                     await self._do(self._enqueue, tree, wanted, peer)
@@ -392,7 +260,7 @@ class FsAgent:
         entries = await self._do(lambda: [e.as_dict() for e in index.entries(paths)])
         await self._do(attach_inline, tree, entries)
         started = time.monotonic()
-        reply = await self._ask(tree, peer, "apply", {"entries": entries})
+        reply = await self.link.ask(tree, peer, "apply", {"entries": entries})
         if reply.get("lost"):
             copies = await self._do(
                 resolve_lost,
@@ -402,12 +270,12 @@ class FsAgent:
                 self.peers[tree],
                 self.trees[tree]["conflict"],
             )
-            await self._ask(tree, peer, "want", {"paths": [e["path"] for e in reply["lost"]]})
+            await self.link.ask(tree, peer, "want", {"paths": [e["path"] for e in reply["lost"]]})
             if copies:
                 self._kick(tree)
         accept = [str(p) for p in reply.get("accept", [])]
         if accept:
-            await self._rsync(tree, peer, accept)
+            await self.link.rsync(tree, peer, accept)
         await self._do(index.ack, peer, items)
         if self.metrics is not None:
             self.metrics.fs_push(tree, peer, len(items), time.monotonic() - started)
@@ -481,8 +349,7 @@ class FsAgent:
         finally:
             for task in tasks:
                 task.cancel()
-            for key in list(self.sessions):
-                await self._drop_session(key)
+            await self.link.close()
             if self.watcher:
                 self.watcher.close()
 
