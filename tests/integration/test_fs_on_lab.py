@@ -171,11 +171,16 @@ def test_partitioned_pair_edit_the_same_file_one_winner_one_copy_everywhere(lab)
     for node in NODES:
         listed = control(lab, node, {"op": "fs", "what": "conflicts"})["trees"][TREE]
         assert [c["copy"] for c in listed] == copies
-    events = control(lab, "n1", {"op": "events", "limit": 500})["events"]
-    assert any(e["type"] == "fs_conflict" for e in events) or any(
-        e["type"] == "fs_conflict"
-        for n in ("n2", "n3")
-        for e in control(lab, n, {"op": "events", "limit": 500})["events"]
+    # The node that kept the copy journals an fs_conflict event (published within ~2 s).
+    wait_for(
+        lambda: any(
+            e["type"] == "fs_conflict" and e.get("path") == "shared.conf"
+            for n in NODES
+            for e in control(lab, n, {"op": "events", "limit": 500})["events"]
+        ),
+        30,
+        "an fs_conflict event",
+        interval=0.5,
     )
 
 
