@@ -16,6 +16,7 @@ from . import __version__
 from .cmdline import common_options
 from .daemon_cmd import add_daemon_parser
 from .dns_cmd import add_dns_parser
+from .fs_cmd import add_fs_parser
 from .peer_receive import add_peer_receive_parser
 from .pools_cmd import add_pools_parser
 from .sbm_cmd import add_sbm_parser
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_tns_parsers(sub, common)
     add_sbm_parser(sub, common)
     add_dns_parser(sub, common)
+    add_fs_parser(sub, common)
     add_peer_receive_parser(sub)
     return parser
 

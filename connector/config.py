@@ -128,6 +128,18 @@ SPEC = Field(
                 "resync": Field("number", minimum=1, maximum=3600),
             },
         ),
+        "fs": Field(
+            "object",
+            keys={
+                "debounce": Field("number", minimum=0, maximum=60),
+                "rescan": Field("number", minimum=0, maximum=86400),
+                "batch": Field("int", minimum=1, maximum=1_000_000),
+                "timeout": Field("number", minimum=1, maximum=3600),
+                "key_dir": Field("str"),
+                "control_dir": Field("str"),
+                "catch_up_every": Field("number", minimum=0, maximum=86400),
+            },
+        ),
         "watcher": Field(
             "object",
             keys={
@@ -157,6 +169,7 @@ class ConnectorConfig:
     watcher: dict[str, Any] = field(default_factory=dict)
     sbm: dict[str, Any] = field(default_factory=dict)
     dns: dict[str, Any] = field(default_factory=dict)
+    fs: dict[str, Any] = field(default_factory=dict)
     source: str = ""
     # Where each top-level section starts, for messages about what it lacks.
     marks: dict[str, Mark] = field(default_factory=dict)

@@ -34,6 +34,7 @@ class ControlServer:
             "runs": self._runs,
             "maintenance": self._maintenance,
             "dns": self._dns,
+            "fs": self._fs,
         }
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -95,6 +96,10 @@ class ControlServer:
     async def _dns(self, req: dict[str, Any]) -> Reply:
         pool = req.get("pool")
         return await self.connector.dns.report(str(pool) if pool else None)
+
+    async def _fs(self, req: dict[str, Any]) -> Reply:
+        fs = self.connector.fs
+        return await (fs.conflicts() if req.get("what") == "conflicts" else fs.report())
 
     async def _follow(self, writer: asyncio.StreamWriter) -> None:
         """Stream every event the connector publishes from now on, one JSON line each."""

@@ -42,6 +42,7 @@ from . import __version__, sbm_answer
 from .config import ConnectorConfig, require_secrets
 from .control import ControlServer
 from .dns_reconciler import DnsReconciler
+from .fs_agent import FsAgent
 from .health import Fault
 from .journal import Journal, JournalError
 from .metrics import Metrics
@@ -147,6 +148,15 @@ class Connector:
             last_heard=lambda pool: dict(self.prober.heard.get(pool, {})),
             fresh=float(cfg.probe["dead_after"]),
             on_change=self.publish,
+        )
+        # FS-SA live path: this node's live trees pushed to their alive pool peers.
+        self.fs = FsAgent(
+            self.node,
+            self.model,
+            cfg.state_dir,
+            cfg.fs,
+            on_event=self.publish,
+            metrics=self.metrics,
         )
 
     # ------------------------------------------------------------------ serf
@@ -379,6 +389,7 @@ class Connector:
                 events = topology_events(self.topology.get(pool), new) if emit else []
                 self.topology[pool] = new
                 self.dns.observe(pool, new)
+                self.fs.observe(pool, new)
                 for event in events:
                     await self.publish(event)
                 self.metrics.topology(new, self.prober.rtt_ms)
@@ -545,6 +556,7 @@ class Connector:
             asyncio.create_task(self.watcher.run(), name="watcher"),
             asyncio.create_task(self.sbm.run(), name="sbm"),
             asyncio.create_task(self.dns.run(), name="dns"),
+            asyncio.create_task(self.fs.run(), name="fs"),
         ]
         log.info(
             "connector started",

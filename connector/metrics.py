@@ -28,6 +28,17 @@ class Metrics:
         self.events = Counter("multiall_events", "TNS events", ["pool", "type"])
         self.rtt = Gauge("multiall_probe_rtt_ms", "Probe round trip to each peer", ["peer"])
         self.runs = Counter("multiall_runs", "Watcher playbook runs by status", ["status"])
+        self.fs_files = Counter(
+            "multiall_fs_pushed_paths", "FS-SA paths pushed to a peer", ["tree", "peer"]
+        )
+        self.fs_pending = Gauge(
+            "multiall_fs_pending",
+            "FS-SA paths queued for a peer (up to one batch)",
+            ["tree", "peer"],
+        )
+        self.fs_seconds = Counter(
+            "multiall_fs_push_seconds", "FS-SA time spent pushing to a peer", ["tree", "peer"]
+        )
         self.enabled = True
 
     def start(self) -> None:
@@ -50,6 +61,17 @@ class Metrics:
         """Count one finished watcher run."""
         if self.enabled:
             self.runs.labels(status).inc()
+
+    def fs_push(self, tree: str, peer: str, paths: int, seconds: float) -> None:
+        """Count one FS-SA push (paths sent and time taken) to one peer."""
+        if self.enabled:
+            self.fs_files.labels(tree, peer).inc(paths)
+            self.fs_seconds.labels(tree, peer).inc(seconds)
+
+    def fs_queue(self, tree: str, peer: str, pending: int) -> None:
+        """How many paths wait for one peer (seen by its pusher at each look)."""
+        if self.enabled:
+            self.fs_pending.labels(tree, peer).set(pending)
 
     def topology(self, topo: PoolTopology, rtts: dict[str, float]) -> None:
         """Members per state of one pool, and the latest probe RTTs."""

@@ -99,7 +99,16 @@ def start_connector(lab: Lab, node: str) -> None:
 
 
 def start_all(lab: Lab, rules: list[dict[str, Any]] | None = None, **overrides: Any) -> None:
-    """Install and start the connector on every running node."""
+    """Install and start the connector on every running node.
+
+    A model with file trees also gets the per-pool peer transport (keys,
+    pinned host keys, forced command) that FS-SA pushes over.
+    """
+    model = load(str(lab.inventory_path))
+    if any(model.effective(node).settings.get("files") for node in lab.nodes):
+        from .peer_keys import install_peer_keys
+
+        install_peer_keys(lab)
     for node in lab.nodes:
         install_connector(lab, node, rules, **overrides)
         start_connector(lab, node)

@@ -54,6 +54,7 @@ EVENT_TYPES = (
     "quorum_lost",
     "quorum_regained",
     "dns_changed",  # published by the pool leader's DNS-SA (connector/dns_reconciler.py)
+    "fs_conflict",  # published by FS-SA when it keeps a conflict copy (connector/fs_agent.py)
 )
 
 # The Serf tag ``maint`` (also shown by ``multiall status`` and read by the

@@ -41,7 +41,7 @@ def test_status_and_errors_each_get_one_json_line(tmp_path):
     )
     assert status == {"ok": True, "node": "n1", "pools": {}}
     assert unknown == (
-        "unknown op 'reboot'; ops: status, events, sbm, runs, maintenance, dns, follow"
+        "unknown op 'reboot'; ops: status, events, sbm, runs, maintenance, dns, fs, follow"
     )
     assert bad_action == "action must be 'enter' or 'exit'"
 

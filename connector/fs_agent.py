@@ -1,0 +1,395 @@
+"""In-process FS-SA: push every change of a live tree to every alive pool peer.
+
+Flow: inotify (``fs_watch``) -> debounce (50 ms) -> the index records what
+really changed and queues it for every peer of the tree (one SQLite
+transaction, so a change is never recorded without being queued) -> one pusher
+per (tree, peer), all in parallel: ``multiall-fs apply`` (the receiver indexes
+the versions before they land, applies deletes, resolves conflicts) then one
+``rsync --files-from`` of the accepted paths over the pool's persistent SSH
+master, then the queue rows are acknowledged. A peer that is down, in
+maintenance or unreachable keeps its rows (the queue survives restarts); when
+TNS sees it come back, the two compare indexes (``multiall-fs offer``) and each
+queues for the other what it missed: no full rsync. Applying is idempotent
+(version vectors), so a push cut short and repeated applies nothing twice.
+
+Blocking work (SQLite, hashing) runs in one thread of its own; rsync and ssh
+are subprocesses. Every failure is logged, shown by ``multiall fs status``
+and retried with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ansible_collections.takelan.multiall.plugins.module_utils._fs_apply import (
+    attach_inline,
+    resolve_lost,
+)
+from ansible_collections.takelan.multiall.plugins.module_utils._pools_files import (
+    tree_peers,
+    trees_for,
+)
+from ansible_collections.takelan.multiall.plugins.module_utils.fsindex import (
+    Index,
+    index_path,
+)
+from ansible_collections.takelan.multiall.plugins.module_utils.peer_transport import (
+    CONTROL_DIR,
+    PEER_DIR,
+)
+
+from .fs_transport import FsTransport, PeerError
+from .fs_watch import FsWatchError, TreeWatcher
+
+log = logging.getLogger("multiall.fs")
+
+DEFAULTS: dict[str, Any] = {
+    "debounce": 0.05,
+    "rescan": 300.0,
+    "batch": 20_000,
+    "timeout": 120.0,
+    "key_dir": PEER_DIR,
+    "control_dir": CONTROL_DIR,
+    "catch_up_every": 60.0,
+}
+# How often a pusher looks at its queue without a kick: rows the receiving
+# process queued for us (a conflict's winner, an offer) are found this way.
+POLL = 2.0
+
+
+class FsAgent:
+    """One per connector: watches this node's live trees and keeps its peers up to date."""
+
+    def __init__(
+        self,
+        node: str,
+        model: Any,
+        state_dir: str,
+        cfg: dict[str, Any] | None = None,
+        on_event: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+        metrics: Any = None,
+    ) -> None:
+        self.node, self.model, self.state_dir = node, model, state_dir
+        self.cfg = {**DEFAULTS, **(cfg or {})}
+        self.on_event, self.metrics = on_event, metrics
+        self.trees = {p: t for p, t in trees_for(model, node).items() if t.get("live", True)}
+        self.peers = {t: tree_peers(model, node, t) for t in self.trees}
+        self.indexes: dict[str, Index] = {}
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fs-index")
+        # Reports read through connections and a thread of their own (WAL lets them
+        # read while a long scan or push holds the index thread): status never waits.
+        self.readers: dict[str, Index] = {}
+        self.read_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fs-report")
+        self.dirty: dict[str, set[str]] = {t: set() for t in self.trees}
+        self.changed = asyncio.Event()
+        self.rescan_now = asyncio.Event()
+        self.kicks: dict[tuple[str, str], asyncio.Event] = {
+            (t, p): asyncio.Event() for t in self.trees for p in self.peers[t]
+        }
+        self.alive: set[str] = set()
+        self.catching_up: set[tuple[str, str]] = set()
+        self.caught_up: dict[tuple[str, str], float] = {}
+        self.peer_state: dict[tuple[str, str], dict[str, Any]] = {
+            k: {"last_sync": None, "error": None, "pushed": 0} for k in self.kicks
+        }
+        self.link = FsTransport(node, model, self.cfg)
+        self.watcher: TreeWatcher | None = None
+        self.ready = asyncio.Event()
+        self.error: str | None = None
+
+    # ------------------------------------------------------------ helpers
+    async def _do(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.thread, fn, *args)
+
+    # -------------------------------------------------------------- topology
+    def observe(self, pool: str, topo: Any) -> None:
+        """Called with every new view of a pool: who is alive to receive now."""
+        alive = set(self.alive)
+        for name, member in topo.members.items():
+            if name == self.node:
+                continue
+            if member.state == "alive":
+                if name not in alive:
+                    alive.add(name)
+                    self._returned(name)
+            else:
+                alive.discard(name)
+        self.alive = alive
+
+    def _returned(self, peer: str) -> None:
+        """PEER is reachable again (or for the first time): compare indexes, then push.
+
+        A peer that flaps (a loaded machine, a lossy link) would otherwise make
+        this node dump its whole index every few seconds: one comparison runs
+        at a time per peer, and not again within ``catch_up_every`` seconds of the
+        last one that succeeded (the queue covers this node's own changes meanwhile).
+        """
+        now = time.monotonic()
+        for tree, peers in self.peers.items():
+            key = (tree, peer)
+            if peer not in peers or key in self.catching_up:
+                continue
+            if now - self.caught_up.get(key, -1e9) < float(self.cfg["catch_up_every"]):
+                self.kicks[key].set()
+                continue
+            self.catching_up.add(key)
+            task = asyncio.get_running_loop().create_task(self._catch_up(tree, peer))
+            task.add_done_callback(lambda f, key=key: self._caught_up(key, f))
+
+    def _caught_up(self, key: tuple[str, str], task: asyncio.Future) -> None:
+        self.catching_up.discard(key)
+        if not task.cancelled() and task.exception() is None and task.result():
+            self.caught_up[key] = time.monotonic()
+
+    async def _catch_up(self, tree: str, peer: str) -> bool:
+        """Compare indexes with PEER (``offer``); True once done."""
+        state = self.peer_state[(tree, peer)]
+        await self.ready.wait()
+        for attempt in range(5):
+            if peer not in self.alive:
+                return False
+            try:
+                entries = await self._do(
+                    lambda: [e.as_dict() for e in self.indexes[tree].entries()]
+                )
+                reply = await self.link.ask(tree, peer, "offer", {"entries": entries})
+                wanted = [str(p) for p in reply.get("send_me", [])]
+                if wanted:
+                    await self._do(self._enqueue, tree, wanted, peer)
+                log.info(
+                    "fs %s: compared indexes with %s",
+                    tree,
+                    peer,
+                    extra={"fields": {"to_send": len(wanted), "to_get": reply.get("queued")}},
+                )
+                self.kicks[(tree, peer)].set()
+                return True
+            except (PeerError, OSError) as exc:
+                state["error"] = str(exc)
+                await asyncio.sleep(min(2**attempt, 10))
+        return False
+
+    def _enqueue(self, tree: str, paths: list[str], peer: str) -> None:
+        index = self.indexes[tree]
+        with index.tx() as db:
+            index.enqueue(db, [p for p in paths if index.get(p)], [peer])
+
+    # ---------------------------------------------------------------- local
+    def on_paths(self, tree: str, paths: set[str]) -> None:
+        """From the watcher: paths that may have changed."""
+        self.dirty[tree] |= paths
+        self.changed.set()
+
+    def _observe_local(self, tree: str, paths: set[str]) -> list[str]:
+        index = self.indexes[tree]
+        expanded: set[str] = set()
+        for rel in paths:
+            if rel.endswith("/"):  # a directory left: everything indexed below it
+                expanded |= set(index.under(rel.rstrip("/")))
+            else:
+                expanded.add(rel)
+        return index.observe(sorted(expanded), self.peers[tree])
+
+    async def _debounce(self) -> None:
+        while True:
+            await self.changed.wait()
+            await asyncio.sleep(self.cfg["debounce"])
+            self.changed.clear()
+            for tree in self.trees:
+                paths, self.dirty[tree] = self.dirty[tree], set()
+                if paths:
+                    changed = await self._do(self._observe_local, tree, paths)
+                    if changed:
+                        self._kick(tree)
+
+    def _kick(self, tree: str) -> None:
+        for peer in self.peers[tree]:
+            self.kicks[(tree, peer)].set()
+
+    async def _rescan_loop(self) -> None:
+        every = float(self.cfg["rescan"])
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.rescan_now.wait(), every if every > 0 else None)
+            self.rescan_now.clear()
+            for tree in self.trees:
+                changed = await self._do(self.indexes[tree].rescan, self.peers[tree])
+                if changed:
+                    log.info("fs %s: rescan found %d changes", tree, len(changed))
+                    self._kick(tree)
+
+    # ----------------------------------------------------------------- push
+    async def _pusher(self, tree: str, peer: str) -> None:
+        kick, state = self.kicks[(tree, peer)], self.peer_state[(tree, peer)]
+        backoff = 0.5
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(kick.wait(), POLL)
+            kick.clear()
+            if peer not in self.alive:
+                continue  # queued on disk until TNS sees it alive again
+            items = await self._do(self.indexes[tree].pending, peer, int(self.cfg["batch"]))
+            if self.metrics is not None:
+                self.metrics.fs_queue(tree, peer, len(items))
+            if not items:
+                continue
+            try:
+                await self._push(tree, peer, items)
+            except (PeerError, OSError) as exc:
+                state["error"] = str(exc)
+                log.warning("fs %s: push to %s failed: %s (kept queued)", tree, peer, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10)
+                kick.set()
+                continue
+            backoff = 0.5
+            state.update(error=None, last_sync=time.time())
+            state["pushed"] += len(items)
+            kick.set()  # more may be queued (a batch limit, a change meanwhile)
+
+    async def _push(self, tree: str, peer: str, items: list[tuple[str, int]]) -> None:
+        index = self.indexes[tree]
+        paths = [p for p, _seq in items]
+        entries = await self._do(lambda: [e.as_dict() for e in index.entries(paths)])
+        await self._do(attach_inline, tree, entries)
+        started = time.monotonic()
+        reply = await self.link.ask(tree, peer, "apply", {"entries": entries})
+        if reply.get("lost"):
+            copies = await self._do(
+                resolve_lost,
+                index,
+                reply["lost"],
+                reply.get("winners", []),
+                self.peers[tree],
+                self.trees[tree]["conflict"],
+            )
+            await self.link.ask(tree, peer, "want", {"paths": [e["path"] for e in reply["lost"]]})
+            if copies:
+                self._kick(tree)
+        accept = [str(p) for p in reply.get("accept", [])]
+        if accept:
+            await self.link.rsync(tree, peer, accept)
+        await self._do(index.ack, peer, items)
+        if self.metrics is not None:
+            self.metrics.fs_push(tree, peer, len(items), time.monotonic() - started)
+
+    # --------------------------------------------------------- conflicts
+    async def _conflict_events(self) -> None:
+        """Publish every conflict this node resolved (by itself or as a receiver) once."""
+        while True:
+            await asyncio.sleep(POLL)
+            for tree in self.trees:
+                rows = await self._do(self._new_conflicts, tree)
+                for row in rows:
+                    event = {
+                        "type": "fs_conflict",
+                        "pool": self.trees[tree]["pool"],
+                        "tree": tree,
+                        "member": self.node,
+                        **row,
+                    }
+                    if self.on_event:
+                        await self.on_event(event)
+
+    def _new_conflicts(self, tree: str) -> list[dict[str, Any]]:
+        index = self.indexes[tree]
+        last = int(index.meta("conflicts_published") or 0)
+        rows = index.db.execute(
+            "SELECT id, path, copy, winner, loser, policy FROM conflicts WHERE id>? ORDER BY id",
+            (last,),
+        ).fetchall()
+        if rows:
+            index.meta("conflicts_published", str(rows[-1][0]))
+        keys = ("id", "path", "copy", "winner", "loser", "policy")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    # ------------------------------------------------------------------ run
+    def _open(self) -> None:
+        for tree, spec in self.trees.items():
+            os.makedirs(tree, mode=0o755, exist_ok=True)
+            index = Index(index_path(self.state_dir, tree), tree, self.node, spec["exclude"])
+            self.indexes[tree] = index
+            self.readers[tree] = Index(index.path, tree, self.node, spec["exclude"])
+            self.readers[tree].skipped = index.skipped  # found by the writer's scans
+            changed = index.rescan(self.peers[tree])
+            log.info(
+                "fs %s: indexed", tree, extra={"fields": {**index.stats(), "changed": len(changed)}}
+            )
+
+    async def run(self) -> None:
+        """Index, watch and push until cancelled."""
+        if not self.trees:
+            return
+        os.makedirs(self.cfg["control_dir"], mode=0o700, exist_ok=True)
+        await self._do(self._open)
+        self.ready.set()
+        self.watcher = TreeWatcher(
+            {t: s["exclude"] for t, s in self.trees.items()}, self.on_paths, self.rescan_now.set
+        )
+        try:
+            self.watcher.start()
+        except FsWatchError as exc:
+            self.error = str(exc)
+            log.error("fs: %s", exc)
+        tasks = [
+            asyncio.create_task(self._debounce(), name="fs-debounce"),
+            asyncio.create_task(self._rescan_loop(), name="fs-rescan"),
+            asyncio.create_task(self._conflict_events(), name="fs-conflicts"),
+            *(asyncio.create_task(self._pusher(t, p), name=f"fs-push-{p}") for t, p in self.kicks),
+        ]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await self.link.close()
+            if self.watcher:
+                self.watcher.close()
+
+    # --------------------------------------------------------------- report
+    def _report(self) -> dict[str, Any]:
+        out = {}
+        for tree, index in self.readers.items():
+            pending = index.pending_counts()
+            out[tree] = {
+                "pool": self.trees[tree]["pool"],
+                **index.stats(),
+                "conflicts": len(index.conflicts()),
+                "peers": {
+                    p: {
+                        "pending": pending.get(p, 0),
+                        "alive": p in self.alive,
+                        **self.peer_state[(tree, p)],
+                    }
+                    for p in self.peers[tree]
+                },
+            }
+        return out
+
+    async def report(self) -> dict[str, Any]:
+        """``multiall fs status``: per tree files, bytes, pending per peer, last sync, conflicts."""
+        loop = asyncio.get_running_loop()
+        trees = await loop.run_in_executor(self.read_thread, self._report)
+        return {
+            "ok": True,
+            "node": self.node,
+            "trees": trees,
+            "error": self.error,
+            "watches": self.watcher.watches if self.watcher else 0,
+        }
+
+    async def conflicts(self) -> dict[str, Any]:
+        """``multiall fs conflicts``: the conflict copies present in each tree."""
+
+        def read() -> dict[str, Any]:
+            return {t: i.conflicts() for t, i in self.readers.items()}
+
+        trees = await asyncio.get_running_loop().run_in_executor(self.read_thread, read)
+        return {"ok": True, "node": self.node, "trees": trees}

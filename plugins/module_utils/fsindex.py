@@ -1,0 +1,396 @@
+"""FS-SA file index: what each node holds in a declared tree, and how two nodes' views compare.
+
+One SQLite database per node and tree (``<state_dir>/fs/<tree>.db``) keeps, per path,
+its type, size, mtime (ns), mode, owner, content hash (BLAKE2b: in hashlib, no new
+dependency) and a **version vector** ``{node: counter}``; a deleted path stays as a
+tombstone so that the delete travels and an old copy cannot come back. The same
+database holds each peer's persistent queue (``pending``) of paths it has not yet
+acknowledged, and the conflicts this node resolved.
+
+Shared by the connector (live path) and the receiving side (``connector/fs_protocol``)
+— pure stdlib, so the ``fs_sync`` module can use it on a managed node too.
+
+Why version vectors: two nodes that changed a file while apart each hold a counter
+the other lacks ("concurrent"); a plain mtime comparison would silently drop one of
+the edits. The winner of a conflict is deterministic (newest mtime, then the larger
+origin node name), so every node picks the same one without talking to the others,
+and the loser is kept as ``NAME.multiall-conflict-<node>-<UTC time>``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import stat
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+# The pure parts live in _fs_entry; the index module re-exports them (its public face).
+from ._fs_entry import (
+    CONFLICT_MARK,
+    HASH_CHUNK,
+    RSYNC_TEMP,
+    TYPES,
+    Entry,
+    FsIndexError,
+    FsPathError,
+    check_rel_path,
+    conflict_name,
+    decide,
+    excluded,
+    file_type,
+    hash_path,
+    is_conflict_copy,
+    plan,
+    safe_join,
+    same_stat,
+    vv_compare,
+    vv_merge,
+    winner,
+)
+
+__all__ = [
+    "CONFLICT_MARK",
+    "HASH_CHUNK",
+    "RSYNC_TEMP",
+    "TYPES",
+    "Entry",
+    "FsIndexError",
+    "FsPathError",
+    "Index",
+    "check_rel_path",
+    "conflict_name",
+    "decide",
+    "excluded",
+    "file_type",
+    "hash_path",
+    "index_path",
+    "is_conflict_copy",
+    "plan",
+    "safe_join",
+    "same_stat",
+    "vv_compare",
+    "vv_merge",
+    "winner",
+]
+
+# --------------------------------------------------------------------- index
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY, type TEXT, size INTEGER, mtime_ns INTEGER, mode INTEGER,
+    uid INTEGER, gid INTEGER, hash TEXT, vv TEXT, origin TEXT, deleted INTEGER,
+    incoming INTEGER DEFAULT 0);
+CREATE TABLE IF NOT EXISTS pending (
+    peer TEXT, path TEXT, seq INTEGER, PRIMARY KEY (peer, path));
+CREATE TABLE IF NOT EXISTS conflicts (
+    id INTEGER PRIMARY KEY, ts REAL, path TEXT, copy TEXT, winner TEXT, loser TEXT,
+    policy TEXT);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+"""
+
+
+def index_path(state_dir: str, tree: str) -> str:
+    """Where the index of TREE lives: one file per tree, named after its path."""
+    slug = tree.strip("/").replace("/", "_") or "root"
+    return os.path.join(state_dir, "fs", f"{slug}.db")
+
+
+class Index:
+    """The SQLite index of one tree on this node, with its peers' queues.
+
+    Used from the connector's threads and from the receiving ``multiall-fs``
+    process at the same time: every change is one short transaction, and
+    SQLite's lock (busy timeout 30 s) orders them.
+    """
+
+    def __init__(self, path: str, tree: str, node: str, exclude: Iterable[str] = ()) -> None:
+        self.path, self.tree, self.node = path, tree.rstrip("/") or "/", node
+        self.exclude = list(exclude)
+        self.skipped: set[str] = set()
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(
+                path, timeout=30, isolation_level=None, check_same_thread=False
+            )
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise FsIndexError(f"fs index {path}: {exc}") from None
+        with contextlib.suppress(OSError):
+            os.chmod(path, 0o600)
+
+    def close(self) -> None:
+        """Close the database."""
+        self.db.close()
+
+    @contextlib.contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE: writers queue, readers go on)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # ----------------------------------------------------------- entries
+    @staticmethod
+    def _row(row: tuple) -> Entry:
+        return Entry(
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            row[4],
+            row[5],
+            row[6],
+            row[7],
+            json.loads(row[8] or "{}"),
+            row[9] or "",
+            bool(row[10]),
+        )
+
+    _COLS = "path, type, size, mtime_ns, mode, uid, gid, hash, vv, origin, deleted"
+
+    def get(self, rel: str) -> Entry | None:
+        """The entry of REL, or None when the index never saw it."""
+        row = self.db.execute(f"SELECT {self._COLS} FROM files WHERE path=?", (rel,)).fetchone()
+        return self._row(row) if row else None
+
+    def entries(self, paths: Iterable[str] | None = None) -> list[Entry]:
+        """Every entry (tombstones included), or those of PATHS."""
+        if paths is None:
+            rows = self.db.execute(f"SELECT {self._COLS} FROM files ORDER BY path").fetchall()
+            return [self._row(r) for r in rows]
+        out = []
+        for rel in paths:
+            entry = self.get(rel)
+            if entry is not None:
+                out.append(entry)
+        return out
+
+    def under(self, rel_dir: str) -> list[str]:
+        """Live paths indexed below directory REL_DIR (it moved or was deleted)."""
+        prefix = rel_dir.rstrip("/") + "/"
+        rows = self.db.execute(
+            "SELECT path FROM files WHERE deleted=0 AND substr(path, 1, ?)=?",
+            (len(prefix), prefix),
+        )
+        return [rel_dir, *(r[0] for r in rows)]
+
+    def put(self, db: sqlite3.Connection, entry: Entry, incoming: bool = False) -> None:
+        """Write ENTRY inside an open transaction."""
+        db.execute(
+            f"INSERT OR REPLACE INTO files ({self._COLS}, incoming) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                entry.path,
+                entry.type,
+                entry.size,
+                entry.mtime_ns,
+                entry.mode,
+                entry.uid,
+                entry.gid,
+                entry.hash,
+                json.dumps(entry.vv, sort_keys=True),
+                entry.origin,
+                int(entry.deleted),
+                int(incoming),
+            ),
+        )
+
+    def enqueue(self, db: sqlite3.Connection, paths: Iterable[str], peers: Iterable[str]) -> None:
+        """Queue PATHS for every peer in PEERS (a later change of a queued path re-queues it)."""
+        seq = time.time_ns()
+        db.executemany(
+            "INSERT OR REPLACE INTO pending (peer, path, seq) VALUES (?,?,?)",
+            [(peer, rel, seq) for rel in paths for peer in peers],
+        )
+
+    # ------------------------------------------------------ local changes
+    def _disk_entry(self, rel: str, old: Entry | None) -> Entry | None:
+        """The entry REL should have now, from the disk; None when it is not indexable."""
+        full = os.path.join(self.tree, rel)
+        try:
+            st = os.lstat(full)
+        except FileNotFoundError:
+            if old is None or old.deleted:
+                return None
+            return Entry(rel, old.type, 0, 0, 0, 0, 0, "", dict(old.vv), self.node, True)
+        except OSError:
+            return None
+        kind = file_type(st)
+        if kind is None:
+            # Devices, fifos and sockets are never synced: kept in a list the
+            # status shows, so that "why is it not on the peer?" has an answer.
+            self.skipped.add(rel)
+            return None
+        if old is not None and same_stat(old, st):
+            return old
+        try:
+            digest = hash_path(full, st)
+        except OSError:
+            return None  # vanished or unreadable meanwhile: the next event or rescan says
+        return Entry(
+            rel,
+            kind,
+            st.st_size if kind != "d" else 0,
+            st.st_mtime_ns,
+            stat.S_IMODE(st.st_mode),
+            st.st_uid,
+            st.st_gid,
+            digest,
+            dict(old.vv) if old else {},
+            self.node,
+            False,
+        )
+
+    def observe(self, paths: Iterable[str], peers: Iterable[str]) -> list[str]:
+        """Record what the disk now holds at PATHS; queue real changes for PEERS.
+
+        A path whose disk state equals its entry (for instance a file a peer just
+        sent, indexed before it landed) is no change: that is what keeps received
+        files from echoing back. Returns the paths that changed.
+        """
+        with self.tx() as db:
+            return self.record(db, paths, peers)
+
+    def record(
+        self, db: sqlite3.Connection, paths: Iterable[str], peers: Iterable[str]
+    ) -> list[str]:
+        """``observe`` inside an open transaction (the receiver checks the disk first too)."""
+        changed: list[str] = []
+        for rel in paths:
+            if excluded(rel, self.exclude):
+                continue
+            old = self.get(rel)
+            incoming = bool(old) and bool(
+                db.execute("SELECT incoming FROM files WHERE path=?", (rel,)).fetchone()[0]
+            )
+            new = self._disk_entry(rel, old)
+            if new is None or new is old:
+                if new is old and incoming:
+                    db.execute("UPDATE files SET incoming=0 WHERE path=?", (rel,))
+                continue
+            if old is not None and new.same_content(old):
+                # Same bytes, mode and owner (an mtime touch, a directory whose
+                # children changed, a received file): refresh the stat, no change.
+                new.vv, new.origin = old.vv, old.origin
+                self.put(db, new)
+                continue
+            if incoming and old is not None and not old.deleted:
+                continue  # a transfer in flight: the disk catches up with the entry
+            new.vv = {**new.vv, self.node: new.vv.get(self.node, 0) + 1}
+            new.origin = self.node
+            self.put(db, new)
+            changed.append(rel)
+        self.enqueue(db, changed, list(peers))
+        return changed
+
+    def walk(self) -> Iterator[str]:
+        """Every indexable relative path under the tree, excludes pruned."""
+        for root, dirs, files in os.walk(self.tree):
+            base = os.path.relpath(root, self.tree)
+            base = "" if base == "." else base + "/"
+            kept = []
+            for name in dirs:
+                rel = base + name
+                if excluded(rel, self.exclude):
+                    continue
+                if os.path.islink(os.path.join(root, name)):
+                    yield rel  # a symlink to a directory is a symlink: not followed
+                    continue
+                kept.append(name)
+                yield rel
+            dirs[:] = kept
+            for name in files:
+                rel = base + name
+                if not excluded(rel, self.exclude):
+                    yield rel
+
+    def rescan(self, peers: Iterable[str]) -> list[str]:
+        """Compare the whole tree with the index: catches what inotify missed."""
+        seen = set(self.walk())
+        known = {r[0] for r in self.db.execute("SELECT path FROM files WHERE deleted=0")}
+        return self.observe(sorted(seen | known), peers)
+
+    # ------------------------------------------------------------- queues
+    def pending(self, peer: str, limit: int = 50_000) -> list[tuple[str, int]]:
+        """(path, seq) queued for PEER, oldest first."""
+        return self.db.execute(
+            "SELECT path, seq FROM pending WHERE peer=? ORDER BY seq LIMIT ?", (peer, limit)
+        ).fetchall()
+
+    def ack(self, peer: str, items: Iterable[tuple[str, int]]) -> None:
+        """PEER has what was sent: drop those rows unless the path changed since."""
+        with self.tx() as db:
+            db.executemany(
+                "DELETE FROM pending WHERE peer=? AND path=? AND seq<=?",
+                [(peer, rel, seq) for rel, seq in items],
+            )
+
+    def pending_counts(self) -> dict[str, int]:
+        """How many paths each peer has yet to receive."""
+        return dict(self.db.execute("SELECT peer, COUNT(*) FROM pending GROUP BY peer"))
+
+    # ---------------------------------------------------------- conflicts
+    def record_conflict(
+        self, db: sqlite3.Connection, rel: str, copy: str, win: Entry, lose: Entry, policy: str
+    ) -> None:
+        """Keep a resolved conflict for ``multiall fs conflicts``."""
+        db.execute(
+            "INSERT INTO conflicts (ts, path, copy, winner, loser, policy) VALUES (?,?,?,?,?,?)",
+            (time.time(), rel, copy, win.origin, lose.origin, policy),
+        )
+
+    def conflicts(self) -> list[dict[str, Any]]:
+        """Conflict copies present in the tree (the same on every node once in sync)."""
+        rows = self.db.execute(
+            "SELECT path, origin, mtime_ns FROM files WHERE deleted=0 AND path LIKE ?",
+            (f"%{CONFLICT_MARK}%",),
+        ).fetchall()
+        out = []
+        for rel, origin, mtime_ns in rows:
+            if not is_conflict_copy(rel):
+                continue
+            base, _sep, tail = rel.rpartition(CONFLICT_MARK)
+            out.append(
+                {
+                    "path": base,
+                    "copy": rel,
+                    "loser": tail.rsplit("-", 1)[0],
+                    "origin": origin,
+                    "mtime_ns": mtime_ns,
+                }
+            )
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        """Files, bytes and tombstones of the tree as indexed."""
+        files, size = self.db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(size),0) FROM files WHERE deleted=0 AND type!='d'"
+        ).fetchone()
+        tomb = self.db.execute("SELECT COUNT(*) FROM files WHERE deleted=1").fetchone()[0]
+        try:
+            skipped = sorted(self.skipped)
+        except RuntimeError:  # the scanning thread added one meanwhile: next time
+            skipped = []
+        return {
+            "files": files,
+            "bytes": size,
+            "tombstones": tomb,
+            "skipped": skipped[:20],
+            "skipped_count": len(skipped),
+        }
+
+    def meta(self, key: str, value: str | None = None) -> str | None:
+        """Read (or write, when VALUE is given) one small setting such as a last-sync time."""
+        if value is not None:
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?,?)", (key, value))
+            return value
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None

@@ -1,0 +1,200 @@
+"""FS-SA index and receiving logic on real directories (no peers, no SSH)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from ansible_collections.takelan.multiall.plugins.module_utils._fs_apply import (
+    apply_incoming,
+    offer,
+    resolve_lost,
+)
+from ansible_collections.takelan.multiall.plugins.module_utils.fsindex import (
+    Entry,
+    FsPathError,
+    Index,
+    check_rel_path,
+    conflict_name,
+    decide,
+    plan,
+    safe_join,
+    vv_compare,
+    winner,
+)
+
+
+def make(tmp: Path, node: str) -> Index:
+    tree = tmp / node / "tree"
+    tree.mkdir(parents=True)
+    return Index(str(tmp / node / "fs.db"), str(tree), node, ["*.swp"])
+
+
+def land(src: Index, dst: Index, paths: list[str]) -> None:
+    """What rsync does for accepted paths (content + mode + mtime)."""
+    for rel in paths:
+        a, b = Path(src.tree, rel), Path(dst.tree, rel)
+        if a.is_dir():
+            b.mkdir(parents=True, exist_ok=True)
+        else:
+            b.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(a, b)
+
+
+def sync(src: Index, dst: Index, peers: list[str]) -> dict:
+    """One push of SRC's queue for DST, as the agent does it."""
+    items = src.pending(dst.node)
+    entries = [e.as_dict() for e in src.entries([p for p, _seq in items])]
+    reply = apply_incoming(dst, src.node, entries, peers)
+    land(src, dst, reply["accept"])
+    dst.observe(reply["accept"], [p for p in peers if p != dst.node])
+    src.ack(dst.node, items)
+    return reply
+
+
+def test_vector_order_and_deterministic_winner() -> None:
+    assert vv_compare({"a": 2}, {"a": 1}) == "newer"
+    assert vv_compare({"a": 1}, {"a": 1, "b": 1}) == "older"
+    assert vv_compare({"a": 1}, {"b": 1}) == "concurrent"
+    one = Entry("f", mtime_ns=5, origin="n1", hash="x", vv={"n1": 1})
+    two = Entry("f", mtime_ns=5, origin="n2", hash="y", vv={"n2": 1})
+    assert winner(one, two) is two and winner(two, one) is two
+    gone = Entry("f", deleted=True, mtime_ns=9, origin="n3", vv={"n3": 1})
+    assert winner(gone, one) is one  # an edit beats a delete: nothing is lost
+    assert decide(one, two) == "win" and decide(two, one) == "lose"
+
+
+@pytest.mark.parametrize("bad", ["/etc/passwd", "../etc/passwd", "a/../../x", "", "a\0b"])
+def test_peer_paths_leaving_the_tree_are_refused(bad: str) -> None:
+    with pytest.raises(FsPathError, match="refused path"):
+        check_rel_path(bad, "/srv/t")
+
+
+def test_symlinked_parent_leading_out_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "out").symlink_to("/etc")
+    with pytest.raises(FsPathError, match="symlink"):
+        safe_join(str(tmp_path / "tree"), "out/passwd")
+
+
+def test_local_change_is_queued_once_and_received_file_is_not_echoed(tmp_path: Path) -> None:
+    a, b = make(tmp_path, "n1"), make(tmp_path, "n2")
+    Path(a.tree, "d").mkdir()
+    Path(a.tree, "d", "f.txt").write_text("hello")
+    Path(a.tree, "x.swp").write_text("excluded")
+    assert sorted(a.rescan(["n2"])) == ["d", "d/f.txt"]
+    assert a.rescan(["n2"]) == []  # nothing new: nothing queued twice
+    sync(a, b, ["n1", "n2"])
+    assert Path(b.tree, "d", "f.txt").read_text() == "hello"
+    assert b.pending("n1") == []  # what b received is not sent back
+    assert b.rescan(["n1"]) == []
+    assert a.pending("n2") == []
+
+
+def test_delete_travels_as_tombstone_and_applies_once(tmp_path: Path) -> None:
+    a, b = make(tmp_path, "n1"), make(tmp_path, "n2")
+    Path(a.tree, "f").write_text("x")
+    a.rescan(["n2"])
+    sync(a, b, ["n1", "n2"])
+    os.unlink(Path(a.tree, "f"))
+    assert a.observe(["f"], ["n2"]) == ["f"]
+    reply = sync(a, b, ["n1", "n2"])
+    assert reply["deleted"] == ["f"] and not Path(b.tree, "f").exists()
+    assert b.observe(["f"], ["n1"]) == []  # b's own inotify event: no echo
+
+
+def test_concurrent_edits_keep_one_winner_and_one_copy_everywhere(tmp_path: Path) -> None:
+    a, b = make(tmp_path, "n1"), make(tmp_path, "n2")
+    Path(a.tree, "f").write_text("base")
+    a.rescan(["n2"])
+    sync(a, b, ["n1", "n2"])
+    Path(a.tree, "f").write_text("from n1")
+    os.utime(Path(a.tree, "f"), ns=(1, 1_000_000_000))
+    Path(b.tree, "f").write_text("from n2 (newer)")
+    os.utime(Path(b.tree, "f"), ns=(1, 2_000_000_000))
+    a.observe(["f"], ["n2"])
+    b.observe(["f"], ["n1"])
+    # n1 pushes first: its version loses on n2; n1 keeps it aside and asks for n2's.
+    items = a.pending("n2")
+    reply = apply_incoming(b, "n1", [e.as_dict() for e in a.entries(["f"])], ["n1", "n2"])
+    assert reply["accept"] == [] and [e["path"] for e in reply["lost"]] == ["f"]
+    copies = resolve_lost(a, reply["lost"], reply["winners"], ["n2"])
+    a.ack("n2", items)
+    assert copies == [conflict_name("f", "n1", 1_000_000_000)]
+    with b.tx() as db:
+        b.enqueue(db, ["f"], ["n1"])
+    sync(b, a, ["n1", "n2"])
+    sync(a, b, ["n1", "n2"])  # the conflict copy
+    # n2's own queued push of f reaches n1 too (concurrent with n1's old version):
+    # n1 already kept that loser, so nothing new is made and the copy stays indexed.
+    reply = apply_incoming(a, "n2", [e.as_dict() for e in b.entries(["f"])], ["n1", "n2"])
+    assert reply["conflicts"] == [] and a.get(copies[0]) is not None
+    for idx in (a, b):
+        assert Path(idx.tree, "f").read_text() == "from n2 (newer)"
+        assert Path(idx.tree, copies[0]).read_text() == "from n1"
+        assert [c["copy"] for c in idx.conflicts()] == copies
+    assert a.pending("n2") == [] and b.pending("n1") == []
+
+
+def test_offer_queues_what_a_returning_peer_missed(tmp_path: Path) -> None:
+    a, b = make(tmp_path, "n1"), make(tmp_path, "n2")
+    for name in ("old", "new"):
+        Path(a.tree, name).write_text(name)
+    a.rescan([])  # b was away: nothing queued for it
+    Path(b.tree, "mine").write_text("b")
+    b.rescan([])
+    reply = offer(a, "n2", [e.as_dict() for e in b.entries()])
+    assert sorted(p for p, _seq in a.pending("n2")) == ["new", "old"]
+    assert reply["send_me"] == ["mine"]
+    assert plan(a.entries(), b.entries())["fetch"] == ["mine"]
+
+
+def test_bad_batch_changes_nothing(tmp_path: Path) -> None:
+    b = make(tmp_path, "n2")
+    good = {"path": "ok", "vv": {"n1": 1}, "hash": "h"}
+    with pytest.raises(FsPathError):
+        apply_incoming(b, "n1", [good, {"path": "../../etc/passwd", "deleted": True}], ["n1"])
+    assert b.entries() == []
+
+
+def test_small_files_travel_inline_and_land_whole_with_their_metadata(tmp_path: Path) -> None:
+    from ansible_collections.takelan.multiall.plugins.module_utils._fs_apply import attach_inline
+
+    a, b = make(tmp_path, "n1"), make(tmp_path, "n2")
+    Path(a.tree, "d").mkdir(mode=0o750)
+    Path(a.tree, "d", "small").write_text("tiny")
+    os.chmod(Path(a.tree, "d", "small"), 0o640)
+    Path(a.tree, "big").write_bytes(b"x" * 70_000)
+    a.rescan(["n2"])
+    entries = [e.as_dict() for e in a.entries()]
+    assert attach_inline(a.tree, entries) == 4
+    reply = apply_incoming(b, "n1", entries, ["n1", "n2"])
+    assert reply["accept"] == ["big"] and reply["landed"] == 2  # d and d/small
+    small = Path(b.tree, "d", "small")
+    assert small.read_text() == "tiny" and oct(small.stat().st_mode & 0o777) == "0o640"
+    assert small.stat().st_mtime_ns == Path(a.tree, "d", "small").stat().st_mtime_ns
+    assert oct(Path(b.tree, "d").stat().st_mode & 0o777) == "0o750"
+    assert b.observe(["d", "d/small"], ["n1"]) == []  # landed = indexed: no echo
+    forged = dict(entries[-1], data="aGVsbG8=")  # content that does not match the hash
+    assert apply_incoming(b, "n1", [forged], ["n1", "n2"])["landed"] == 0
+
+
+def test_fifos_are_skipped_and_reported(tmp_path: Path) -> None:
+    a = make(tmp_path, "n1")
+    os.mkfifo(Path(a.tree, "pipe"))
+    assert a.rescan(["n2"]) == []
+    assert a.stats()["skipped"] == ["pipe"]
+
+
+def test_newest_policy_keeps_the_winner_only_and_still_reports(tmp_path: Path) -> None:
+    b = make(tmp_path, "n2")
+    Path(b.tree, "f").write_text("mine")
+    os.utime(Path(b.tree, "f"), ns=(1, 1_000))
+    b.rescan([])
+    theirs = {"path": "f", "vv": {"n1": 1}, "hash": "h", "mtime_ns": 2_000, "origin": "n1"}
+    reply = apply_incoming(b, "n1", [theirs], ["n1", "n2"], policy="newest")
+    assert reply["accept"] == ["f"] and reply["conflicts"] == [{"path": "f", "copy": None}]
+    assert b.conflicts() == []
+    assert b.db.execute("SELECT path, policy FROM conflicts").fetchall() == [("f", "newest")]
