@@ -106,7 +106,9 @@ def test_delete_follows_the_model(run_module, site) -> None:
     site["pools"].write_text(site["pools"].read_text().replace("delete: true", "delete: false"))
     extra.write_text("only on n2\n")
     kept = run_module(fs_sync, _args(site))["trees"][0]["peers"]["n2"]
-    assert kept["deleted"] == [] and kept["changed"] == ["./"]  # only the directory's mtime
+    assert kept["deleted"] == []
+    # at most the directory's mtime (unchanged when both writes fall in one mtime tick)
+    assert kept["changed"] in ([], ["./"])
     assert extra.exists()
     assert run_module(fs_sync, _args(site))["changed"] is False
 
