@@ -18,6 +18,7 @@ from .daemon_cmd import add_daemon_parser
 from .dns_cmd import add_dns_parser
 from .pools_cmd import add_pools_parser
 from .sbm_cmd import add_sbm_parser
+from .sl_cmd import add_sl_parser
 from .tns_cmd import add_tns_parsers
 
 
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_tns_parsers(sub, common)
     add_sbm_parser(sub, common)
     add_dns_parser(sub, common)
+    add_sl_parser(sub, common)
     return parser
 
 

@@ -128,6 +128,14 @@ SPEC = Field(
                 "resync": Field("number", minimum=1, maximum=3600),
             },
         ),
+        "sl": Field(
+            "object",
+            keys={
+                "poll": Field("number", minimum=0.1, maximum=600),
+                "interval": Field("number", minimum=1, maximum=86400),
+                "timeout": Field("number", minimum=0.05, maximum=30),
+            },
+        ),
         "watcher": Field(
             "object",
             keys={
@@ -157,6 +165,7 @@ class ConnectorConfig:
     watcher: dict[str, Any] = field(default_factory=dict)
     sbm: dict[str, Any] = field(default_factory=dict)
     dns: dict[str, Any] = field(default_factory=dict)
+    sl: dict[str, Any] = field(default_factory=dict)
     source: str = ""
     # Where each top-level section starts, for messages about what it lacks.
     marks: dict[str, Mark] = field(default_factory=dict)

@@ -234,9 +234,18 @@ class SerfClient:
         return int(body.get("Num", 0))
 
     async def query(
-        self, name: str, payload: bytes = b"", nodes: list[str] | None = None, timeout: float = 2.0
+        self,
+        name: str,
+        payload: bytes = b"",
+        nodes: list[str] | None = None,
+        timeout: float = 2.0,
+        expect: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Ask members a question; return their answers (``from``, ``payload``)."""
+        """Ask members a question; return their answers (``from``, ``payload``).
+
+        With ``expect``, return as soon as that many answers came instead of
+        waiting for Serf's "done" at the end of ``timeout``.
+        """
         body = {
             "FilterNodes": nodes or [],
             "FilterTags": {},
@@ -247,7 +256,7 @@ class SerfClient:
         }
         seq, queue = await self._open_stream("query", body)
         try:
-            return await _collect(self, seq, queue, timeout + 1)
+            return await _collect(self, seq, queue, timeout + 1, expect)
         finally:
             self._streams.pop(seq, None)
 
@@ -281,7 +290,7 @@ class SerfClient:
 
 
 async def _collect(
-    client: SerfClient, seq: int, queue: asyncio.Queue, timeout: float
+    client: SerfClient, seq: int, queue: asyncio.Queue, timeout: float, expect: int | None = None
 ) -> list[dict[str, Any]]:
     """Read query records (ack/response/done) until Serf says done."""
     out: list[dict[str, Any]] = []
@@ -303,6 +312,8 @@ async def _collect(
             if isinstance(payload, str):
                 payload = payload.encode("utf-8", "surrogateescape")
             out.append({"from": item.get("From", ""), "payload": bytes(payload)})
+            if expect is not None and len(out) >= expect:
+                return out
 
 
 def rtt_ms(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._located_yaml import LocatedDict, LocatedList, Mark, SourceError, load_located_file
+from ._pools_software import check_software
 from ._pools_spec import BASELINE_RULE, MODEL_FIELDS, MODEL_KEYS, SECTIONS, TOP
 from ._schema import Field, Validator, render_path
 
@@ -377,6 +378,7 @@ class PoolModel:
             self._check_include_conflicts(v)
             self._check_exceptions(v)
             self._check_dns_pools()
+            check_software(self, v)
 
     def _check_include_conflicts(self, v: Validator) -> None:
         for pool in self.pools:
