@@ -116,6 +116,11 @@ def install_repo(lab: Any, node: str, repo: Path) -> list[str]:
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(repo, target)
+    # apt reads file: sources as its sandbox user _apt: the copy must be world-readable
+    # (a pytest tmp dir is 0700).
+    target.chmod(0o755)
+    for path in target.iterdir():
+        path.chmod(0o644)
     sources = root / NODE_LIST.lstrip("/")
     sources.parent.mkdir(parents=True, exist_ok=True)
     sources.write_text(f"deb [trusted=yes] file:{NODE_REPO} ./\n")
