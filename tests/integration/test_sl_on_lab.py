@@ -80,7 +80,8 @@ def converge(lab, hosts: str, check: bool = False, **options) -> dict[str, dict]
         timeout=300,
     )
     results = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
-    assert results, proc.stdout[-3000:] + proc.stderr[-2000:]
+    wanted = set(lab.nodes) if hosts == "pool_web" else {hosts}
+    assert set(results) == wanted, proc.stdout[-4000:] + proc.stderr[-2000:]
     return results
 
 
