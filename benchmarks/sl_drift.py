@@ -104,7 +104,7 @@ def play(lab, name: str, hosts: str, tasks: list) -> Path:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (< 2 min)")
     parser.add_argument("--nodes", type=int, default=20)
     args = parser.parse_args()
@@ -120,7 +120,7 @@ def main() -> int:
         out["installed_packages_per_node"] = len(facts_of(lab, "n1")["packages"])
         out["drift_cold_s"] = round(took, 3)
         out["in_sync"] = not report["drift"]
-        warm = [drift_cli(lab)[0] for _ in range(reps)]
+        warm = [drift_cli(lab)[0] for _rep in range(reps)]
         out["drift_warm_s"] = round(statistics.median(warm), 3)
         lab.exec("n7", ["dpkg", "-i", f"{NODE_REPO}/sl-base_1.0.deb"])
         wait_for(lambda: "sl-base" in facts_of(lab, "n7")["packages"], 20, "n7 recollected")
@@ -139,7 +139,7 @@ def main() -> int:
                 ],
                 env,
             )
-            for _ in range(max(1, reps // 2))
+            for _rep in range(max(1, reps // 2))
         ]
         out["package_facts_s"] = round(statistics.median(ref), 3)
         out["speedup_vs_package_facts"] = round(out["package_facts_s"] / out["drift_warm_s"], 1)
@@ -166,12 +166,13 @@ def main() -> int:
         base = [str(BIN / "ansible-playbook"), "-i", str(lab.inventory_path), "-f", "5"]
         out["noop_converge_5_s"] = round(
             statistics.median(
-                [timed([*base, str(converge)], env) for _ in range(max(1, reps // 2))]
+                [timed([*base, str(converge)], env) for _rep in range(max(1, reps // 2))]
             ),
             3,
         )
         out["noop_apt_play_5_s"] = round(
-            statistics.median([timed([*base, str(apt)], env) for _ in range(max(1, reps // 2))]), 3
+            statistics.median([timed([*base, str(apt)], env) for _rep in range(max(1, reps // 2))]),
+            3,
         )
     out["goal_2s"] = out["drift_warm_s"] <= 2 and out["drift_cold_s"] <= 2
     out["goal_10x"] = out["speedup_vs_package_facts"] >= 10

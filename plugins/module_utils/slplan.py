@@ -80,8 +80,8 @@ def _compare_part(a: str, b: str) -> int:
 
 
 def _split_version(v: str) -> tuple[int, str, str]:
-    epoch, _, rest = v.rpartition(":") if ":" in v else ("0", "", v)
-    upstream, _, revision = rest.rpartition("-") if "-" in rest else (rest, "", "0")
+    epoch, _sep, rest = v.rpartition(":") if ":" in v else ("0", "", v)
+    upstream, _sep, revision = rest.rpartition("-") if "-" in rest else (rest, "", "0")
     return int(epoch or 0), upstream, revision
 
 
