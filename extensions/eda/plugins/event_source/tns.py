@@ -4,8 +4,9 @@ Connects to the local connector's control socket, asks it to ``follow`` and
 puts every topology event on the queue as ``{"tns": {...}}`` - the same events
 the connector's watcher reacts to: member_failed, member_recovered,
 maintenance_enter, maintenance_exit, sbm_changed, leader_changed, quorum_lost,
-quorum_regained - and dns_changed when the pool leader changed the pool's DNS
-records (DNS-SA). Reconnects with backoff when the connector restarts.
+quorum_regained - dns_changed when the pool leader changed the pool's DNS
+records (DNS-SA), and sl_drift when a node's packages, services or libraries
+drifted from its pools (SL-SA). Reconnects with backoff when the connector restarts.
 
 Arguments:
     socket:   path of the connector's control socket
