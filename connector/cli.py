@@ -20,6 +20,7 @@ from .fs_cmd import add_fs_parser
 from .peer_receive import add_peer_receive_parser
 from .pools_cmd import add_pools_parser
 from .sbm_cmd import add_sbm_parser
+from .sl_cmd import add_sl_parser
 from .tns_cmd import add_tns_parsers
 
 
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_dns_parser(sub, common)
     add_fs_parser(sub, common)
     add_peer_receive_parser(sub)
+    add_sl_parser(sub, common)
     return parser
 
 

@@ -138,6 +138,12 @@ SPEC = Field(
                 "key_dir": Field("str"),
                 "control_dir": Field("str"),
                 "catch_up_every": Field("number", minimum=0, maximum=86400),
+        "sl": Field(
+            "object",
+            keys={
+                "poll": Field("number", minimum=0.1, maximum=600),
+                "interval": Field("number", minimum=1, maximum=86400),
+                "timeout": Field("number", minimum=0.05, maximum=30),
             },
         ),
         "watcher": Field(
@@ -170,6 +176,7 @@ class ConnectorConfig:
     sbm: dict[str, Any] = field(default_factory=dict)
     dns: dict[str, Any] = field(default_factory=dict)
     fs: dict[str, Any] = field(default_factory=dict)
+    sl: dict[str, Any] = field(default_factory=dict)
     source: str = ""
     # Where each top-level section starts, for messages about what it lacks.
     marks: dict[str, Mark] = field(default_factory=dict)

@@ -49,6 +49,7 @@ from .metrics import Metrics
 from .probe import Prober, next_epoch
 from .sbm_scheduler import SbmScheduler
 from .serf import SerfClient, SerfError, rtt_ms
+from .sl_agent import SlAgent
 from .watcher import Watcher
 
 log = logging.getLogger("multiall.connector")
@@ -158,6 +159,8 @@ class Connector:
             on_event=self.publish,
             metrics=self.metrics,
         )
+        self.sl = SlAgent(self, cfg.sl)
+        self.control.ops["sl"] = self.sl.control
 
     # ------------------------------------------------------------------ serf
     def _tns_ip(self, node: str) -> str:
@@ -235,15 +238,22 @@ class Connector:
             try:
                 await rpc.connect(timeout=2)
                 self.rpc = rpc
-                await rpc.set_tags({"maint": self.maint_tag, "sbm": self.sbm_tag})
+                await rpc.set_tags(
+                    {"maint": self.maint_tag, "sbm": self.sbm_tag, "sl": self.sl.digest[:8]}
+                )
                 await self._join()
                 await self._refresh_members()
                 self.serf_rpc.ok()
                 poll = asyncio.create_task(self._poll_members(), name="serf-poll")
                 try:
-                    types = "member-join,member-leave,member-failed,member-update,member-reap,query:multiall-sbm"
+                    types = (
+                        "member-join,member-leave,member-failed,member-update,member-reap,"
+                        "query:multiall-sbm,query:multiall-sl"
+                    )
                     async for event in rpc.stream(types):
-                        if event.get("Event") == "query":
+                        if event.get("Event") == "query" and event.get("Name") == "multiall-sl":
+                            await self.sl.answer(rpc, event)
+                        elif event.get("Event") == "query":
                             await self._answer_query(rpc, event)
                         else:
                             await self._refresh_members()
@@ -337,6 +347,12 @@ class Connector:
         except ValueError as exc:
             raise SerfError(str(exc)) from None
         return {"ok": True, **data}
+
+    async def set_tag(self, name: str, value: str) -> None:
+        """Set one Serf tag now (when connected; the next connection sets it anyway)."""
+        if self.rpc:
+            with contextlib.suppress(SerfError):
+                await self.rpc.set_tags({name: value})
 
     async def _publish_sbm(self, code: str) -> None:
         """Publish the node's SBM status as the Serf tag ``sbm`` (peers see it by gossip)."""
@@ -478,6 +494,7 @@ class Connector:
             "probe_clock_skew": self.prober.skewed(),
             "maintenance": self.maint_tag,
             "faults": self.health(),
+            "sl": self.sl.status(),
         }
 
     # ----------------------------------------------------------- maintenance
@@ -557,6 +574,7 @@ class Connector:
             asyncio.create_task(self.sbm.run(), name="sbm"),
             asyncio.create_task(self.dns.run(), name="dns"),
             asyncio.create_task(self.fs.run(), name="fs"),
+            asyncio.create_task(self.sl.run(), name="sl"),
         ]
         log.info(
             "connector started",

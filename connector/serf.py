@@ -84,6 +84,9 @@ class SerfClient:
         self._seq = itertools.count()
         self._pending: dict[int, tuple[str, asyncio.Future]] = {}
         self._streams: dict[int, asyncio.Queue] = {}
+        # Queries left before Serf's "done" (``expect`` met): their late records
+        # (header + body) are read and dropped, so the body is never taken for a header.
+        self._orphans: set[int] = set()
         self._unpacker = msgpack.Unpacker(
             raw=False, unicode_errors="surrogateescape", strict_map_key=False
         )
@@ -162,6 +165,11 @@ class SerfClient:
                 if not isinstance(header, dict) or "Seq" not in header:
                     raise SerfError(f"unexpected RPC message from Serf: {header!r:.200}")
                 seq, error = header["Seq"], header.get("Error") or ""
+                if seq in self._orphans:
+                    record = None if error else await self._next()
+                    if error or (isinstance(record, dict) and record.get("Type") == "done"):
+                        self._orphans.discard(seq)
+                    continue
                 if seq in self._streams:
                     queue = self._streams[seq]
                     if error:
@@ -234,9 +242,18 @@ class SerfClient:
         return int(body.get("Num", 0))
 
     async def query(
-        self, name: str, payload: bytes = b"", nodes: list[str] | None = None, timeout: float = 2.0
+        self,
+        name: str,
+        payload: bytes = b"",
+        nodes: list[str] | None = None,
+        timeout: float = 2.0,
+        expect: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Ask members a question; return their answers (``from``, ``payload``)."""
+        """Ask members a question; return their answers (``from``, ``payload``).
+
+        With ``expect``, return as soon as that many answers came instead of
+        waiting for Serf's "done" at the end of ``timeout``.
+        """
         body = {
             "FilterNodes": nodes or [],
             "FilterTags": {},
@@ -246,10 +263,14 @@ class SerfClient:
             "Payload": payload,
         }
         seq, queue = await self._open_stream("query", body)
+        finished = False
         try:
-            return await _collect(self, seq, queue, timeout + 1)
+            out, finished = await _collect(self, seq, queue, timeout + 1, expect)
+            return out
         finally:
             self._streams.pop(seq, None)
+            if not finished:
+                self._orphans.add(seq)
 
     async def respond(self, query_id: int, payload: bytes) -> None:
         """Answer a query this agent received (from the event stream)."""
@@ -281,28 +302,30 @@ class SerfClient:
 
 
 async def _collect(
-    client: SerfClient, seq: int, queue: asyncio.Queue, timeout: float
-) -> list[dict[str, Any]]:
-    """Read query records (ack/response/done) until Serf says done."""
+    client: SerfClient, seq: int, queue: asyncio.Queue, timeout: float, expect: int | None = None
+) -> tuple[list[dict[str, Any]], bool]:
+    """Read query records (ack/response/done) until Serf says done: (answers, done seen)."""
     out: list[dict[str, Any]] = []
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         remaining = deadline - asyncio.get_running_loop().time()
         if remaining <= 0:
-            return out
+            return out, False
         try:
             item = await asyncio.wait_for(queue.get(), remaining)
         except TimeoutError:
-            return out
+            return out, False
         if isinstance(item, Exception):
             raise item
         if item.get("Type") == "done":
-            return out
+            return out, True
         if item.get("Type") == "response":
             payload = item.get("Payload") or b""
             if isinstance(payload, str):
                 payload = payload.encode("utf-8", "surrogateescape")
             out.append({"from": item.get("From", ""), "payload": bytes(payload)})
+            if expect is not None and len(out) >= expect:
+                return out, False
 
 
 def rtt_ms(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:

@@ -18,6 +18,7 @@ from typing import Any
 from ._dns_records import HAS_DNSPYTHON
 from ._located_yaml import LocatedDict
 from ._pools_files import CONFLICT_POLICIES
+from ._pools_software import LIBRARIES
 from ._schema import Field
 from .sbm import HIGHER_IS_WORSE, KINDS, LOWER_IS_WORSE
 
@@ -41,7 +42,16 @@ _DNS_LABEL = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
 # zone-file line early and let the rest of the value be read as a new line.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
-SECTIONS = ("baseline", "files", "packages", "services", "databases", "dns", "vars")
+SECTIONS = (
+    "baseline",
+    "files",
+    "packages",
+    "services",
+    "libraries",
+    "databases",
+    "dns",
+    "vars",
+)
 
 
 def check_node_name(name: str) -> str | None:
@@ -437,6 +447,7 @@ SETTINGS_FIELDS: dict[str, Field] = {
     "files": Field("map", key_check=check_abs_path, values=FILE_TREE),
     "packages": Field("map", values=PACKAGE),
     "services": Field("map", values=SERVICE),
+    "libraries": LIBRARIES,
     "databases": Field("map", values=DATABASE),
     "dns": DNS,
     "vars": Field("map", values=Field("any")),

@@ -27,6 +27,7 @@ from typing import Any
 
 from ._located_yaml import LocatedDict, LocatedList, Mark, SourceError, load_located_file
 from ._pools_files import check_trees
+from ._pools_software import check_software
 from ._pools_spec import BASELINE_RULE, MODEL_FIELDS, MODEL_KEYS, SECTIONS, TOP
 from ._schema import Field, Validator, render_path
 
@@ -379,6 +380,7 @@ class PoolModel:
             self._check_exceptions(v)
             self._check_dns_pools()
             check_trees(self, v)
+            check_software(self, v)
 
     def _check_include_conflicts(self, v: Validator) -> None:
         for pool in self.pools:

@@ -55,6 +55,7 @@ EVENT_TYPES = (
     "quorum_regained",
     "dns_changed",  # published by the pool leader's DNS-SA (connector/dns_reconciler.py)
     "fs_conflict",  # published by FS-SA when it keeps a conflict copy (connector/fs_agent.py)
+    "sl_drift",  # a node drifted from its pools' packages/services/libraries (connector/sl_agent.py)
 )
 
 # The Serf tag ``maint`` (also shown by ``multiall status`` and read by the

@@ -91,6 +91,7 @@ def test_every_section_is_present_even_when_empty():
         "files",
         "packages",
         "services",
+        "libraries",
         "databases",
         "dns",
         "vars",

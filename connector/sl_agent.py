@@ -1,0 +1,246 @@
+"""SL-SA in the connector: this node's software facts, published so any node answers for the pool.
+
+Collected at start, when dpkg's database changes (``/var/lib/dpkg/status`` or
+the linker cache changes: an mtime poll every ``poll`` seconds, cheaper than
+inotify on a file dpkg replaces by rename) and every ``interval`` seconds for
+services. The facts' digest is the Serf tag ``sl``, so every peer learns by
+gossip that a node's software changed; the body (about 11 KB compressed for
+~740 packages and ~550 libraries) is fetched with the ``multiall-sl`` Serf
+query in chunks that fit Serf's 1 KB answer limit, and cached by digest: a
+drift report for a pool reuses every peer's facts it already has, so it costs
+no SSH and, when nothing changed, no network at all.
+
+A change that makes this node drift from the model raises an ``sl_drift`` event
+(one per pool of the node) with the differences.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+import zlib
+from typing import TYPE_CHECKING, Any
+
+from ansible_collections.takelan.multiall.plugins.module_utils.slfacts import (
+    DPKG_STATUS,
+    FactsError,
+    check_facts,
+    collect,
+    drift_matrix,
+    node_drift,
+)
+
+from .serf import SerfError
+
+if TYPE_CHECKING:
+    from .daemon import Connector
+
+log = logging.getLogger("multiall.sl")
+
+QUERY = "multiall-sl"
+CHUNK = 900  # bytes of compressed facts per answer; the header takes the rest of Serf's 1 KB
+WATCHED = (DPKG_STATUS, "/etc/ld.so.cache")
+
+
+def pack(facts: dict[str, Any]) -> list[bytes]:
+    """Facts -> the answers to parts 0..n-1: ``{"d","n","i"}`` header line + a chunk."""
+    body = zlib.compress(json.dumps(facts, separators=(",", ":")).encode(), 9)
+    chunks = [body[i : i + CHUNK] for i in range(0, len(body), CHUNK)] or [b""]
+    return [
+        json.dumps({"d": facts["digest"], "n": len(chunks), "i": i}).encode() + b"\n" + chunk
+        for i, chunk in enumerate(chunks)
+    ]
+
+
+def split(node: str, answer: bytes) -> tuple[dict[str, Any], bytes]:
+    """One answer -> (header, chunk); ValueError names the node when it is malformed."""
+    head, sep, chunk = answer.partition(b"\n")
+    try:
+        header = json.loads(head) if sep else None
+    except ValueError:
+        header = None
+    if not isinstance(header, dict) or not {"d", "n", "i"} <= set(header):
+        raise ValueError(f"{node} sent a malformed SL facts answer")
+    return header, chunk
+
+
+def unpack(node: str, chunks: list[bytes]) -> dict[str, Any]:
+    """The chunks of one digest, in order -> checked facts (ValueError when corrupt)."""
+    try:
+        data = json.loads(zlib.decompress(b"".join(chunks)))
+    except (zlib.error, ValueError):
+        raise ValueError(f"{node} sent SL facts that do not decompress or parse") from None
+    return check_facts(node, data)
+
+
+class SlAgent:
+    """One per connector: collects, publishes, fetches peers' facts and reports drift."""
+
+    def __init__(self, connector: Connector, cfg: dict[str, Any]) -> None:
+        self.connector = connector
+        self.node = connector.node
+        self.poll = float(cfg.get("poll", 2.0))
+        self.interval = float(cfg.get("interval", 300.0))
+        self.timeout = float(cfg.get("timeout", 2.0))
+        self.facts: dict[str, Any] | None = None
+        self.answers: list[bytes] = []
+        self.error: str | None = None
+        self.cache: dict[str, dict[str, Any]] = {}  # node -> facts (any digest)
+        self.drift: list[dict[str, Any]] = []
+        self._stamps: tuple[float, ...] = ()
+        self._refresh = asyncio.Event()
+
+    @property
+    def digest(self) -> str:
+        """This node's facts digest ('' until collected): the Serf tag ``sl``."""
+        return self.facts["digest"] if self.facts else ""
+
+    # ------------------------------------------------------------ collection
+    def _mtimes(self) -> tuple[float, ...]:
+        out = []
+        for path in WATCHED:
+            try:
+                out.append(os.stat(path).st_mtime)
+            except OSError:
+                out.append(0.0)
+        return tuple(out)
+
+    async def collect_now(self) -> None:
+        """Collect (in a thread: dpkg -S reads every file list), publish, raise sl_drift."""
+        self._stamps = self._mtimes()
+        try:
+            facts = await asyncio.to_thread(collect, self.node)
+        except FactsError as exc:
+            self.error = str(exc)
+            log.error("sl facts: %s", exc)
+            return
+        self.error = None
+        changed = facts["digest"] != self.digest
+        self.facts = facts
+        self.answers = pack(facts)
+        if changed:
+            await self.connector.set_tag("sl", facts["digest"][:8])
+            await self._check_drift()
+
+    async def _check_drift(self) -> None:
+        assert self.facts is not None
+        settings = self.connector.model.effective(self.node).settings
+        drift = node_drift(settings, self.facts)
+        if drift and drift != self.drift:
+            for pool in self.connector.pools:
+                await self.connector.publish(
+                    {
+                        "type": "sl_drift",
+                        "pool": pool,
+                        "member": self.node,
+                        "count": len(drift),
+                        "drift": drift[:20],
+                    }
+                )
+        self.drift = drift
+
+    async def run(self) -> None:
+        """Collect at start, on a dpkg change and every ``interval`` s; never ends on an error."""
+        last = 0.0
+        while True:
+            if self._mtimes() != self._stamps or time.monotonic() - last >= self.interval:
+                last = time.monotonic()
+                try:
+                    await self.collect_now()
+                except (SerfError, OSError) as exc:
+                    log.error("sl facts: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._refresh.wait(), self.poll)
+            self._refresh.clear()
+
+    # --------------------------------------------------------- serf answers
+    async def answer(self, rpc: Any, event: dict[str, Any]) -> None:
+        """``multiall-sl`` with payload ``{"part": i}``: chunk i of this node's facts."""
+        try:
+            part = int(json.loads(event.get("Payload") or b"{}").get("part", 0))
+        except (ValueError, TypeError, AttributeError):
+            part = 0
+        if not self.answers:
+            return  # nothing collected yet: no answer beats a wrong one
+        data = self.answers[min(max(part, 0), len(self.answers) - 1)]
+        with contextlib.suppress(SerfError):
+            await rpc.respond(event["ID"], data)
+
+    async def _ask(self, node: str, part: int) -> tuple[dict[str, Any], bytes]:
+        rpc = self.connector.rpc
+        if rpc is None:
+            raise SerfError("the Serf agent is not connected yet")
+        payload = json.dumps({"part": part}).encode()
+        for _attempt in range(2):  # one lost UDP packet is no verdict
+            answers = await rpc.query(QUERY, payload, nodes=[node], timeout=self.timeout, expect=1)
+            if answers:
+                return split(node, answers[0]["payload"])
+        raise SerfError(f"{node} did not answer the SL facts query (down or partitioned?)")
+
+    async def fetch(self, node: str) -> dict[str, Any]:
+        """NODE's facts: from cache when its ``sl`` tag says they are current, else queried."""
+        if node == self.node:
+            if self.facts is None:
+                await self.collect_now()
+            if self.facts is None:
+                raise SerfError(self.error or "no facts collected")
+            return self.facts
+        cached = self.cache.get(node)
+        member = self.connector.serf_members.get(node)
+        tag = member.tags.get("sl") if member else None
+        if cached and tag and cached["digest"].startswith(tag):
+            return cached
+        header, first = await self._ask(node, 0)
+        if cached and cached["digest"] == header["d"]:
+            return cached
+        count = int(header["n"])
+        rest = await asyncio.gather(*(self._ask(node, i) for i in range(1, count)))
+        if any(h["d"] != header["d"] for h, _c in rest):
+            raise SerfError(f"{node}'s facts changed while being read; ask again")
+        facts = unpack(node, [first, *(c for _h, c in rest)])
+        self.cache[node] = facts
+        return facts
+
+    # --------------------------------------------------------------- reports
+    async def report(self, pool: str | None) -> dict[str, Any]:
+        """The drift matrix of POOL (default: every pool of this node), facts fetched in parallel."""
+        model = self.connector.model
+        if pool is not None and pool not in model.pools:
+            raise ValueError(f"no pool {pool!r}; pools: {', '.join(model.pool_names())}")
+        pools = [pool] if pool else list(self.connector.pools)
+        nodes = sorted({n for p in pools for n in model.members(p)})
+        results = await asyncio.gather(*(self.fetch(n) for n in nodes), return_exceptions=True)
+        facts: dict[str, dict[str, Any] | None] = {}
+        errors: dict[str, str] = {}
+        for node, result in zip(nodes, results, strict=True):
+            if isinstance(result, (SerfError, ValueError, OSError)):
+                facts[node], errors[node] = None, str(result)
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                facts[node] = result
+        matrix = await asyncio.to_thread(drift_matrix, model, nodes, facts, errors)
+        return {"ok": True, "pools": pools, "observer": self.node, **matrix}
+
+    async def control(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Control-socket op ``sl``: ``action`` drift (``pool``), facts (``node``) or refresh."""
+        action = req.get("action", "drift")
+        if action == "drift":
+            return await self.report(str(req["pool"]) if req.get("pool") else None)
+        if action == "facts":
+            node = str(req.get("node") or self.node)
+            if node not in self.connector.model.nodes:
+                raise ValueError(f"no node {node!r} in the pool model")
+            return {"ok": True, "facts": await self.fetch(node)}
+        if action == "refresh":
+            await self.collect_now()
+            return {"ok": True, "digest": self.digest, "error": self.error}
+        raise ValueError(f"unknown sl action {action!r}; actions: drift, facts, refresh")
+
+    def status(self) -> dict[str, Any]:
+        """For ``multiall status``: digest, drift count, last error."""
+        return {"digest": self.digest, "drift": len(self.drift), "error": self.error}
