@@ -84,9 +84,10 @@ def _server_argv(data: str, socket_dir: str, listen: str) -> list[str]:
     ]  # fmt: skip
 
 
-def _setup_sql(db: str, role: str, password: str) -> str:
+def _setup_sql(db: str, role: str, password: str, createdb: bool = False) -> str:
+    extra = " CREATEDB" if createdb else ""
     return (
-        f"CREATE ROLE {role} LOGIN PASSWORD '{password}';\n"
+        f"CREATE ROLE {role} LOGIN{extra} PASSWORD '{password}';\n"
         f"CREATE DATABASE {db} OWNER {role};\n"
     )
 
@@ -200,7 +201,10 @@ def pg_dump(lab: Lab, node: str, db: str = "app", tables: list[str] | None = Non
 
 @contextlib.contextmanager
 def local_cluster(db: str = "app", role: str = "app") -> Iterator[PgDatabase]:
-    """A throwaway PostgreSQL in a temp dir (unix socket only), stopped and removed after."""
+    """A throwaway PostgreSQL in a temp dir (unix socket only), stopped and removed after.
+
+    ``role`` may create databases, so a test can make one per simulated node.
+    """
     uid, gid = _postgres_ids()
     base = Path(tempfile.mkdtemp(prefix="multiall-pg-"))
     proc = None
@@ -232,7 +236,7 @@ def local_cluster(db: str = "app", role: str = "app") -> Iterator[PgDatabase]:
         except LabError:
             raise LabError((base / "server.log").read_text()[-1500:]) from None
         password = secrets.token_hex(16)
-        for stmt in _setup_sql(db, role, password).splitlines():
+        for stmt in _setup_sql(db, role, password, createdb=True).splitlines():
             _psql(str(sock), admin, stmt)
         app_file = base / f"{db}.pass"
         app_file.write_text(password + "\n")
