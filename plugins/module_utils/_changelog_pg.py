@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .changelog import ChangelogError, read_password_file
+from .changelog import ChangelogError, EngineBase, read_password_file
 
 try:
     import psycopg
@@ -157,7 +157,7 @@ def q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-class PgEngine:
+class PgEngine(EngineBase):
     """Connection and SQL dialect for one PostgreSQL database."""
 
     ph = "%s"
@@ -179,19 +179,7 @@ class PgEngine:
         except psycopg.Error as exc:
             raise ChangelogError(f"database {name}: cannot connect ({dsn}): {exc}") from None
 
-    def close(self) -> None:
-        """Close; an open transaction is rolled back by the server."""
-        self.conn.close()
-
     # ---- generic access
-    def query(self, sql: str, params: Any = ()) -> list[tuple]:
-        """Rows of one statement."""
-        return self.conn.execute(sql, params).fetchall()
-
-    def execute_count(self, sql: str, params: Any = ()) -> int:
-        """Run one statement; rows changed."""
-        return self.conn.execute(sql, params).rowcount
-
     @staticmethod
     def load_json(value: Any) -> Any:
         """psycopg already turns jsonb into Python values."""

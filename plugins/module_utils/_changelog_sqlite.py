@@ -21,7 +21,7 @@ import os
 import sqlite3
 from typing import Any
 
-from .changelog import ChangelogError, check_ident
+from .changelog import ChangelogError, EngineBase, check_ident
 
 NOW_MS = "(CAST(strftime('%s','now') AS INTEGER) * 1000 + CAST(substr(strftime('%f','now'), 4) AS INTEGER))"
 
@@ -116,7 +116,7 @@ def trigger_ddl(table: str, cols: list[str], pk: list[str]) -> dict[str, str]:
     }
 
 
-class SqliteEngine:
+class SqliteEngine(EngineBase):
     """Connection and SQL dialect for one SQLite database file."""
 
     ph = "?"
@@ -135,19 +135,7 @@ class SqliteEngine:
         except sqlite3.Error as exc:
             raise ChangelogError(f"database {name}: cannot open {path}: {exc}") from None
 
-    def close(self) -> None:
-        """Close; an open transaction is rolled back by SQLite."""
-        self.conn.close()
-
     # ---- generic access
-    def query(self, sql: str, params: Any = ()) -> list[tuple]:
-        """Rows of one statement."""
-        return self.conn.execute(sql, params).fetchall()
-
-    def execute_count(self, sql: str, params: Any = ()) -> int:
-        """Run one statement; rows changed."""
-        return self.conn.execute(sql, params).rowcount
-
     @staticmethod
     def load_json(value: Any) -> Any:
         """JSON columns are TEXT in SQLite."""

@@ -240,6 +240,27 @@ def decode_batch(data: bytes, tables: set[str]) -> list[Change]:
     return out
 
 
+# --------------------------------------------------------------------------- engines
+
+
+class EngineBase:
+    """What both engines' connections do alike (DB-API: ``execute`` returns a cursor)."""
+
+    conn: Any
+
+    def close(self) -> None:
+        """Close; an open transaction is rolled back by the database."""
+        self.conn.close()
+
+    def query(self, sql: str, params: Any = ()) -> list[tuple]:
+        """Rows of one statement."""
+        return self.conn.execute(sql, params).fetchall()
+
+    def execute_count(self, sql: str, params: Any = ()) -> int:
+        """Run one statement; rows changed."""
+        return self.conn.execute(sql, params).rowcount
+
+
 # --------------------------------------------------------------------------- handle
 
 
