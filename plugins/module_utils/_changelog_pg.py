@@ -92,7 +92,9 @@ BEGIN
       n := n + 1;
     END IF;
   END IF;
-  SELECT v.hlc INTO p FROM multiall_rowver v WHERE v.tbl = t AND v.pk = k;
+  -- dynamic SQL on purpose: planned per call. A cached generic plan made while the
+  -- table was small scans it whole, and a 100 000-row insert turns quadratic.
+  EXECUTE 'SELECT v.hlc FROM multiall_rowver v WHERE v.tbl = $1 AND v.pk = $2' INTO p USING t, k;
   h := lpad(w::text, 13, '0') || '-' || lpad(n::text, 6, '0') || '-' || org;
   IF p IS NOT NULL AND h <= p THEN
     -- the row's version came from a faster clock: sort just after it
