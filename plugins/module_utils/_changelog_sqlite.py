@@ -191,7 +191,7 @@ class SqliteEngine(EngineBase):
 
     def captured_tables(self) -> list[str]:
         """Tables with at least one DB-SA trigger."""
-        return sorted({tbl for tbl, _ in self._triggers().values()})
+        return sorted({tbl for tbl, _sql in self._triggers().values()})
 
     def capture_plan(self, tables: list[str], node: str) -> list[str]:
         """DDL that brings the database to: meta tables, clock origin, current triggers."""
@@ -346,7 +346,7 @@ class SqliteEngine(EngineBase):
         conflict = f"DO UPDATE SET {sets}" if sets else "DO NOTHING"
         self.conn.executemany(
             f"INSERT INTO {q(table)} ({', '.join(q(c) for c in cols)}) "
-            f"VALUES ({', '.join('?' for _ in cols)}) "
+            f"VALUES ({', '.join(['?'] * len(cols))}) "
             f"ON CONFLICT ({', '.join(q(c) for c in pk_cols)}) {conflict}",
             [[row[c] for c in cols] for row in rows],
         )

@@ -199,10 +199,10 @@ def decode_batch(data: bytes, tables: set[str]) -> list[Change]:
     origin = None
     shapes: set[tuple] = set()  # column-name sets already validated (a batch has few)
     for i, item in enumerate(rows):
-        if type(item) is not list or len(item) != BATCH_FIELDS:
+        if not isinstance(item, list) or len(item) != BATCH_FIELDS:
             raise _bad(i, f"expected a list of {BATCH_FIELDS} fields")
         seq, table, pk, op, row, org, hlc, prev = item
-        if type(seq) is not int or seq <= last_seq:
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq <= last_seq:
             raise _bad(i, f"seq {seq!r} is not an integer above the previous one ({last_seq})")
         if table not in tables:
             if not isinstance(table, str) or not IDENT_RE.match(table):
@@ -213,12 +213,12 @@ def decode_batch(data: bytes, tables: set[str]) -> list[Change]:
             )
         if op not in OPS:
             raise _bad(i, f"op {op!r} is not one of I, U, D")
-        if type(pk) is not dict or not pk:
+        if not isinstance(pk, dict) or not pk:
             raise _bad(i, "pk must be a non-empty mapping of column names")
         if op == "D":
             if row is not None:
                 raise _bad(i, "a delete carries no row image")
-        elif type(row) is not dict:
+        elif not isinstance(row, dict):
             raise _bad(i, "an insert/update carries a row mapping")
         shape = (tuple(pk), None if row is None else tuple(row))
         if shape not in shapes:
@@ -502,7 +502,7 @@ class DbHandle:
                 self._apply(todo, pk_order, result)
                 result.watermark = todo[-1].seq
                 eng.set_watermark(origin, result.watermark)
-                wall, counter, _ = hlc_parts(max(c.hlc for c in todo))
+                wall, counter, _origin = hlc_parts(max(c.hlc for c in todo))
                 eng.merge_clock(wall, counter)
             eng.set_applying(False)
             eng.commit()
