@@ -138,6 +138,8 @@ SPEC = Field(
                 "key_dir": Field("str"),
                 "control_dir": Field("str"),
                 "catch_up_every": Field("number", minimum=0, maximum=86400),
+            },
+        ),
         "sl": Field(
             "object",
             keys={

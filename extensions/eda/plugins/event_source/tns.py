@@ -6,9 +6,7 @@ the connector's watcher reacts to: member_failed, member_recovered,
 maintenance_enter, maintenance_exit, sbm_changed, leader_changed, quorum_lost,
 quorum_regained - and dns_changed when the pool leader changed the pool's DNS
 records (DNS-SA), and fs_conflict when FS-SA kept a conflict copy (tree, path,
-copy, winner, loser). Reconnects with backoff when the connector restarts.
-quorum_regained - dns_changed when the pool leader changed the pool's DNS
-records (DNS-SA), and sl_drift when a node's packages, services or libraries
+copy, winner, loser), and sl_drift when a node's packages, services or libraries
 drifted from its pools (SL-SA). Reconnects with backoff when the connector restarts.
 
 Arguments:
