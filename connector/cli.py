@@ -15,6 +15,7 @@ from typing import Any
 from . import __version__
 from .cmdline import common_options
 from .daemon_cmd import add_daemon_parser
+from .db_cmd import add_db_parser
 from .dns_cmd import add_dns_parser
 from .pools_cmd import add_pools_parser
 from .sbm_cmd import add_sbm_parser
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_tns_parsers(sub, common)
     add_sbm_parser(sub, common)
     add_dns_parser(sub, common)
+    add_db_parser(sub, common)
     return parser
 
 

@@ -128,6 +128,13 @@ SPEC = Field(
                 "resync": Field("number", minimum=1, maximum=3600),
             },
         ),
+        "db": Field(
+            "object",
+            keys={
+                "batch": Field("int", minimum=1, maximum=100000),
+                "poll": Field("number", minimum=0.01, maximum=60),
+            },
+        ),
         "watcher": Field(
             "object",
             keys={
@@ -157,6 +164,7 @@ class ConnectorConfig:
     watcher: dict[str, Any] = field(default_factory=dict)
     sbm: dict[str, Any] = field(default_factory=dict)
     dns: dict[str, Any] = field(default_factory=dict)
+    db: dict[str, Any] = field(default_factory=dict)
     source: str = ""
     # Where each top-level section starts, for messages about what it lacks.
     marks: dict[str, Mark] = field(default_factory=dict)

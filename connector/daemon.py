@@ -41,6 +41,7 @@ from ansible_collections.takelan.multiall.plugins.module_utils.tns import (
 from . import __version__, sbm_answer
 from .config import ConnectorConfig, require_secrets
 from .control import ControlServer
+from .db_agent import DbAgent
 from .dns_reconciler import DnsReconciler
 from .health import Fault
 from .journal import Journal, JournalError
@@ -148,6 +149,11 @@ class Connector:
             fresh=float(cfg.probe["dead_after"]),
             on_change=self.publish,
         )
+        # DB-SA: ships this node's database changes to its pool peers (connector/db_*.py).
+        self.db = DbAgent(
+            self.node, self.model, cfg.state_dir, cfg.db, lambda: self.topology, self.publish
+        )
+        self.control.ops.update(self.db.control_ops())
 
     # ------------------------------------------------------------------ serf
     def _tns_ip(self, node: str) -> str:
@@ -545,6 +551,7 @@ class Connector:
             asyncio.create_task(self.watcher.run(), name="watcher"),
             asyncio.create_task(self.sbm.run(), name="sbm"),
             asyncio.create_task(self.dns.run(), name="dns"),
+            asyncio.create_task(self.db.run(), name="db"),
         ]
         log.info(
             "connector started",

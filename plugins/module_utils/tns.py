@@ -54,6 +54,8 @@ EVENT_TYPES = (
     "quorum_lost",
     "quorum_regained",
     "dns_changed",  # published by the pool leader's DNS-SA (connector/dns_reconciler.py)
+    "db_conflict",  # DB-SA: a row changed on two sides; the loser is kept (connector/db_shipper.py)
+    "db_schema_mismatch",  # DB-SA: a peer's table differs; that table's sync waits
 )
 
 # The Serf tag ``maint`` (also shown by ``multiall status`` and read by the
