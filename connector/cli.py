@@ -17,6 +17,7 @@ from .cmdline import common_options
 from .daemon_cmd import add_daemon_parser
 from .db_cmd import add_db_parser
 from .dns_cmd import add_dns_parser
+from .peer_receive import add_peer_receive_parser
 from .pools_cmd import add_pools_parser
 from .sbm_cmd import add_sbm_parser
 from .tns_cmd import add_tns_parsers
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sbm_parser(sub, common)
     add_dns_parser(sub, common)
     add_db_parser(sub, common)
+    add_peer_receive_parser(sub)
     return parser
 
 
