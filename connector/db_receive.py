@@ -20,7 +20,6 @@ session goes on, because one bad batch says nothing about the next one.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any, BinaryIO
 
@@ -32,7 +31,6 @@ from ansible_collections.takelan.multiall.plugins.module_utils.changelog import 
 )
 from ansible_collections.takelan.multiall.plugins.module_utils.pools import PoolModelError, load
 
-from .config import DEFAULT_PATH, ConfigError, load_config
 from .db_model import db_pools, node_databases
 from .db_wire import WireError, read_request, reply_line
 
@@ -45,11 +43,8 @@ class Refused(Exception):
     """The peer asked for something its pool key does not allow."""
 
 
-def _context(pool: str, db: str, origin: str, config_path: str) -> tuple[str, dict, set[str]]:
-    """(this node, DB's spec, DB's declared tables) after checking POOL may sync DB from ORIGIN."""
-    cfg = load_config(config_path)
-    model = load(cfg.pools_file)
-    node = cfg.node
+def _context(pool: str, db: str, origin: str, node: str, model: Any) -> tuple[dict, set[str]]:
+    """(DB's spec, DB's declared tables) after checking POOL may sync DB from ORIGIN."""
     if pool not in model.node_pools(node):
         raise Refused(f"node {node} is not a member of pool {pool!r}")
     if db not in node_databases(model, node) or pool not in db_pools(model, node, db):
@@ -57,33 +52,22 @@ def _context(pool: str, db: str, origin: str, config_path: str) -> tuple[str, di
     if origin == node or origin not in model.members(pool):
         raise Refused(f"origin {origin!r} is not another member of pool {pool!r}")
     spec = node_databases(model, node)[db]
-    return node, spec, set(spec.get("tables") or [])
+    return spec, set(spec.get("tables") or [])
 
 
 def _apply(handle: Any, origin: str, payload: bytes, tables: set[str]) -> dict[str, Any]:
     changes = decode_batch(payload, tables)
-    strangers = sorted({c.origin for c in changes if c.origin != origin})
-    if strangers:
-        raise Refused(
-            f"batch from {origin} carries changes of other origins: {', '.join(strangers)}"
-        )
     result = handle.apply_batch(origin, changes, tables)
-    conflicts = list(getattr(result, "conflicts", None) or [])
+    # The losing versions are kept here (multiall_conflicts); the origin turns the
+    # newest few into db_conflict events, the count is exact.
+    shown = handle.conflicts(min(result.conflicts, CONFLICTS_SHOWN)) if result.conflicts else []
     return {
         "ok": True,
+        **result.as_dict(),
         "watermark": handle.watermark(origin),
-        "applied": int(getattr(result, "applied", len(changes)) or 0),
-        "skipped": int(getattr(result, "skipped", 0) or 0),
-        "conflict_count": len(conflicts),
-        "conflicts": [_plain(c) for c in conflicts[:CONFLICTS_SHOWN]],
+        "conflict_count": result.conflicts,
+        "conflicts": shown,
     }
-
-
-def _plain(value: Any) -> Any:
-    """A conflict record as JSON-friendly data (a dict, dataclass or tuple)."""
-    if hasattr(value, "__dataclass_fields__"):
-        return {k: getattr(value, k) for k in value.__dataclass_fields__}
-    return value
 
 
 def _answer(handle: Any, origin: str, tables: set[str], head: dict, payload: bytes) -> dict:
@@ -101,22 +85,15 @@ def _answer(handle: Any, origin: str, tables: set[str], head: dict, payload: byt
 
 
 def session(
-    pool: str,
-    db: str,
-    origin: str,
-    stdin: BinaryIO,
-    stdout: BinaryIO,
-    config_path: str = DEFAULT_PATH,
+    pool: str, db: str, origin: str, node: str, model: Any, stdin: BinaryIO, stdout: BinaryIO
 ) -> int:
     """Answer one peer's requests for DB until it hangs up; 0 on a clean end."""
     try:
-        node, spec, tables = _context(pool, db, origin, config_path)
-    except (Refused, PoolModelError, ConfigError, OSError) as exc:
-        stdout.write(reply_line({"ok": False, "kind": "refused", "error": str(exc)}))
-        stdout.flush()
-        print(f"multiall-db: refused: {exc}", file=sys.stderr)
-        return 1
-    with open_db(db, spec, node) as handle:
+        spec, tables = _context(pool, db, origin, node, model)
+        handle = open_db(db, spec, node)
+    except (Refused, ChangelogError, OSError) as exc:
+        return _refuse(stdout, str(exc))
+    with handle:
         while True:
             try:
                 request = read_request(stdin)
@@ -134,42 +111,65 @@ def session(
                 reply = {
                     "ok": False,
                     "kind": "schema",
-                    "table": getattr(exc, "table", None),
+                    "table": exc.table,
                     "error": f"{node}: {exc}",
                 }
-            except Refused as exc:
+            except (Refused, ChangelogError, ValueError, TypeError) as exc:
+                print(f"multiall-db: {node}: refused: {exc}", file=sys.stderr)
                 reply = {"ok": False, "kind": "refused", "error": f"{node}: {exc}"}
-            except (ChangelogError, ValueError, TypeError) as exc:
-                reply = {"ok": False, "kind": "refused", "error": f"{node}: {exc}"}
+            except Exception as exc:  # an engine fault (disk full, lock): say it, keep serving
+                reply = {
+                    "ok": False,
+                    "kind": "error",
+                    "error": f"{node}: {type(exc).__name__}: {exc}",
+                }
             stdout.write(reply_line(reply))
             stdout.flush()
 
 
-def serve(pool: str, argv: list[str]) -> int:
-    """Entry point for connector/peer_receive.py: ARGV is the peer's command line."""
-    words = list(argv)
-    if words and words[0] == "multiall-db":
+def _refuse(stdout: BinaryIO, message: str) -> int:
+    stdout.write(reply_line({"ok": False, "kind": "refused", "error": message}))
+    stdout.flush()
+    print(f"multiall-db: refused: {message}", file=sys.stderr)
+    return 1
+
+
+def serve(request: Any) -> int:
+    """Handler of ``multiall-db`` for connector/peer_receive.py (a ``PeerRequest``)."""
+    words = list(request.words)
+    if words[:1] == ["multiall-db"]:
         words = words[1:]
     if len(words) != 3 or words[0] != "session":
-        print(f"multiall-db: refused: {' '.join(argv)!r}; {USAGE}", file=sys.stderr)
-        return 1
+        return _refuse(sys.stdout.buffer, f"{request.command!r}; {USAGE}")
     _cmd, db, origin = words
-    config = os.environ.get("MULTIALL_CONFIG", DEFAULT_PATH)
-    return session(pool, db, origin, sys.stdin.buffer, sys.stdout.buffer, config)
+    try:
+        model = request.model
+    except Exception as exc:  # peer_receive's Refused: the model cannot be read
+        return _refuse(sys.stdout.buffer, str(exc))
+    return session(
+        request.pool, db, origin, request.node, model, sys.stdin.buffer, sys.stdout.buffer
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m connector.db_receive --pool P [--config F] session DB ORIGIN``.
+    """``python -m connector.db_receive --pool P --node N --pools-file F session DB ORIGIN``.
 
     The same receiver without SSH in front, for tests and local transports.
     """
     parser = argparse.ArgumentParser(prog="multiall-db")
     parser.add_argument("--pool", required=True)
-    parser.add_argument("--config", default=DEFAULT_PATH)
+    parser.add_argument("--node", required=True)
+    parser.add_argument("--pools-file", required=True)
     parser.add_argument("words", nargs="+")
     args = parser.parse_args(argv)
-    os.environ["MULTIALL_CONFIG"] = args.config
-    return serve(args.pool, args.words)
+    try:
+        model = load(args.pools_file)
+    except (PoolModelError, OSError) as exc:
+        return _refuse(sys.stdout.buffer, str(exc))
+    if args.words[:1] != ["session"] or len(args.words) != 3:
+        return _refuse(sys.stdout.buffer, USAGE)
+    _cmd, db, origin = args.words
+    return session(args.pool, db, origin, args.node, model, sys.stdin.buffer, sys.stdout.buffer)
 
 
 if __name__ == "__main__":
