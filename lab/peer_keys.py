@@ -87,10 +87,11 @@ def install_peer_keys(lab: Lab, pools_file: str | None = None) -> None:
         lines = []
         for pool in pools:
             key = pool_key(lab, pool)
+            pub = key.with_name(key.name + ".pub")
             dest = root / key_path(pool).lstrip("/")
             _write(dest, key.read_text(), 0o600)
-            _write(dest.with_name(dest.name + ".pub"), key.with_suffix(".pub").read_text(), 0o644)
-            lines.append(authorized_key_line(pool, key.with_suffix(".pub").read_text()))
+            _write(dest.with_name(dest.name + ".pub"), pub.read_text(), 0o644)
+            lines.append(authorized_key_line(pool, pub.read_text()))
         members = sorted({m for pool in pools for m in model.members(pool)})
         known = [
             known_hosts_line(lab.nodes[m], host_keys[m], names=[m])
