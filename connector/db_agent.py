@@ -33,9 +33,13 @@ DIFFERING_ROWS_SHOWN = 20
 
 def ssh_transport(model: Any, node: str) -> Callable[[str, str, str], list[str]]:
     """argv of a session to PEER for DB through POOL's peer key (the real transport)."""
-    from ansible_collections.takelan.multiall.plugins.module_utils.peer_transport import ssh_argv
+    from ansible_collections.takelan.multiall.plugins.module_utils.peer_transport import (
+        CONTROL_DIR,
+        ssh_argv,
+    )
 
     def argv_for(pool: str, peer: str, db: str) -> list[str]:
+        os.makedirs(CONTROL_DIR, mode=0o700, exist_ok=True)  # ssh's ControlPath directory
         view = model.effective(peer)
         return [*ssh_argv(pool, view.ip or view.address), "multiall-db", "session", db, node]
 

@@ -26,6 +26,7 @@ from ansible_collections.takelan.multiall.plugins.module_utils._control import (
 from ansible_collections.takelan.multiall.plugins.module_utils.pools import load
 
 from .core import Lab, LabError
+from .db import prepare_databases
 
 # Inside a node: /run/lab is the node's control directory, which the host sees
 # as lab.ctl_path(node), so the host talks to every node's connector directly.
@@ -100,6 +101,7 @@ def start_connector(lab: Lab, node: str) -> None:
 
 def start_all(lab: Lab, rules: list[dict[str, Any]] | None = None, **overrides: Any) -> None:
     """Install and start the connector on every running node."""
+    prepare_databases(lab)  # peer keys and PostgreSQL servers, when the model has databases
     for node in lab.nodes:
         install_connector(lab, node, rules, **overrides)
         start_connector(lab, node)

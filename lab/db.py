@@ -1,0 +1,88 @@
+"""Pool databases on lab nodes (tests, demo, benchmark of DB-SA).
+
+``prepare_databases`` gives every node what DB-SA needs once the lab's model
+declares databases: the per-pool peer keys (lab/peer_keys.py, what the
+``fs_sa``/``db_sa`` roles do on servers) and, for PostgreSQL, a server per node
+(lab/postgres.py). The other helpers act like an application and an
+operator would: SQL through the engine's own client inside the node
+(``sqlite3``, ``psql``), dumps through ``sqlite3 .dump`` / ``pg_dump``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ansible_collections.takelan.multiall.plugins.module_utils.pools import load
+
+from .core import Lab
+from .peer_keys import install_peer_keys
+
+NODE_SOCKET = "/run/lab/connector.sock"
+MULTIALL = str(Path(sys.executable).with_name("multiall"))
+
+
+def databases(lab: Lab, node: str) -> dict[str, dict[str, Any]]:
+    """NODE's databases in the lab's model: ``{name: spec}``."""
+    return dict(load(str(lab.inventory_path)).effective(node).settings.get("databases") or {})
+
+
+def prepare_databases(lab: Lab) -> None:
+    """Peer keys (and PostgreSQL servers) when the lab's model declares databases."""
+    specs = [s for n in lab.nodes for s in databases(lab, n).values()]
+    if not specs:
+        return
+    install_peer_keys(lab)
+    if any(s.get("engine") == "postgresql" for s in specs):
+        from .postgres import start_postgres
+
+        for node in lab.nodes:
+            if any(s.get("engine") == "postgresql" for s in databases(lab, node).values()):
+                start_postgres(lab, node)
+
+
+def sql(lab: Lab, node: str, db: str, statements: str, check: bool = True) -> str:
+    """Run SQL on NODE's copy of DB as an application would (no DB-SA code involved)."""
+    spec = databases(lab, node)[db]
+    if spec["engine"] == "sqlite":
+        argv = ["sqlite3", "-bail", "-cmd", ".timeout 30000", spec["path"]]
+    else:
+        argv = ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", spec["dsn"]]
+    return lab.exec(node, argv, input=statements, check=check, timeout=120).stdout
+
+
+def install_capture(lab: Lab, node: str, db: str, schema: str) -> None:
+    """Create the application's tables (SCHEMA) and DB-SA's capture on NODE."""
+    sql(lab, node, db, schema)
+    code = (
+        "import json, sys\n"
+        "from ansible_collections.takelan.multiall.plugins.module_utils.changelog import open_db\n"
+        "spec = json.loads(sys.argv[1])\n"
+        "with open_db(sys.argv[2], spec, sys.argv[3]) as h:\n"
+        "    h.install_capture(spec['tables'])\n"
+    )
+    spec = databases(lab, node)[db]
+    lab.exec(node, [sys.executable, "-c", code, json.dumps(spec), db, node], timeout=120)
+
+
+def dump(lab: Lab, node: str, db: str) -> list[str]:
+    """The data of DB's declared tables on NODE from the engine's own dump tool, sorted."""
+    spec = databases(lab, node)[db]
+    tables = list(spec.get("tables") or [])
+    if spec["engine"] == "sqlite":
+        out = lab.exec(node, ["sqlite3", spec["path"], ".dump " + " ".join(tables)]).stdout
+        lines = [ln for ln in out.splitlines() if ln.startswith("INSERT INTO")]
+    else:
+        argv = ["pg_dump", "--data-only", "--inserts", "--no-owner", "-d", spec["dsn"]]
+        for table in tables:
+            argv += ["-t", table]
+        out = lab.exec(node, argv, timeout=120).stdout
+        lines = [ln for ln in out.splitlines() if ln.startswith("INSERT INTO")]
+    return sorted(lines)
+
+
+def cli(lab: Lab, node: str, *args: str, check: bool = False) -> Any:
+    """``multiall ARGS`` inside NODE against its connector (the operator's view)."""
+    return lab.exec(node, [MULTIALL, *args, "--socket", NODE_SOCKET], check=check, timeout=180)
