@@ -110,6 +110,10 @@ def identical(lab, timeout: float = 120) -> list[str]:
 def test_writes_on_every_node_converge(db_lab) -> None:
     for i, node in enumerate(NODES):
         sql(db_lab, node, "app", f"INSERT INTO items VALUES ('conv-{node}', '{node}', {i});")
+    # n1's row reaches n2 by itself; n2 then changes it, and that travels back.
+    wait_for(
+        lambda: "conv-n1" in sql(db_lab, "n2", "app", "SELECT id FROM items;"), 30, "conv-n1 on n2"
+    )
     sql(db_lab, "n2", "app", "UPDATE items SET val = 42 WHERE id = 'conv-n1';")
     lines = identical(db_lab)
     assert sum("conv-" in line for line in lines) == 3
