@@ -197,6 +197,8 @@ class DbSync:
                 for peer, info in self.peer.items():
                     if info["state"] == "alive" and self.local_seq > info["acked"]:
                         self.kick[peer].set()
+            for peer in recovered:
+                self.kick[peer].set()  # opens the session now, before the next write needs it
             await asyncio.sleep(min(self.poll, period))
 
     def _db_failed(self, exc: Exception) -> None:
@@ -273,9 +275,19 @@ class DbSync:
     async def _ship_round(self, peer: str) -> bool:
         """Send batches after PEER's ack, WINDOW in flight; True when a table waits (retry)."""
         link = self.links[peer]
-        if not link.open:
-            await link.start()
         info = self.peer[peer]
+        if not link.open:
+            # A fresh session proves itself (SSH, key, receiver) before any batch,
+            # and the peer's watermark may be ahead of our ack (an ack lost with
+            # the state dir): nothing it already holds is sent again.
+            await link.start()
+            reply = await link.request("watermark")
+            if not reply.get("ok"):
+                raise LinkError(f"refused by {peer}: {reply.get('error')}")
+            if int(reply["watermark"]) > info["acked"]:
+                info["acked"] = await asyncio.to_thread(
+                    self.acks.advance, self.name, peer, int(reply["watermark"])
+                )
         after = info["acked"]
         inflight: list[tuple[asyncio.Future, int, int, set[str]]] = []
         exhausted = False
