@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 APT_PACKAGES := iproute2 nftables openssh-server openssh-client rsync serf bind9 \
 	bind9-dnsutils sqlite3 postgresql python3 python3-yaml python3-psutil procps psmisc \
 	util-linux iputils-ping monitoring-plugins-basic python3-dnspython python3-jinja2 shellcheck \
-	openjdk-17-jre-headless
+	openjdk-17-jre-headless python3-psycopg
 SYS_STAMP := $(VENV)/.system-packages
 PY_STAMP := $(VENV)/.python-packages
 export PATH := $(CURDIR)/$(BIN):$(PATH)

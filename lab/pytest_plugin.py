@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from .core import Lab
+from .postgres import PG_BIN, PgDatabase, local_cluster
 
 _LIVE: list[Lab] = []
 
@@ -94,6 +95,15 @@ def lab_module() -> Iterator[Callable[..., Lab]]:
 def lab3(lab_module: Callable[..., Lab]) -> Lab:
     """A 3-node lab (n1..n3) shared by one test module."""
     return lab_module(n=3)
+
+
+@pytest.fixture(scope="module")
+def pg_cluster() -> Iterator[PgDatabase]:
+    """A throwaway local PostgreSQL 15 (unix socket only) shared by one test module."""
+    if os.geteuid() != 0 or not shutil.which("setpriv") or not PG_BIN.is_dir():
+        pytest.skip("needs root, setpriv and Debian's postgresql-15")
+    with local_cluster() as pg:
+        yield pg
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -34,7 +34,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,6 +139,21 @@ def check_ident(name: str, what: str = "table") -> str:
     if name.startswith("multiall_"):
         raise ChangelogError(f"{what} {name!r}: names starting with multiall_ are DB-SA's own")
     return name
+
+
+def read_password_file(path: str, db: str) -> str:
+    """The database password, only from a file nobody but its owner can read (0600)."""
+    try:
+        st = os.stat(path)
+        if stat.S_IMODE(st.st_mode) & 0o077:
+            raise ChangelogError(
+                f"database {db}: password_file {path} is mode {stat.S_IMODE(st.st_mode):04o}; "
+                "it must not be readable by group or others (chmod 0600)"
+            )
+        with open(path, encoding="utf-8") as fh:
+            return fh.read().strip()
+    except OSError as exc:
+        raise ChangelogError(f"database {db}: cannot read password_file {path}: {exc}") from None
 
 
 def canonical_json(value: Any) -> str:

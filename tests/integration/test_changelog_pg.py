@@ -1,0 +1,134 @@
+"""DB-SA capture/apply on a real PostgreSQL 15: the shared cases plus PostgreSQL's own checks.
+
+One throwaway cluster per module (``pg_cluster``); each simulated node gets its
+own database in it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from pathlib import Path
+
+import psycopg
+import pytest
+from ansible_collections.takelan.multiall.plugins.module_utils.changelog import (
+    ChangelogError,
+    open_db,
+)
+from changelog_cases import *  # noqa: F403 - the shared behaviour tests run here on PostgreSQL
+from changelog_cases import SCHEMA, TABLES
+
+from lab.postgres import PgDatabase
+
+_COUNTER = itertools.count(1)
+
+
+class PgBackend:
+    """One database per (test, node) in the module's cluster."""
+
+    def __init__(self, pg: PgDatabase) -> None:
+        self.pg = pg
+        self.password = Path(pg.password_file).read_text().strip()
+        self.prefix = f"t{next(_COUNTER)}"
+
+    def connect(self, dsn: str) -> psycopg.Connection:
+        return psycopg.connect(dsn, password=self.password, autocommit=True)
+
+    def make(self, node: str, extra: str = "") -> dict:
+        name = f"{self.prefix}_{node}"
+        with self.connect(self.pg.dsn) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        spec = self.pg.spec(sorted(TABLES))
+        spec["dsn"] = self.pg.dsn.replace("dbname=app", f"dbname={name}")
+        self.sql(spec, SCHEMA + extra)
+        with open_db("app", spec, node) as db:
+            db.install_capture(TABLES)
+        return spec
+
+    def sql(self, spec: dict, statements: str) -> None:
+        with self.connect(spec["dsn"]) as conn:
+            conn.execute(statements)
+
+    def rows(self, spec: dict, table: str = "items") -> list[tuple]:
+        with self.connect(spec["dsn"]) as conn:
+            return conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()
+
+
+@pytest.fixture
+def backend(pg_cluster: PgDatabase) -> PgBackend:
+    return PgBackend(pg_cluster)
+
+
+def test_install_is_idempotent_and_new_columns_need_no_ddl(backend: PgBackend) -> None:
+    spec = backend.make("n1")
+    with open_db("app", spec, "n1") as db:
+        assert db.capture_plan(TABLES) == []
+        assert db.installed_tables() == ["items", "tags"]
+        # The generic trigger reads to_jsonb(NEW): a new column is captured as is.
+        backend.sql(spec, "ALTER TABLE items ADD COLUMN price real")
+        assert db.capture_plan(TABLES) == []
+        assert db.capture_plan({"items"}) == ['DROP TRIGGER multiall_capture ON "tags"']
+    backend.sql(spec, "INSERT INTO items VALUES (1, 'a', 1, 2.5)")
+    with open_db("app", spec, "n1") as db:
+        assert db.changes_after(0, 10)[0].row == {"id": 1, "name": "a", "qty": 1, "price": 2.5}
+
+
+def test_typed_columns_round_trip(backend: PgBackend) -> None:
+    extra = (
+        "CREATE TABLE events (id uuid PRIMARY KEY, at timestamptz, amount numeric(10,2),"
+        " tags text[], doc jsonb, flag boolean);"
+    )
+    a, b = backend.make("n1", extra), backend.make("n2", extra)
+    tables = TABLES | {"events"}
+    for spec, node in ((a, "n1"), (b, "n2")):
+        with open_db("app", spec, node) as db:
+            db.install_capture(tables)
+    backend.sql(
+        a,
+        "INSERT INTO events VALUES ('7f0c6c1e-5f2a-4d7e-9a59-0c1c3b1d2e3f', "
+        "'2026-01-02 03:04:05.678+00', 12.50, ARRAY['x','y'], '{\"k\": [1, 2]}', true)",
+    )
+    with open_db("app", a, "n1") as db:
+        changes = db.changes_after(0, 10)
+        want = db.table_checksums({"events"})
+    with open_db("app", b, "n2") as db:
+        assert db.apply_batch("n1", changes, tables).applied == 1
+        assert db.table_checksums({"events"}) == want
+    assert backend.rows(a, "events") == backend.rows(b, "events")
+
+
+def test_concurrent_writers_get_seqs_in_commit_order(backend: PgBackend) -> None:
+    # A reader must never see seq N+1 committed while N is still in flight.
+    spec = backend.make("n1")
+    first = backend.connect(spec["dsn"])
+    first.autocommit = False
+    first.execute("INSERT INTO items VALUES (1, 'slow', 1)")  # holds the clock row
+    done = threading.Event()
+
+    def second() -> None:
+        backend.sql(spec, "INSERT INTO items VALUES (2, 'fast', 1)")
+        done.set()
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    assert not done.wait(0.5)  # waits for the first writer
+    with open_db("app", spec, "n1") as db:
+        assert db.changes_after(0, 10) == []
+    first.commit()
+    thread.join(10)
+    with open_db("app", spec, "n1") as db:
+        assert [(c.seq, c.pk["id"]) for c in db.changes_after(0, 10)] == [(1, 1), (2, 2)]
+    first.close()
+
+
+def test_password_file_must_be_private(backend: PgBackend, tmp_path: Path) -> None:
+    spec = backend.make("n1")
+    loose = tmp_path / "loose.pass"
+    loose.write_text(backend.password)
+    os.chmod(loose, 0o644)
+    with pytest.raises(ChangelogError, match=r"mode 0644.*chmod 0600"):
+        open_db("app", {**spec, "password_file": str(loose)}, "n1")
+    with pytest.raises(ChangelogError, match="cannot connect"):
+        open_db("app", {**spec, "password_file": None}, "n1")
