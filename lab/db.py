@@ -35,12 +35,18 @@ def prepare_databases(lab: Lab) -> None:
     if not specs:
         return
     install_peer_keys(lab)
-    if any(s.get("engine") == "postgresql" for s in specs):
-        from .postgres import start_postgres
+    from .postgres import start_postgres
 
-        for node in lab.nodes:
-            if any(s.get("engine") == "postgresql" for s in databases(lab, node).values()):
-                start_postgres(lab, node)
+    for node in lab.nodes:
+        for spec in databases(lab, node).values():
+            if spec.get("engine") == "postgresql":
+                dsn = dsn_fields(spec["dsn"])
+                start_postgres(lab, node, db=dsn.get("dbname", "app"), role=dsn.get("user", "app"))
+
+
+def dsn_fields(dsn: str) -> dict[str, str]:
+    """``key=value`` pairs of a libpq DSN (the simple form the lab's models use)."""
+    return dict(item.split("=", 1) for item in dsn.split() if "=" in item)
 
 
 def sql(lab: Lab, node: str, db: str, statements: str, check: bool = True) -> str:
@@ -49,7 +55,9 @@ def sql(lab: Lab, node: str, db: str, statements: str, check: bool = True) -> st
     if spec["engine"] == "sqlite":
         argv = ["sqlite3", "-bail", "-cmd", ".timeout 30000", spec["path"]]
     else:
-        argv = ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", spec["dsn"]]
+        # The password comes from the model's password_file, as DB-SA reads it.
+        login = f'PGPASSWORD="$(cat {spec["password_file"]})" exec psql -X -q -A -t'
+        argv = ["sh", "-c", f'{login} -v ON_ERROR_STOP=1 "$0"', spec["dsn"]]
     return lab.exec(node, argv, input=statements, check=check, timeout=120).stdout
 
 
@@ -75,11 +83,11 @@ def dump(lab: Lab, node: str, db: str) -> list[str]:
         out = lab.exec(node, ["sqlite3", spec["path"], ".dump " + " ".join(tables)]).stdout
         lines = [ln for ln in out.splitlines() if ln.startswith("INSERT INTO")]
     else:
-        argv = ["pg_dump", "--data-only", "--inserts", "--no-owner", "-d", spec["dsn"]]
-        for table in tables:
-            argv += ["-t", table]
-        out = lab.exec(node, argv, timeout=120).stdout
-        lines = [ln for ln in out.splitlines() if ln.startswith("INSERT INTO")]
+        from .postgres import pg_dump
+
+        lines = pg_dump(
+            lab, node, dsn_fields(spec["dsn"]).get("dbname", "app"), tables
+        ).splitlines()
     return sorted(lines)
 
 
