@@ -41,7 +41,14 @@ def prepare_databases(lab: Lab) -> None:
         for spec in databases(lab, node).values():
             if spec.get("engine") == "postgresql":
                 dsn = dsn_fields(spec["dsn"])
-                start_postgres(lab, node, db=dsn.get("dbname", "app"), role=dsn.get("user", "app"))
+                db, role = dsn.get("dbname", "app"), dsn.get("user", "app")
+                pg = start_postgres(lab, node, db=db, role=role)
+                if not spec.get("password_file"):
+                    # Without a password_file in the model, libpq's own ~/.pgpass (0600).
+                    password = Path(pg.host_password_file).read_text().strip()
+                    pgpass = lab.node_root(node) / "root/.pgpass"
+                    pgpass.write_text(f"*:*:{db}:{role}:{password}\n")
+                    pgpass.chmod(0o600)
 
 
 def dsn_fields(dsn: str) -> dict[str, str]:
@@ -55,8 +62,9 @@ def sql(lab: Lab, node: str, db: str, statements: str, check: bool = True) -> st
     if spec["engine"] == "sqlite":
         argv = ["sqlite3", "-bail", "-cmd", ".timeout 30000", spec["path"]]
     else:
-        # The password comes from the model's password_file, as DB-SA reads it.
-        login = f'PGPASSWORD="$(cat {spec["password_file"]})" exec psql -X -q -A -t'
+        # The password comes from the model's password_file, as DB-SA reads it (else ~/.pgpass).
+        pw = spec.get("password_file")
+        login = (f'PGPASSWORD="$(cat {pw})" ' if pw else "") + "exec psql -X -q -A -t"
         argv = ["sh", "-c", f'{login} -v ON_ERROR_STOP=1 "$0"', spec["dsn"]]
     return lab.exec(node, argv, input=statements, check=check, timeout=120).stdout
 

@@ -43,8 +43,7 @@ CREATE TABLE private (id INTEGER PRIMARY KEY, secret TEXT NOT NULL);
 ENGINES = {
     "sqlite": "{engine: sqlite, path: /var/lib/multiall/app.db, tables: [items, hot]}",
     "postgresql": (
-        "{engine: postgresql, dsn: 'host=/run/lab/pg dbname=app user=app',"
-        " password_file: /etc/multiall/db/app.pass, tables: [items, hot]}"
+        "{engine: postgresql, dsn: 'host=/run/lab/pg dbname=app user=app', tables: [items, hot]}"
     ),
 }
 
