@@ -254,6 +254,10 @@ class DbSync:
                 if more:
                     self.kick[peer].set()
             except LinkError as exc:
+                if self.peer_state(peer) != "alive":
+                    # TNS already says why (failed, maintenance): not an error of ours.
+                    self.peer[peer]["error"] = None
+                    continue
                 self._peer_failed(peer, str(exc))
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
