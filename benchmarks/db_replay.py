@@ -33,30 +33,14 @@ from pathlib import Path
 from typing import Any
 
 from lab import Lab
-from lab.connector import control, start_all, wait_converged, wait_for
-from lab.db import dsn_fields, install_capture, sql
+from lab.connector import control, wait_converged, wait_for
+from lab.db import db_model, dsn_fields, start_db_lab
 from lab.failover import percentile
 
-NODES = {"n1": "198.18.0.11", "n2": "198.18.0.12", "n3": "198.18.0.13"}
 SCHEMA = """
 CREATE TABLE items (id TEXT PRIMARY KEY, node TEXT NOT NULL, val INTEGER NOT NULL);
 CREATE TABLE plain (id TEXT PRIMARY KEY, node TEXT NOT NULL, val INTEGER NOT NULL);
 """
-ENGINES = {
-    "sqlite": "{engine: sqlite, path: /var/lib/multiall/app.db, tables: [items]}",
-    "postgresql": (
-        "{engine: postgresql, dsn: 'host=/run/lab/pg dbname=app user=app', tables: [items]}"
-    ),
-}
-
-
-def model(engine: str) -> str:
-    nodes = "".join(f"  {n}: {{address: {a}, pools: [db]}}\n" for n, a in NODES.items())
-    return (
-        "plugin: takelan.multiall.pools\n"
-        "defaults: {ssh_user: root, python: /usr/bin/python3}\n"
-        f"nodes:\n{nodes}pools:\n  db:\n    databases:\n      app: {ENGINES[engine]}\n"
-    )
 
 
 class HostDb:
@@ -200,18 +184,11 @@ def overhead(lab: Lab, engine: str, rows: int) -> dict[str, Any]:
 def run_engine(engine: str, rows: int, samples: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="db-replay-") as tmp:
         path = Path(tmp) / "pools.yml"
-        path.write_text(model(engine))
+        path.write_text(db_model(engine, ["items"]))
         lab = Lab()
         try:
             lab.up(pools_file=str(path), force=True)
-            if engine == "sqlite":
-                for node in NODES:
-                    lab.exec(node, ["mkdir", "-p", "/var/lib/multiall"])
-                    sql(lab, node, "app", "PRAGMA journal_mode=WAL;")
-            start_all(lab)
-            for node in NODES:
-                install_capture(lab, node, "app", SCHEMA)
-            wait_converged(lab, timeout=120)
+            start_db_lab(lab, engine, SCHEMA)
             out = {"lag": lag(lab, engine, samples)}
             out["replay"] = replay(lab, engine, rows)
             wait_converged(lab, timeout=120)

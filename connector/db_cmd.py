@@ -15,34 +15,29 @@ from .cmdline import guard, socket_path
 def add_db_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     """Register ``multiall db`` and its sub-commands."""
     db = sub.add_parser("db", help="pool databases (DB-SA): backlog, sync, verify, conflicts")
-    dbsub = db.add_subparsers(dest="db_command", metavar="ACTION")
-    dbsub.required = True
-    status = dbsub.add_parser(
-        "status",
-        parents=[common],
-        help="per database and table: backlog per peer, lag, last applied, oldest unacked",
-    )
-    status.add_argument("db", nargs="?", help="one database (default: all of this node)")
-    status.set_defaults(func=cmd_status)
-    sync = dbsub.add_parser(
-        "sync", parents=[common], help="ship now to every alive peer and wait for the acks"
-    )
-    sync.add_argument("db", nargs="?", help="one database (default: all of this node)")
-    sync.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
-    sync.set_defaults(func=cmd_sync)
-    verify = dbsub.add_parser(
-        "verify",
-        parents=[common],
-        help="compare per-table checksums with every peer; exit 1 when anything differs",
-    )
-    verify.add_argument("db", nargs="?", help="one database (default: all of this node)")
-    verify.set_defaults(func=cmd_verify)
-    conflicts = dbsub.add_parser(
-        "conflicts", parents=[common], help="overwritten versions kept by last-writer-wins"
-    )
-    conflicts.add_argument("db", nargs="?", help="one database (default: all of this node)")
-    conflicts.add_argument("--limit", type=int, default=100)
-    conflicts.set_defaults(func=cmd_conflicts)
+    actions = db.add_subparsers(dest="db_command", metavar="ACTION")
+    actions.required = True
+    for name, func, text in (
+        (
+            "status",
+            cmd_status,
+            "per db and table: backlog per peer, lag, last applied, oldest unacked",
+        ),
+        ("sync", cmd_sync, "ship now to every alive peer and wait for the acks"),
+        (
+            "verify",
+            cmd_verify,
+            "compare per-table checksums with every peer; exit 1 on a difference",
+        ),
+        ("conflicts", cmd_conflicts, "overwritten versions kept by last-writer-wins"),
+    ):
+        action = actions.add_parser(name, parents=[common], help=text)
+        action.add_argument("db", nargs="?", help="one database (default: all of this node)")
+        action.set_defaults(func=func)
+        if name == "sync":
+            action.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
+        if name == "conflicts":
+            action.add_argument("--limit", type=int, default=100)
 
 
 def _ago(ts: float | None) -> str:

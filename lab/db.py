@@ -22,6 +22,37 @@ from .peer_keys import install_peer_keys
 
 NODE_SOCKET = "/run/lab/connector.sock"
 MULTIALL = str(Path(sys.executable).with_name("multiall"))
+NODES = {"n1": "198.18.0.11", "n2": "198.18.0.12", "n3": "198.18.0.13"}
+# Where each engine keeps database "app" on a lab node (lab/postgres.py's server for PG).
+LOCATION = {
+    "sqlite": "engine: sqlite, path: /var/lib/multiall/app.db",
+    "postgresql": "engine: postgresql, dsn: 'host=/run/lab/pg dbname=app user=app'",
+}
+
+
+def db_model(engine: str, tables: list[str], nodes: dict[str, str] = NODES) -> str:
+    """A pool model: NODES in pool ``db``, which declares database ``app`` on ENGINE."""
+    members = "".join(f"  {n}: {{address: {a}, pools: [db]}}\n" for n, a in nodes.items())
+    return (
+        "plugin: takelan.multiall.pools\n"
+        "defaults: {ssh_user: root, python: /usr/bin/python3}\n"
+        f"nodes:\n{members}pools:\n  db:\n    databases:\n"
+        f"      app: {{{LOCATION[engine]}, tables: [{', '.join(tables)}]}}\n"
+    )
+
+
+def start_db_lab(lab: Lab, engine: str, schema: str, **overrides: Any) -> None:
+    """On a lab up with a db_model: connectors, and database ``app`` (SCHEMA) captured everywhere."""
+    from .connector import start_all, wait_converged
+
+    if engine == "sqlite":
+        for node in lab.nodes:
+            lab.exec(node, ["mkdir", "-p", "/var/lib/multiall"])
+            sql(lab, node, "app", "PRAGMA journal_mode=WAL;")  # readers never wait for writers
+    start_all(lab, **overrides)
+    for node in lab.nodes:
+        install_capture(lab, node, "app", schema)
+    wait_converged(lab, timeout=120)
 
 
 def databases(lab: Lab, node: str) -> dict[str, dict[str, Any]]:

@@ -27,11 +27,10 @@ from ansible_collections.takelan.multiall.plugins.module_utils.changelog import 
 )
 from ansible_collections.takelan.multiall.plugins.module_utils.peer_transport import ssh_argv
 
-from lab.connector import control, start_all, wait_converged, wait_for
-from lab.db import cli, dump, install_capture, sql
+from lab.connector import control, wait_converged, wait_for
+from lab.db import NODES, cli, db_model, dump, sql, start_db_lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
-NODES = {"n1": "198.18.0.11", "n2": "198.18.0.12", "n3": "198.18.0.13"}
 # Seconds of random faults; the benchmark flag / env runs it longer.
 CHAOS_SECONDS = float(os.environ.get("MULTIALL_DB_CHAOS_SECONDS", "60"))
 SEED = int(os.environ.get("MULTIALL_DB_CHAOS_SEED", "1313"))
@@ -40,41 +39,16 @@ CREATE TABLE items (id TEXT PRIMARY KEY, node TEXT NOT NULL, val INTEGER NOT NUL
 CREATE TABLE hot (id INTEGER PRIMARY KEY, val TEXT NOT NULL);
 CREATE TABLE private (id INTEGER PRIMARY KEY, secret TEXT NOT NULL);
 """
-ENGINES = {
-    "sqlite": "{engine: sqlite, path: /var/lib/multiall/app.db, tables: [items, hot]}",
-    "postgresql": (
-        "{engine: postgresql, dsn: 'host=/run/lab/pg dbname=app user=app', tables: [items, hot]}"
-    ),
-}
-
-
-def model(engine: str) -> str:
-    nodes = "".join(f"  {n}: {{address: {a}, pools: [db]}}\n" for n, a in NODES.items())
-    return (
-        "plugin: takelan.multiall.pools\n"
-        "defaults: {ssh_user: root, python: /usr/bin/python3}\n"
-        f"nodes:\n{nodes}"
-        "pools:\n"
-        "  db:\n"
-        f"    databases:\n      app: {ENGINES[engine]}\n"
-    )
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def db_lab(request, lab_module, tmp_path_factory):
     engine = request.param
     path = Path(tmp_path_factory.mktemp(f"db-{engine}")) / "pools.yml"
-    path.write_text(model(engine))
+    path.write_text(db_model(engine, ["items", "hot"]))
     lab = lab_module(pools_file=str(path))
-    if engine == "sqlite":
-        for node in NODES:
-            lab.exec(node, ["mkdir", "-p", "/var/lib/multiall"])
-            sql(lab, node, "app", "PRAGMA journal_mode=WAL;")
     # Small batches: a 30 000-row replay is 30 batches, so a kill lands mid-replay.
-    start_all(lab, db={"batch": 1000})
-    for node in NODES:
-        install_capture(lab, node, "app", SCHEMA)
-    wait_converged(lab, timeout=90)
+    start_db_lab(lab, engine, SCHEMA, db={"batch": 1000})
     lab.engine = engine
     return lab
 
