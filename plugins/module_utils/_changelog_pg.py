@@ -166,6 +166,14 @@ class PgEngine:
         """psycopg already turns jsonb into Python values."""
         return json.loads(value) if isinstance(value, str) else value
 
+    def fetch_changes(self, seq: int, origin: str, limit: int) -> list[tuple]:
+        """Changelog rows as 8-field tuples (psycopg parses jsonb itself)."""
+        return self.query(
+            "SELECT seq, tbl, pk, op, row, origin, hlc, prev FROM multiall_changelog "
+            "WHERE seq > %s AND origin = %s ORDER BY seq LIMIT %s",
+            (seq, origin, limit),
+        )
+
     def has_table(self, table: str) -> bool:
         """Does a table of that name exist in the search path?"""
         return self.query("SELECT to_regclass(%s) IS NOT NULL", (q(table),))[0][0]

@@ -40,6 +40,8 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._changelog_apply import resolve, row_key, write_runs
+
 try:  # the daemon has msgpack (requirements.txt); a managed node may not need batches
     import msgpack
 
@@ -195,41 +197,44 @@ def decode_batch(data: bytes, tables: set[str]) -> list[Change]:
     out: list[Change] = []
     last_seq = 0
     origin = None
+    shapes: set[tuple] = set()  # column-name sets already validated (a batch has few)
     for i, item in enumerate(rows):
-        if not isinstance(item, list) or len(item) != BATCH_FIELDS:
+        if type(item) is not list or len(item) != BATCH_FIELDS:
             raise _bad(i, f"expected a list of {BATCH_FIELDS} fields")
         seq, table, pk, op, row, org, hlc, prev = item
-        if not isinstance(seq, int) or isinstance(seq, bool) or seq <= last_seq:
+        if type(seq) is not int or seq <= last_seq:
             raise _bad(i, f"seq {seq!r} is not an integer above the previous one ({last_seq})")
-        if not isinstance(table, str) or not IDENT_RE.match(table):
-            raise _bad(i, f"table {table!r} is not a table name")
         if table not in tables:
+            if not isinstance(table, str) or not IDENT_RE.match(table):
+                raise _bad(i, f"table {table!r} is not a table name")
             raise ChangelogError(
                 f"peer sent rows for table {table!r}, which is not declared for this database "
                 f"(declared: {', '.join(sorted(tables)) or 'none'}); batch refused"
             )
         if op not in OPS:
             raise _bad(i, f"op {op!r} is not one of I, U, D")
-        if not isinstance(pk, dict) or not pk or not all(isinstance(k, str) for k in pk):
+        if type(pk) is not dict or not pk:
             raise _bad(i, "pk must be a non-empty mapping of column names")
-        if op == "D" and row is not None:
-            raise _bad(i, "a delete carries no row image")
-        if op != "D" and (not isinstance(row, dict) or not all(isinstance(k, str) for k in row)):
+        if op == "D":
+            if row is not None:
+                raise _bad(i, "a delete carries no row image")
+        elif type(row) is not dict:
             raise _bad(i, "an insert/update carries a row mapping")
-        for name in list(pk) + list(row or {}):
-            if not IDENT_RE.match(name):
-                raise _bad(i, f"column name {name!r} is not an identifier")
-        try:
-            hlc_parts(hlc if isinstance(hlc, str) else "")
-            if prev is not None:
-                hlc_parts(prev if isinstance(prev, str) else "")
-        except ValueError as exc:
-            raise _bad(i, str(exc)) from None
-        if not isinstance(org, str) or (origin is not None and org != origin):
-            raise _bad(i, f"origin {org!r} differs from the batch's origin {origin!r}")
-        if hlc_parts(hlc)[2] != org:
+        shape = (tuple(pk), None if row is None else tuple(row))
+        if shape not in shapes:
+            for name in shape[0] + (shape[1] or ()):
+                if not isinstance(name, str) or not IDENT_RE.match(name):
+                    raise _bad(i, f"column name {name!r} is not an identifier")
+            shapes.add(shape)
+        m = HLC_RE.match(hlc) if isinstance(hlc, str) else None
+        if m is None or (prev is not None and not (isinstance(prev, str) and HLC_RE.match(prev))):
+            raise _bad(i, f"{hlc!r} / {prev!r} is not an HLC timestamp (WALLMS13-COUNTER6-origin)")
+        if org != origin:
+            if origin is not None or not isinstance(org, str):
+                raise _bad(i, f"origin {org!r} differs from the batch's origin {origin!r}")
+            origin = org
+        if m.group(3) != org:
             raise _bad(i, f"hlc {hlc!r} does not end with its origin {org!r}")
-        origin = org
         last_seq = seq
         out.append(Change(seq, table, pk, op, row, org, hlc, prev))
     return out
@@ -302,25 +307,8 @@ class DbHandle:
         """Own captured changes with seq > ``seq``, oldest first, at most ``limit``."""
         if not self.engine.has_table("multiall_changelog"):
             return []
-        rows = self.engine.query(
-            "SELECT seq, tbl, pk, op, row, origin, hlc, prev FROM multiall_changelog "
-            f"WHERE seq > {self.engine.ph} AND origin = {self.engine.ph} ORDER BY seq LIMIT "
-            f"{self.engine.ph}",
-            (int(seq), self.node, int(limit)),
-        )
-        return [
-            Change(
-                int(r[0]),
-                r[1],
-                self.engine.load_json(r[2]),
-                r[3],
-                self.engine.load_json(r[4]),
-                r[5],
-                r[6],
-                r[7],
-            )
-            for r in rows
-        ]
+        rows = self.engine.fetch_changes(int(seq), self.node, int(limit))
+        return [Change(*r) for r in rows]
 
     def max_seq(self) -> int:
         """Highest seq ever captured here (AUTOINCREMENT/identity: never reused after prune)."""
@@ -416,7 +404,12 @@ class DbHandle:
     # ---- apply
     def _check_schema(self, changes: list[Change], cache: dict[str, dict]) -> None:
         """Every column and primary key of the batch must match the local table."""
+        seen: set[tuple] = set()  # column sets already checked: a batch has few shapes
         for ch in changes:
+            shape = (ch.table, tuple(ch.pk), None if ch.row is None else tuple(ch.row))
+            if shape in seen:
+                continue
+            seen.add(shape)
             schema = cache.get(ch.table)
             if schema is None:
                 schema = self.engine.table_schema(ch.table)
@@ -469,7 +462,9 @@ class DbHandle:
             raise ChangelogError(
                 f"database {self.name}: capture is not installed here (run db_sync first)"
             )
-        self._check_schema(changes, {})
+        schemas: dict[str, dict] = {}
+        self._check_schema(changes, schemas)
+        pk_order = {t: s["pk"] for t, s in schemas.items()}
         result = ApplyResult()
         eng = self.engine
         eng.begin()
@@ -477,18 +472,13 @@ class DbHandle:
             eng.set_applying(True)
             mark = self.watermark(origin)
             result.watermark = mark
-            top_hlc = ""
-            for ch in sorted(changes, key=lambda c: c.seq):
-                if ch.seq <= mark:
-                    result.skipped += 1
-                    continue
-                self._apply_one(ch, result)
-                result.watermark = max(result.watermark, ch.seq)
-                top_hlc = max(top_hlc, ch.hlc)
-            if result.watermark > mark:
+            todo = sorted((c for c in changes if c.seq > mark), key=lambda c: c.seq)
+            result.skipped = len(changes) - len(todo)
+            if todo:
+                self._apply(todo, pk_order, result)
+                result.watermark = todo[-1].seq
                 eng.set_watermark(origin, result.watermark)
-            if top_hlc:
-                wall, counter, _ = hlc_parts(top_hlc)
+                wall, counter, _ = hlc_parts(max(c.hlc for c in todo))
                 eng.merge_clock(wall, counter)
             eng.set_applying(False)
             eng.commit()
@@ -497,35 +487,37 @@ class DbHandle:
             raise
         return result
 
-    def _apply_one(self, ch: Change, result: ApplyResult) -> None:
+    def _apply(
+        self, todo: list[Change], pk_order: dict[str, list[str]], result: ApplyResult
+    ) -> None:
+        """Resolve in memory, then write each row's final state in bulk (see _changelog_apply)."""
         eng = self.engine
-        local = eng.row_version(ch.table, ch.pk)  # (hlc, prev, deleted) or None
-        if local is not None and local[0] >= ch.hlc:
-            # The local version is newer (or this very change): LWW keeps it.
-            result.lost += 1
-            if local[0] != ch.hlc and local[1] != ch.hlc:
-                self._conflict(ch.table, ch.pk, winner=local[0], loser=ch, loser_row=ch.row)
-                result.conflicts += 1
-            return
-        if local is not None and local[0] != ch.prev:
-            # Concurrent: the incoming change wins, the local version is the loser.
-            row = None if local[2] else eng.current_row(ch.table, ch.pk)
-            loser = Change(0, ch.table, ch.pk, "D" if local[2] else "U", row,
-                           hlc_parts(local[0])[2], local[0])  # fmt: skip
-            self._conflict(ch.table, ch.pk, winner=ch.hlc, loser=loser, loser_row=row)
-            result.conflicts += 1
-        if ch.op == "D":
-            eng.delete_row(ch.table, ch.pk)
-        else:
-            eng.upsert_row(ch.table, ch.pk, ch.row)
-        eng.set_row_version(ch.table, ch.pk, ch.hlc, ch.prev, ch.op == "D")
-        result.applied += 1
-        result.tables[ch.table] = result.tables.get(ch.table, 0) + 1
-
-    def _conflict(self, table: str, pk: dict, winner: str, loser: Change, loser_row: Any) -> None:
-        self.engine.add_conflict(
-            table, pk, hlc_parts(winner)[2], winner, loser.origin, loser.hlc, loser.op, loser_row
+        wanted: dict[str, dict[tuple, dict]] = {}
+        for ch in todo:
+            wanted.setdefault(ch.table, {})[row_key(ch.pk, pk_order[ch.table])] = ch.pk
+        local: dict[tuple[str, tuple], Any] = {}
+        for table, keys in wanted.items():
+            for key, version in eng.row_versions(
+                table, pk_order[table], list(keys.values())
+            ).items():
+                local[(table, key)] = version
+        res = resolve(todo, local, pk_order)
+        for c in res.conflicts:
+            row = eng.current_row(c.table, c.pk) if c.loser_is_local else c.loser_row
+            eng.add_conflict(
+                c.table, c.pk, hlc_parts(c.winner_hlc)[2], c.winner_hlc,
+                hlc_parts(c.loser_hlc)[2], c.loser_hlc, c.loser_op, row,
+            )  # fmt: skip
+        for table, kind, cols, run in write_runs(res.final):
+            if kind == "D":
+                eng.delete_rows(table, pk_order[table], [ch.pk for ch in run])
+            else:
+                eng.write_rows(table, pk_order[table], list(cols), [ch.row for ch in run])
+        eng.set_row_versions(
+            [(ch.table, ch.pk, ch.hlc, ch.prev, ch.op == "D") for ch in res.final.values()]
         )
+        result.applied, result.lost = res.applied, res.lost
+        result.conflicts, result.tables = len(res.conflicts), res.tables
 
 
 def open_db(name: str, spec: dict, node: str) -> DbHandle:
