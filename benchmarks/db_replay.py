@@ -4,9 +4,9 @@ A 3-node lab (one pool ``db``) runs real connectors shipping over the per-pool
 SSH peer key, for SQLite and for a real PostgreSQL 15 server per node.
 
 * Replay: n1 is cut off; ROWS rows are written there (transactions of 1000);
-  the partition heals; clock from the first ack progress to the moment BOTH
-  peers acknowledged every row (from n1's ``db_status``); throughput = rows per
-  second per peer. Reference, same run, same engine: a plain batched insert of
+  the partition heals; clock from the moment n1's TNS sees a peer alive again
+  to the moment BOTH peers acknowledged every row (n1's ``db_status``);
+  throughput = rows per second per peer (each peer receives every row). Reference, same run, same engine: a plain batched insert of
   the same rows (executemany, 5000 per transaction) into an uncaptured table
   on a peer. Goals: SQLite >= 20 000 rows/s, PostgreSQL >= 10 000 rows/s.
 * Lag (realtime policy): one row written on n1 (from the host, through the
@@ -112,10 +112,11 @@ def replay(lab: Lab, engine: str, rows: int) -> dict[str, Any]:
     target = start_seq + rows
     lab.heal()
     healed = time.monotonic()
-    first = None
+    first = None  # when n1's TNS sees a peer alive again: the replay may start
     while True:
-        now = acked(lab)
-        if first is None and any(v > start_seq for v in now.values()):
+        status = control(lab, "n1", {"op": "db_status"})["databases"]["app"]["peers"]
+        now = {p: info["acked"] for p, info in status.items()}
+        if first is None and any(info["state"] == "alive" for info in status.values()):
             first = time.monotonic()
         if all(v >= target for v in now.values()):
             done = time.monotonic()

@@ -49,6 +49,7 @@ POLL = 0.05  # realtime: how often the local change sequence is read
 SCHEMA_RETRY = 10.0
 DB_RETRY = 2.0  # a database that cannot be read is tried again this often
 BACKOFF_MAX = 10.0
+BATCH_CACHE = 8  # full encoded batches kept for the other peers replaying the same range
 CONFLICT_EVENTS = 20  # per batch; the count is always in status
 
 
@@ -110,6 +111,7 @@ class DbSync:
         # (peer, table) -> {"error", "since", "retry_at"}
         self.blocked: dict[tuple[str, str], dict[str, Any]] = {}
         self.last_applied: dict[str, float] = {}
+        self.batches: dict[int, tuple[int, bytes, int, set[str]]] = {}  # after -> batch
         self.synced = asyncio.Condition()
 
     def _pool_of(self, peer: str) -> str:
@@ -136,17 +138,29 @@ class DbSync:
             raise
 
     def _read(self, handle: Any, peer: str, after: int) -> tuple[int, bytes, int, set[str]]:
-        """(count, encoded batch, last seq, tables) of PEER's next batch after AFTER."""
-        changes = handle.changes_after(after, self.batch)
+        """(count, encoded batch, last seq, tables) of PEER's next batch after AFTER.
+
+        Peers replaying the same backlog ask for the same batches: one read and
+        one encoding serve them all (a small cache keyed by AFTER), unless the
+        peer has a blocked table and so needs its own cut.
+        """
         now = time.monotonic()
+        blocked = {t for (p, t), b in self.blocked.items() if p == peer and now < b["retry_at"]}
+        if not blocked and after in self.batches:
+            return self.batches[after]
+        changes = handle.changes_after(after, self.batch)
         for index, change in enumerate(changes):
-            block = self.blocked.get((peer, change.table))
-            if block and now < block["retry_at"]:
+            if change.table in blocked:
                 changes = changes[:index]
                 break
         if not changes:
             return 0, b"", after, set()
-        return len(changes), encode_batch(changes), changes[-1].seq, {c.table for c in changes}
+        batch = len(changes), encode_batch(changes), changes[-1].seq, {c.table for c in changes}
+        if not blocked and len(changes) == self.batch:  # a full batch never changes
+            self.batches[after] = batch
+            while len(self.batches) > BATCH_CACHE:
+                self.batches.pop(next(iter(self.batches)))
+        return batch
 
     # ------------------------------------------------------------------- loop
     async def run(self) -> None:
