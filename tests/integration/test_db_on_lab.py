@@ -47,8 +47,8 @@ def db_lab(request, lab_module, tmp_path_factory):
     path = Path(tmp_path_factory.mktemp(f"db-{engine}")) / "pools.yml"
     path.write_text(db_model(engine, ["items", "hot"]))
     lab = lab_module(pools_file=str(path))
-    # Small batches: a 30 000-row replay is 30 batches, so a kill lands mid-replay.
-    start_db_lab(lab, engine, SCHEMA, db={"batch": 1000})
+    # Small batches: a 10 000-row replay is 20 batches, so a kill lands mid-replay.
+    start_db_lab(lab, engine, SCHEMA, db={"batch": 500})
     lab.engine = engine
     return lab
 
@@ -57,11 +57,24 @@ def rows(lab, node: str, table: str = "items") -> int:
     return int(sql(lab, node, "app", f"SELECT count(*) FROM {table};").strip())
 
 
+def caught_up(lab) -> bool:
+    """Every node's connector: every peer acknowledged all its changes, no error."""
+    for node in NODES:
+        info = control(lab, node, {"op": "db_status"})["databases"]["app"]
+        if any(p["acked"] < info["local_seq"] or p["error"] for p in info["peers"].values()):
+            return False
+    return True
+
+
 def identical(lab, timeout: float = 120) -> list[str]:
-    """Wait until the three nodes' dumps are equal; then ``db verify`` must agree."""
+    """Wait until every change is acknowledged everywhere; then the three nodes' dumps
+    must be equal and ``db verify`` must agree. (Dumps are only taken once the
+    connectors say they are done: dumping every half second would slow the replay.)"""
     dumps: dict[str, list[str]] = {}
 
     def same() -> bool:
+        if not caught_up(lab):
+            return False
         dumps.update({n: dump(lab, n, "app") for n in NODES})
         return dumps["n1"] == dumps["n2"] == dumps["n3"]
 
@@ -152,7 +165,7 @@ def test_a_connector_killed_mid_replay_loses_and_duplicates_nothing(db_lab) -> N
     identical(lab)
     before = rows(lab, "n1")
     lab.service_stop("n1", "connector")
-    total = 30000
+    total = 10000
     sql(
         lab,
         "n1",
