@@ -151,7 +151,13 @@ class Connector:
         )
         # DB-SA: ships this node's database changes to its pool peers (connector/db_*.py).
         self.db = DbAgent(
-            self.node, self.model, cfg.state_dir, cfg.db, lambda: self.topology, self.publish
+            self.node,
+            self.model,
+            cfg.state_dir,
+            cfg.db,
+            lambda: self.topology,
+            self.publish,
+            metrics=bool(cfg.metrics),
         )
         self.control.ops.update(self.db.control_ops())
 

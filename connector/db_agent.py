@@ -58,6 +58,7 @@ class DbAgent:
         topology: Callable[[], dict[str, Any]],
         publish: Callable[[dict[str, Any]], Awaitable[None]],
         argv_for: Callable[[str, str, str], list[str]] | None = None,
+        metrics: bool = False,
     ) -> None:
         self.node, self.model, self.topology = node, model, topology
         self.databases = node_databases(model, node)
@@ -66,9 +67,11 @@ class DbAgent:
         if not self.databases:
             return  # no database: no ack file, no tasks
         # Imported here: a node without databases never needs a database driver.
+        from .db_metrics import DbMetrics
         from .db_shipper import BATCH, POLL, DbSync
 
         self.acks = AckStore(os.path.join(state_dir, "db-acks.db"))
+        db_metrics = DbMetrics(metrics)
         self.argv_for = argv_for or ssh_transport(model, node)
         for name, spec in sorted(self.databases.items()):
             pools = db_pools(model, node, name)
@@ -87,6 +90,7 @@ class DbAgent:
                 publish,
                 batch=int(cfg.get("batch", BATCH)),
                 poll=float(cfg.get("poll", POLL)),
+                metrics=db_metrics,
             )
 
     def peer_state(self, peer: str) -> str:

@@ -39,6 +39,7 @@ from ansible_collections.takelan.multiall.plugins.module_utils.changelog import 
 
 from .db_acks import AckStore
 from .db_link import LinkError, PeerLink
+from .db_metrics import DbMetrics
 from .db_model import policy
 
 log = logging.getLogger("multiall.db")
@@ -80,6 +81,7 @@ class DbSync:
         publish: Callable[[dict[str, Any]], Awaitable[None]],
         batch: int = BATCH,
         poll: float = POLL,
+        metrics: DbMetrics | None = None,
     ) -> None:
         self.node, self.name, self.spec = node, name, spec
         self.peer_pool, self.acks = peer_pool, acks
@@ -88,6 +90,7 @@ class DbSync:
         peers = self.peers
         self.argv_for, self.peer_state, self.publish = argv_for, peer_state, publish
         self.batch, self.poll = batch, poll
+        self.metrics = metrics or DbMetrics(False)
         self.policy = policy(spec)
         self.tables = list(spec.get("tables") or [])
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"db-{name}")
@@ -205,6 +208,8 @@ class DbSync:
                 try:
                     self.local_seq = await self.db(lambda h: h.max_seq())
                     self.db_error = None
+                    acks = {p: i["acked"] for p, i in self.peer.items()}
+                    self.metrics.local_seq(self.name, acks, self.local_seq)
                 except Exception as exc:  # any engine error: shown, retried
                     self._db_failed(exc)
                     next_round = now + DB_RETRY
@@ -331,6 +336,9 @@ class DbSync:
             )
             info["last_ship"] = time.time()
             info["shipped"] += int(reply.get("applied", count))
+            self.metrics.acked_batch(
+                self.name, peer, info["acked"], self.local_seq, int(reply.get("applied", count))
+            )
             for table in tables:
                 self.last_applied[table] = info["last_ship"]
                 self.blocked.pop((peer, table), None)
@@ -366,6 +374,7 @@ class DbSync:
 
     async def _conflicts(self, peer: str, reply: dict[str, Any]) -> None:
         self.peer[peer]["conflicts"] += int(reply["conflict_count"])
+        self.metrics.conflict(self.name, peer, int(reply["conflict_count"]))
         for conflict in (reply.get("conflicts") or [])[:CONFLICT_EVENTS]:
             detail = conflict if isinstance(conflict, dict) else {"detail": conflict}
             await self.publish(

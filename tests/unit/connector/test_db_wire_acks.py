@@ -111,3 +111,18 @@ def test_verify_names_the_rows_that_differ() -> None:
 def test_hlc_wall_reads_the_leading_milliseconds() -> None:
     assert hlc_wall("1764100000123-0001-n1") == pytest.approx(1764100000.123)
     assert hlc_wall("") is None
+
+
+def test_metrics_show_each_peers_backlog() -> None:
+    from prometheus_client import REGISTRY
+
+    from connector.db_metrics import DbMetrics
+
+    metrics = DbMetrics(True)
+    metrics.local_seq("unit_db", {"n2": 0, "n3": 0}, 10)
+    metrics.acked_batch("unit_db", "n2", 10, 10, 10)
+    value = REGISTRY.get_sample_value
+    assert value("multiall_db_backlog", {"db": "unit_db", "peer": "n2"}) == 0
+    assert value("multiall_db_backlog", {"db": "unit_db", "peer": "n3"}) == 10
+    assert value("multiall_db_shipped_rows_total", {"db": "unit_db", "peer": "n2"}) == 10
+    DbMetrics(False).conflict("unit_db", "n2", 1)  # disabled: a no-op
