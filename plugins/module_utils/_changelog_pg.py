@@ -15,6 +15,14 @@ still in flight, ack 6 and skip 5 forever. The price is that writers to
 declared tables serialise from their first captured write to commit (as in
 SQLite anyway).
 
+The clock row is updated once per transaction, not per row: updating one row
+N times in a transaction walks an ever longer chain of its versions (N**2; a
+100 000-row insert took minutes). Later captures of the same transaction keep
+the clock in a transaction-local setting (``multiall.hlc``). Across
+transactions the row then holds the first HLC of the last one, so a new HLC
+is also lifted above the row's own previous version (``prev``): per row —
+what LWW compares — HLCs always grow.
+
 No echo: ``apply_batch`` runs ``set_config('multiall.applying', 'on', true)``
 (= ``SET LOCAL``) and the trigger function returns early when it is set; it
 ends with the transaction, so no other session ever sees it.
@@ -62,16 +70,39 @@ TABLES_DDL = {
 LOG_BODY = """
 DECLARE
   now_ms bigint := floor(extract(epoch FROM clock_timestamp()) * 1000);
-  c record;
+  st text := current_setting('multiall.hlc', true);
+  w bigint;
+  n int;
+  org text;
   h text;
   p text;
 BEGIN
-  UPDATE multiall_clock SET counter = CASE WHEN now_ms > wall THEN 0 ELSE counter + 1 END,
-    wall = greatest(wall, now_ms) WHERE id = 1 RETURNING wall, counter, origin INTO c;
-  h := lpad(c.wall::text, 13, '0') || '-' || lpad(c.counter::text, 6, '0') || '-' || c.origin;
+  IF st IS NULL OR st = '' THEN
+    -- first capture of this transaction: advance the clock row and keep its lock to commit
+    UPDATE multiall_clock SET counter = CASE WHEN now_ms > wall THEN 0 ELSE counter + 1 END,
+      wall = greatest(wall, now_ms) WHERE id = 1 RETURNING wall, counter, origin INTO w, n, org;
+  ELSE
+    w := split_part(st, ' ', 1)::bigint;
+    n := split_part(st, ' ', 2)::int;
+    org := split_part(st, ' ', 3);
+    IF now_ms > w THEN
+      w := now_ms;
+      n := 0;
+    ELSE
+      n := n + 1;
+    END IF;
+  END IF;
   SELECT v.hlc INTO p FROM multiall_rowver v WHERE v.tbl = t AND v.pk = k;
+  h := lpad(w::text, 13, '0') || '-' || lpad(n::text, 6, '0') || '-' || org;
+  IF p IS NOT NULL AND h <= p THEN
+    -- the row's version came from a faster clock: sort just after it
+    w := split_part(p, '-', 1)::bigint;
+    n := split_part(p, '-', 2)::int + 1;
+    h := lpad(w::text, 13, '0') || '-' || lpad(n::text, 6, '0') || '-' || org;
+  END IF;
+  PERFORM set_config('multiall.hlc', w || ' ' || n || ' ' || org, true);
   INSERT INTO multiall_changelog (tbl, pk, op, row, origin, hlc, prev)
-    VALUES (t, k, o, r, c.origin, h, p);
+    VALUES (t, k, o, r, org, h, p);
   INSERT INTO multiall_rowver (tbl, pk, hlc, prev, deleted) VALUES (t, k, h, p, o = 'D')
     ON CONFLICT (tbl, pk) DO UPDATE SET hlc = EXCLUDED.hlc, prev = EXCLUDED.prev,
     deleted = EXCLUDED.deleted;
@@ -321,59 +352,65 @@ class PgEngine:
             (origin, seq),
         )
 
-    def row_version(self, table: str, pk: dict) -> tuple[str, str | None, int] | None:
-        """``(hlc, prev, deleted)`` of the row's current version, or None."""
+    def row_versions(self, table: str, pk_cols: list[str], pks: list[dict]) -> dict:
+        """``{key tuple: (hlc, prev, deleted)}`` for the rows of ``pks`` that have a version."""
+        out: dict[tuple, tuple] = {}
         rows = self.query(
-            "SELECT hlc, prev, deleted FROM multiall_rowver WHERE tbl = %s AND pk = %s::jsonb",
-            (table, json.dumps(pk)),
+            "SELECT pk, hlc, prev, deleted FROM multiall_rowver "
+            "WHERE tbl = %s AND pk = ANY (%s::jsonb[])",
+            (table, [json.dumps(pk) for pk in pks]),
         )
-        return rows[0] if rows else None
+        for pk, hlc, prev, deleted in rows:
+            out[tuple(pk[c] for c in pk_cols)] = (hlc, prev, bool(deleted))
+        return out
 
-    def set_row_version(
-        self, table: str, pk: dict, hlc: str, prev: str | None, deleted: bool
-    ) -> None:
-        """Remember the applied version (a tombstone when ``deleted``)."""
+    def set_row_versions(self, items: list[tuple]) -> None:
+        """Remember applied versions (tombstones too): one statement for the whole batch."""
+        if not items:
+            return
+        data = [{"tbl": t, "pk": pk, "hlc": h, "prev": p, "deleted": d} for t, pk, h, p, d in items]
         self.conn.execute(
             "INSERT INTO multiall_rowver (tbl, pk, hlc, prev, deleted) "
-            "VALUES (%s, %s::jsonb, %s, %s, %s) ON CONFLICT (tbl, pk) DO UPDATE SET "
-            "hlc = EXCLUDED.hlc, prev = EXCLUDED.prev, deleted = EXCLUDED.deleted",
-            (table, json.dumps(pk), hlc, prev, deleted),
+            "SELECT tbl, pk, hlc, prev, deleted FROM jsonb_to_recordset(%s::jsonb) "
+            "AS x(tbl text, pk jsonb, hlc text, prev text, deleted boolean) "
+            "ON CONFLICT (tbl, pk) DO UPDATE SET hlc = EXCLUDED.hlc, prev = EXCLUDED.prev, "
+            "deleted = EXCLUDED.deleted",
+            (json.dumps(data),),
         )
 
     @staticmethod
-    def _match(table: str, pk: dict) -> str:
+    def _match(pk_cols: list[str] | dict) -> str:
         # The key values are typed by the table itself (jsonb_populate_record), so a
         # text, uuid or timestamp key compares like the application's own queries.
-        return " AND ".join(f"t.{q(c)} = k.{q(c)}" for c in pk)
+        return " AND ".join(f"t.{q(c)} = k.{q(c)}" for c in pk_cols)
 
     def current_row(self, table: str, pk: dict) -> dict | None:
         """The local row (for the conflict record of a losing local version)."""
         rows = self.query(
             f"SELECT to_jsonb(t) FROM {q(table)} t, "
-            f"jsonb_populate_record(NULL::{q(table)}, %s::jsonb) k WHERE {self._match(table, pk)}",
+            f"jsonb_populate_record(NULL::{q(table)}, %s::jsonb) k WHERE {self._match(pk)}",
             (json.dumps(pk),),
         )
         return rows[0][0] if rows else None
 
-    def delete_row(self, table: str, pk: dict) -> None:
-        """Delete by primary key."""
+    def delete_rows(self, table: str, pk_cols: list[str], pks: list[dict]) -> None:
+        """Delete by primary key, the whole run in one statement."""
         self.conn.execute(
-            f"DELETE FROM {q(table)} t USING jsonb_populate_record(NULL::{q(table)}, %s::jsonb) k "
-            f"WHERE {self._match(table, pk)}",
-            (json.dumps(pk),),
+            f"DELETE FROM {q(table)} t USING "
+            f"jsonb_populate_recordset(NULL::{q(table)}, %s::jsonb) k WHERE {self._match(pk_cols)}",
+            (json.dumps(pks),),
         )
 
-    def upsert_row(self, table: str, pk: dict, row: dict) -> None:
-        """Insert or overwrite with the peer's image, typed by jsonb_populate_record."""
-        cols = list(row)
-        sets = ", ".join(f"{q(c)} = EXCLUDED.{q(c)}" for c in cols if c not in pk)
+    def write_rows(self, table: str, pk_cols: list[str], cols: list[str], rows: list[dict]) -> None:
+        """Insert or overwrite rows with the peers' images, typed by jsonb_populate_recordset."""
+        sets = ", ".join(f"{q(c)} = EXCLUDED.{q(c)}" for c in cols if c not in pk_cols)
         conflict = f"DO UPDATE SET {sets}" if sets else "DO NOTHING"
         names = ", ".join(q(c) for c in cols)
         self.conn.execute(
             f"INSERT INTO {q(table)} ({names}) SELECT {names} FROM "
-            f"jsonb_populate_record(NULL::{q(table)}, %s::jsonb) "
-            f"ON CONFLICT ({', '.join(q(c) for c in pk)}) {conflict}",
-            (json.dumps(row),),
+            f"jsonb_populate_recordset(NULL::{q(table)}, %s::jsonb) "
+            f"ON CONFLICT ({', '.join(q(c) for c in pk_cols)}) {conflict}",
+            (json.dumps(rows),),
         )
 
     def add_conflict(

@@ -17,6 +17,7 @@ from typing import Any
 
 from ._dns_records import HAS_DNSPYTHON
 from ._located_yaml import LocatedDict
+from ._pools_databases import DATABASE
 from ._schema import Field
 from .sbm import HIGHER_IS_WORSE, KINDS, LOWER_IS_WORSE
 
@@ -381,23 +382,6 @@ SERVICE = Field(
     normalise=_shorthand("state"),
     keys={"state": _str(choices=("started", "stopped")), "enabled": _bool()},
     expect="a state string or a mapping (state, enabled)",
-)
-
-DATABASE = Field(
-    "object",
-    keys={
-        "engine": _str(required=True, choices=("sqlite", "postgresql")),
-        "path": _str(check=check_abs_path),
-        "dsn": _str(),
-        "tables": _str_list(),
-        "policy": Field(
-            "object",
-            keys={
-                "mode": _str(choices=("realtime", "interval", "manual")),
-                "interval": _num(minimum=0.1),
-            },
-        ),
-    },
 )
 
 DNS_RECORD = Field(

@@ -290,10 +290,13 @@ class DbHandle:
             self.engine.run_ddl(plan)
         return plan
 
+    def removal_plan(self, tables: Any) -> list[str]:
+        """The DDL ``remove_capture`` would run now."""
+        return self.engine.remove_plan(sorted({check_ident(t) for t in tables}))
+
     def remove_capture(self, tables: Any) -> list[str]:
         """Drop the triggers of ``tables``; the DB-SA tables go too once nothing is queued."""
-        names = sorted({check_ident(t) for t in tables})
-        plan = self.engine.remove_plan(names)
+        plan = self.removal_plan(tables)
         if plan:
             self.engine.run_ddl(plan)
         return plan
