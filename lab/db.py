@@ -26,7 +26,10 @@ NODES = {"n1": "198.18.0.11", "n2": "198.18.0.12", "n3": "198.18.0.13"}
 # Where each engine keeps database "app" on a lab node (lab/postgres.py's server for PG).
 LOCATION = {
     "sqlite": "engine: sqlite, path: /var/lib/multiall/app.db",
-    "postgresql": "engine: postgresql, dsn: 'host=/run/lab/pg dbname=app user=app'",
+    "postgresql": (
+        "engine: postgresql, dsn: 'host=/run/lab/pg dbname=app user=app',"
+        " password_file: /etc/multiall/db/app.pass"  # written by lab/postgres.py (0600)
+    ),
 }
 
 
@@ -73,13 +76,7 @@ def prepare_databases(lab: Lab) -> None:
             if spec.get("engine") == "postgresql":
                 dsn = dsn_fields(spec["dsn"])
                 db, role = dsn.get("dbname", "app"), dsn.get("user", "app")
-                pg = start_postgres(lab, node, db=db, role=role)
-                if not spec.get("password_file"):
-                    # Without a password_file in the model, libpq's own ~/.pgpass (0600).
-                    password = Path(pg.host_password_file).read_text().strip()
-                    pgpass = lab.node_root(node) / "root/.pgpass"
-                    pgpass.write_text(f"*:*:{db}:{role}:{password}\n")
-                    pgpass.chmod(0o600)
+                start_postgres(lab, node, db=db, role=role)
 
 
 def dsn_fields(dsn: str) -> dict[str, str]:
@@ -93,9 +90,9 @@ def sql(lab: Lab, node: str, db: str, statements: str, check: bool = True) -> st
     if spec["engine"] == "sqlite":
         argv = ["sqlite3", "-bail", "-cmd", ".timeout 30000", spec["path"]]
     else:
-        # The password comes from the model's password_file, as DB-SA reads it (else ~/.pgpass).
-        pw = spec.get("password_file")
-        login = (f'PGPASSWORD="$(cat {pw})" ' if pw else "") + "exec psql -X -q -A -t"
+        # The password comes from the model's password_file, as DB-SA reads it.
+        pw = spec["password_file"]
+        login = f'PGPASSWORD="$(cat {pw})" exec psql -X -q -A -t'
         argv = ["sh", "-c", f'{login} -v ON_ERROR_STOP=1 "$0"', spec["dsn"]]
     return lab.exec(node, argv, input=statements, check=check, timeout=120).stdout
 
