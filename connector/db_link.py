@@ -106,6 +106,8 @@ class PeerLink:
         if not self.open or not self.proc or not self.proc.stdin:
             raise LinkError(f"{self.peer}: no session")
         future: asyncio.Future = asyncio.get_running_loop().create_future()
+        # A pipelined request dropped with its session is resent, never awaited: not a leak.
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
         self.pending.append(future)
         self.proc.stdin.write(header_line(op, payload, **fields))
         if payload:

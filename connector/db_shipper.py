@@ -216,8 +216,9 @@ class DbSync:
                 for peer, info in self.peer.items():
                     if info["state"] == "alive" and self.local_seq > info["acked"]:
                         self.kick[peer].set()
-            for peer in recovered:
-                self.kick[peer].set()  # opens the session now, before the next write needs it
+            if mode != "manual":
+                for peer in recovered:
+                    self.kick[peer].set()  # opens the session now, before the next write needs it
             await asyncio.sleep(min(self.poll, period))
 
     def _db_failed(self, exc: Exception) -> None:
