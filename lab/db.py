@@ -33,9 +33,11 @@ LOCATION = {
 }
 
 
-def db_model(engine: str, tables: list[str], nodes: dict[str, str] = NODES) -> str:
-    """A pool model: NODES in pool ``db``, which declares database ``app`` on ENGINE."""
-    members = "".join(f"  {n}: {{address: {a}, pools: [db]}}\n" for n, a in nodes.items())
+def db_model(engine: str, tables: list[str], nodes: dict[str, str] | None = None) -> str:
+    """A pool model: NODES (default n1..n3) in pool ``db``, which declares ``app`` on ENGINE."""
+    members = "".join(
+        f"  {n}: {{address: {a}, pools: [db]}}\n" for n, a in (nodes or NODES).items()
+    )
     return (
         "plugin: takelan.multiall.pools\n"
         "defaults: {ssh_user: root, python: /usr/bin/python3}\n"

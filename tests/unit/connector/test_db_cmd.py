@@ -119,7 +119,7 @@ def test_status_shows_backlog_lag_and_a_blocked_table(connector_socket) -> None:
 
 
 def test_verify_names_differing_rows_and_exits_1(connector_socket) -> None:
-    path, _ = connector_socket
+    path, _requests = connector_socket
     out = multiall("db", "verify", "--socket", path)
     assert out.returncode == 1
     assert "db app vs n2: items identical (3 rows)" in out.stdout

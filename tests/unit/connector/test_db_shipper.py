@@ -163,7 +163,7 @@ def test_manual_policy_ships_only_when_asked(nodes: dict[str, Node], tmp_path: P
     async def scenario() -> None:
         acks = AckStore(str(tmp_path / "acks.db"))
         nodes["a"].spec["policy"] = {"mode": "manual"}
-        sync, _ = shipper(nodes, acks, {"b": "alive", "c": "alive"})
+        sync, _events = shipper(nodes, acks, {"b": "alive", "c": "alive"})
         task = asyncio.create_task(sync.run())
         try:
             nodes["a"].sql("INSERT INTO items VALUES (1, 'one');")
