@@ -15,6 +15,7 @@ from typing import Any
 from . import __version__
 from .cmdline import common_options
 from .daemon_cmd import add_daemon_parser
+from .db_cmd import add_db_parser
 from .dns_cmd import add_dns_parser
 from .fs_cmd import add_fs_parser
 from .peer_receive import add_peer_receive_parser
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sbm_parser(sub, common)
     add_dns_parser(sub, common)
     add_fs_parser(sub, common)
+    add_db_parser(sub, common)
     add_peer_receive_parser(sub)
     add_sl_parser(sub, common)
     return parser

@@ -148,6 +148,13 @@ SPEC = Field(
                 "timeout": Field("number", minimum=0.05, maximum=30),
             },
         ),
+        "db": Field(
+            "object",
+            keys={
+                "batch": Field("int", minimum=1, maximum=100000),
+                "poll": Field("number", minimum=0.01, maximum=60),
+            },
+        ),
         "watcher": Field(
             "object",
             keys={
@@ -179,6 +186,7 @@ class ConnectorConfig:
     dns: dict[str, Any] = field(default_factory=dict)
     fs: dict[str, Any] = field(default_factory=dict)
     sl: dict[str, Any] = field(default_factory=dict)
+    db: dict[str, Any] = field(default_factory=dict)
     source: str = ""
     # Where each top-level section starts, for messages about what it lacks.
     marks: dict[str, Mark] = field(default_factory=dict)

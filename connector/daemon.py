@@ -41,6 +41,7 @@ from ansible_collections.takelan.multiall.plugins.module_utils.tns import (
 from . import __version__, sbm_answer
 from .config import ConnectorConfig, require_secrets
 from .control import ControlServer
+from .db_agent import DbAgent
 from .dns_reconciler import DnsReconciler
 from .fs_agent import FsAgent
 from .health import Fault
@@ -161,6 +162,17 @@ class Connector:
         )
         self.sl = SlAgent(self, cfg.sl)
         self.control.ops["sl"] = self.sl.control
+        # DB-SA: ships this node's database changes to its pool peers (connector/db_*.py).
+        self.db = DbAgent(
+            self.node,
+            self.model,
+            cfg.state_dir,
+            cfg.db,
+            lambda: self.topology,
+            self.publish,
+            metrics=bool(cfg.metrics),
+        )
+        self.control.ops.update(self.db.control_ops())
 
     # ------------------------------------------------------------------ serf
     def _tns_ip(self, node: str) -> str:
@@ -575,6 +587,7 @@ class Connector:
             asyncio.create_task(self.dns.run(), name="dns"),
             asyncio.create_task(self.fs.run(), name="fs"),
             asyncio.create_task(self.sl.run(), name="sl"),
+            asyncio.create_task(self.db.run(), name="db"),
         ]
         log.info(
             "connector started",

@@ -26,6 +26,7 @@ from ansible_collections.takelan.multiall.plugins.module_utils._control import (
 from ansible_collections.takelan.multiall.plugins.module_utils.pools import load
 
 from .core import Lab, LabError
+from .db import prepare_databases
 
 # Inside a node: /run/lab is the node's control directory, which the host sees
 # as lab.ctl_path(node), so the host talks to every node's connector directly.
@@ -101,11 +102,13 @@ def start_connector(lab: Lab, node: str) -> None:
 def start_all(lab: Lab, rules: list[dict[str, Any]] | None = None, **overrides: Any) -> None:
     """Install and start the connector on every running node.
 
-    A model with file trees also gets the per-pool peer transport (keys,
-    pinned host keys, forced command) that FS-SA pushes over.
+    A model with file trees or databases also gets the per-pool peer transport
+    (keys, pinned host keys, forced command) that FS-SA and DB-SA push over.
     """
+    prepare_databases(lab)  # peer keys and PostgreSQL servers, when the model has databases
     model = load(str(lab.inventory_path))
-    if any(model.effective(node).settings.get("files") for node in lab.nodes):
+    settings = [model.effective(node).settings for node in lab.nodes]
+    if any(s.get("files") for s in settings) and not any(s.get("databases") for s in settings):
         from .peer_keys import install_peer_keys
 
         install_peer_keys(lab)

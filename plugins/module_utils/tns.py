@@ -56,6 +56,8 @@ EVENT_TYPES = (
     "dns_changed",  # published by the pool leader's DNS-SA (connector/dns_reconciler.py)
     "fs_conflict",  # published by FS-SA when it keeps a conflict copy (connector/fs_agent.py)
     "sl_drift",  # a node drifted from its pools' packages/services/libraries (connector/sl_agent.py)
+    "db_conflict",  # DB-SA: a row changed on two sides; the loser is kept (connector/db_shipper.py)
+    "db_schema_mismatch",  # DB-SA: a peer's table differs; that table's sync waits
 )
 
 # The Serf tag ``maint`` (also shown by ``multiall status`` and read by the

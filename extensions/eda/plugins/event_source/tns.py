@@ -5,9 +5,10 @@ puts every topology event on the queue as ``{"tns": {...}}`` - the same events
 the connector's watcher reacts to: member_failed, member_recovered,
 maintenance_enter, maintenance_exit, sbm_changed, leader_changed, quorum_lost,
 quorum_regained - and dns_changed when the pool leader changed the pool's DNS
-records (DNS-SA), and fs_conflict when FS-SA kept a conflict copy (tree, path,
-copy, winner, loser), and sl_drift when a node's packages, services or libraries
-drifted from its pools (SL-SA). Reconnects with backoff when the connector restarts.
+records (DNS-SA), fs_conflict when FS-SA kept a conflict copy (tree, path,
+copy, winner, loser), sl_drift when a node's packages, services or libraries
+drifted from its pools (SL-SA), and db_conflict / db_schema_mismatch from DB-SA.
+Reconnects with backoff when the connector restarts.
 
 Arguments:
     socket:   path of the connector's control socket
