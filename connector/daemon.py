@@ -127,6 +127,8 @@ class Connector:
             self._maint_seen,
             lambda: self.sbm_tag,
             epoch=next_epoch(cfg.state_dir),
+            bounded_above=int(cfg.probe["bounded_above"]),
+            rings=int(cfg.probe["rings"]),
         )
         self.watcher = Watcher(self, cfg.watcher, self.journal)
         self.sbm_tag = "3"
@@ -375,6 +377,7 @@ class Connector:
                     observations,
                     rtts,
                     me=self.node,
+                    reach=self.prober.reach(pool),
                 )
                 events = topology_events(self.topology.get(pool), new) if emit else []
                 self.topology[pool] = new
@@ -486,7 +489,9 @@ class Connector:
             waiting = [
                 peer
                 for peer, state in self._reachable_peers().items()
-                if self.prober.peer_maint_seen.get(peer, {}).get(self.node) != tag
+                # In a bounded pool only ring neighbours send to this node.
+                if self.prober.speaks_to(peer)
+                and self.prober.peer_maint_seen.get(peer, {}).get(self.node) != tag
             ]
             if not waiting:
                 break

@@ -48,6 +48,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .probe_ring import BoundedPool
+
 log = logging.getLogger("multiall.probe")
 MAX_SKEW = 30.0
 # How long a refusal for clock skew is reported by ``skewed()``, and how often it is logged.
@@ -153,8 +155,14 @@ class Prober(asyncio.DatagramProtocol):
         maint_seen: Callable[[], dict[str, str]],
         own_sbm: Callable[[], str] = lambda: "",
         epoch: int | None = None,
+        bounded_above: int = 12,
+        rings: int = 4,
     ) -> None:
-        """``pools``: the members of every pool this node is in; ``keys``: their probe keys."""
+        """``pools``: the members of every pool this node is in; ``keys``: their probe keys.
+
+        A pool of more than ``bounded_above`` members is probed in the bounded
+        mode of connector/probe_ring.py (``rings`` rings); smaller pools all-to-all.
+        """
         self.node, self.peers, self.port = node, dict(peers), port
         self.keys = {p: k for p, k in keys.items() if p in pools}
         self.pools = {p: list(m) for p, m in pools.items()}
@@ -185,6 +193,18 @@ class Prober(asyncio.DatagramProtocol):
         self.started = time.monotonic()
         self._view: dict[str, dict[str, bool]] = {p: {} for p in self.pools}
         self._stale: list[tuple[str, str]] = []
+        self.bounded = {
+            p: BoundedPool(p, node, m, rings, self.heard[p], dead_after)
+            for p, m in self.pools.items()
+            if len(m) > bounded_above and node in m
+        }
+        # Peers pinged every round: all of an all-to-all pool, the ring neighbours of a
+        # bounded one; each once, however many pools it shares with this node.
+        fixed = {n for p, m in self.pools.items() if p not in self.bounded for n in m}
+        fixed |= {n for ring in self.bounded.values() for n in ring.subjects}
+        self.targets = [n for n in self.peers if n in fixed and n != node]
+        self._push_handle: asyncio.TimerHandle | None = None
+        self._last_push = 0.0
 
     @property
     def last_heard(self) -> dict[str, float]:
@@ -241,9 +261,15 @@ class Prober(asyncio.DatagramProtocol):
         self.skew.pop(sender, None)
         now = time.monotonic()
         changed = False
+        pushed = False
         for pool in fresh:
             self.accepted[(sender, pool)] = stamp
             changed |= self._accept_section(pool, sender, msg["pools"][pool], now)
+            ring = self.bounded.get(pool)
+            if ring is not None and ring.accept(sender, msg["pools"][pool], now):
+                changed = pushed = True
+        if pushed:
+            self._push_soon()  # an observer's alert changed: pass it on now (flood)
         was_reachable = all(self._view[p].get(sender, True) for p in fresh)
         if msg["t"] == "ping" and msg.get("rtt"):
             self._send("pong", sender, echo=msg["ts"])
@@ -290,21 +316,31 @@ class Prober(asyncio.DatagramProtocol):
         maint = self.maint_seen()
         sbm = self.own_sbm()
         self.seq += 1
+        now = time.monotonic()
+        sections: dict[str, Any] = {}
+        for pool in self.shared[peer]:
+            if pool not in self.keys:
+                continue
+            ring = self.bounded.get(pool)
+            if ring is None:
+                sections[pool] = {
+                    "view": self._view[pool],
+                    "maint": {m: maint[m] for m in self.pools[pool] if m in maint},
+                    "sbm": sbm,
+                }
+            else:  # bounded: no whole view; the receiver's own tag is the acknowledgement
+                sections[pool] = {
+                    **ring.section(now),
+                    "maint": {peer: maint[peer]} if peer in maint else {},
+                    "sbm": sbm,
+                }
         msg: dict[str, Any] = {
             "t": kind,
             "from": self.node,
             "ep": self.epoch,
             "seq": self.seq,
             "ts": time.time(),
-            "pools": {
-                pool: {
-                    "view": self._view[pool],
-                    "maint": {m: maint[m] for m in self.pools[pool] if m in maint},
-                    "sbm": sbm,
-                }
-                for pool in self.shared[peer]
-                if pool in self.keys
-            },
+            "pools": sections,
         }
         if echo is not None:
             msg["echo"] = echo
@@ -323,10 +359,49 @@ class Prober(asyncio.DatagramProtocol):
         rounds = 0
         while True:
             rounds += 1
-            for peer in self.peers:
+            extra = {ring.extra_target() for ring in self.bounded.values()}
+            extra = {p for p in extra if p in self.peers and p not in self.targets}
+            for peer in [*self.targets, *sorted(extra)]:
                 self._send("ping", peer, rtt=rounds % 10 == 1)
-            await asyncio.sleep(self.interval)
+            if self.bounded:
+                # Bounded pools decide on ages, not on the arrival of a packet: look
+                # twice per interval so an expiry is not seen up to a round late.
+                await asyncio.sleep(self.interval / 2)
+                self._refresh()
+                await asyncio.sleep(self.interval / 2)
+            else:
+                await asyncio.sleep(self.interval)
             self._refresh()
+
+    def _push_soon(self) -> None:
+        """Send a round to the fixed targets now (at most every 20 ms): alerts travel at once."""
+        if self._push_handle is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (unit tests drive the prober by hand)
+            return
+        delay = max(0.0, self._last_push + 0.02 - time.monotonic())
+        self._push_handle = loop.call_later(delay, self._push)
+
+    def _push(self) -> None:
+        self._push_handle = None
+        self._last_push = time.monotonic()
+        for peer in self.targets:
+            self._send("ping", peer)
+
+    def speaks_to(self, peer: str) -> bool:
+        """Whether PEER and this node exchange packets every round (it can acknowledge)."""
+        return peer in self.targets
+
+    def reach(self, pool: str) -> dict[str, bool] | None:
+        """For a bounded pool, every member this node has fresh evidence of; else None.
+
+        The all-to-all view is both this node's vote and its reach; a bounded
+        pool's vote covers only its ring subjects, so quorum needs this too.
+        """
+        ring = self.bounded.get(pool)
+        return dict(ring.reach) if ring is not None else None
 
     # -- views
     def _refresh(self) -> None:
@@ -335,6 +410,14 @@ class Prober(asyncio.DatagramProtocol):
         grace = now - self.started < self.dead_after * 2  # no verdicts before peers had a chance
         changed = False
         for pool, members in self.pools.items():
+            ring = self.bounded.get(pool)
+            if ring is not None:
+                something, own = ring.refresh(now, grace)
+                self._view[pool] = ring.reach
+                changed |= something
+                if own:
+                    self._push_soon()  # this node lost (or found) a subject: say so now
+                continue
             view = {}
             for peer in members:
                 if peer == self.node:
@@ -352,6 +435,7 @@ class Prober(asyncio.DatagramProtocol):
         stale = sorted(
             (p, n)
             for p, views in self.views.items()
+            if p not in self.bounded
             for n, (t, _v) in views.items()
             if now - t > 2.0
         )
@@ -372,6 +456,11 @@ class Prober(asyncio.DatagramProtocol):
         now = time.monotonic()
         out: dict[str, dict[str, bool]] = {}
         for name in [pool] if pool is not None else list(self.pools):
+            ring = self.bounded.get(name)
+            if ring is not None:
+                for observer, view in ring.observations(now).items():
+                    out.setdefault(observer, {}).update(view)
+                continue
             for observer, (t, view) in self.views[name].items():
                 if now - t <= max_age:
                     out.setdefault(observer, {}).update(view)
