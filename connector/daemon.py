@@ -461,6 +461,8 @@ class Connector:
             "probe_rtt_ms": self.prober.rtt_ms,
             "probe_rejected": self.prober.rejected,
             "probe_replayed": self.prober.replayed,
+            # Traffic since start, for the cost model (benchmarks/tns_scale.py).
+            "probe_traffic": self.prober.traffic(),
             # Seconds since each peer's last accepted probe packet (any shared pool).
             "probe_heard_s": {
                 peer: round(time.monotonic() - when, 3)

@@ -204,6 +204,9 @@ class Prober(asyncio.DatagramProtocol):
         fixed |= {n for ring in self.bounded.values() for n in ring.subjects}
         self.targets = [n for n in self.peers if n in fixed and n != node]
         self._push_handle: asyncio.TimerHandle | None = None
+        # Packets and bytes sent and received, and the largest packet sent.
+        self.counts = {"sent": 0, "sent_bytes": 0, "received": 0, "received_bytes": 0}
+        self.largest = 0
         self._last_push = 0.0
 
     @property
@@ -220,6 +223,8 @@ class Prober(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.counts["received"] += 1
+        self.counts["received_bytes"] += len(data)
         opened = open_packet(self.keys, data)
         msg, verified = opened if opened else ({}, [])
         sender = msg.get("from")
@@ -346,8 +351,12 @@ class Prober(asyncio.DatagramProtocol):
             msg["echo"] = echo
         if rtt:
             msg["rtt"] = 1
+        packet = seal(self.keys, msg)
+        self.counts["sent"] += 1
+        self.counts["sent_bytes"] += len(packet)
+        self.largest = max(self.largest, len(packet))
         with contextlib.suppress(OSError):
-            self.transport.sendto(seal(self.keys, msg), (self.peers[peer], self.port))
+            self.transport.sendto(packet, (self.peers[peer], self.port))
 
     async def run(self) -> None:
         """Ping every peer each interval and re-evaluate reachability.
@@ -389,6 +398,16 @@ class Prober(asyncio.DatagramProtocol):
         self._last_push = time.monotonic()
         for peer in self.targets:
             self._send("ping", peer)
+
+    def traffic(self) -> dict[str, Any]:
+        """Packets and bytes since start, the largest packet, and how each pool is probed."""
+        return {
+            **self.counts,
+            "largest": self.largest,
+            "seconds": round(time.monotonic() - self.started, 3),
+            "targets": len(self.targets),
+            "bounded": sorted(self.bounded),
+        }
 
     def speaks_to(self, peer: str) -> bool:
         """Whether PEER and this node exchange packets every round (it can acknowledge)."""
