@@ -47,10 +47,11 @@ from .journal import Journal, JournalError
 from .metrics import Metrics
 from .probe import Prober, next_epoch
 from .sbm_scheduler import SbmScheduler
-from .serf import SerfClient, SerfError, rtt_ms
+from .serf import SerfClient, SerfError, join_targets, rtt_ms
 from .watcher import Watcher
 
 log = logging.getLogger("multiall.connector")
+COORDS_PER_REFRESH = 8  # Vivaldi coordinates fetched per 10 s, in rotation
 serf_log = logging.getLogger("multiall.serf")
 
 # How long an event waits for its journal row before it is published without
@@ -110,6 +111,7 @@ class Connector:
         self.started = time.monotonic()
         self.baseline = False  # no events until the first full view of every pool
         self._coords_at = 0.0
+        self._coords_next = 0
         # Keys: gossip encrypted, one probe key per pool, Serf RPC never open
         # (docs/security.md). The RPC token is the daemon's own secret: when the
         # config gives none, a random one per start (the daemon is its only client).
@@ -261,8 +263,11 @@ class Connector:
     async def _join(self) -> None:
         if not self.rpc or not self.peers:
             return
+        alive = {n for n, m in self.serf_members.items() if m.status == "alive"}
         with contextlib.suppress(SerfError):
-            await self.rpc.join([f"{a}:{self.cfg.serf['port']}" for a in self.peers.values()])
+            await self.rpc.join(
+                [f"{a}:{self.cfg.serf['port']}" for a in join_targets(self.peers, alive)]
+            )
 
     async def _poll_members(self) -> None:
         """Belt and braces: the stream may coalesce; poll members every ``poll_interval``.
@@ -294,7 +299,11 @@ class Connector:
         if time.monotonic() - self._coords_at > 10:
             # Vivaldi coordinates move slowly: refresh them every 10 s only.
             self._coords_at = time.monotonic()
-            for name in [*self.peers, self.node]:
+            # A few peers per refresh, in rotation: the cost stays flat as pools grow.
+            names = sorted(self.peers)
+            start = self._coords_next % max(1, len(names))
+            self._coords_next = start + COORDS_PER_REFRESH
+            for name in [*(names[start:] + names[:start])[:COORDS_PER_REFRESH], self.node]:
                 with contextlib.suppress(SerfError):
                     self.coords[name] = await self.rpc.coordinate(name)
         if fresh != self.serf_members:
