@@ -12,6 +12,7 @@ import pytest
 from connector import probe
 from connector.probe import Prober
 from connector.probe_ring import CHUNK, decode_ages, encode_ages, ring_neighbours
+from connector.serf import join_targets
 from plugins.module_utils.tns import FAILED, SerfMember, pool_topology
 
 INTERVAL, DEAD_AFTER = 0.2, 0.65
@@ -229,3 +230,12 @@ def test_node_in_two_large_pools_pings_each_shared_peer_once(monkeypatch):
     for _ in range(3):
         lab.round()
     assert lab.topology("n00", "a").quorum and lab.topology("n00", "b").quorum
+
+
+def test_serf_join_asks_a_few_missing_peers_not_every_peer():
+    peers = {f"n{i}": f"198.18.0.{i}" for i in range(1, 129)}
+    alive = {f"n{i}" for i in range(1, 120)}
+    targets = join_targets(peers, alive)
+    assert len(targets) == 4
+    assert set(targets) <= {peers[f"n{i}"] for i in range(120, 129)}
+    assert join_targets(peers, set(peers)) == []
