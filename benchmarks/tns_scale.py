@@ -43,7 +43,7 @@ from typing import Any
 from ansible_collections.takelan.multiall.plugins.module_utils._control import ControlError
 
 from lab import Lab
-from lab.connector import control, start_all, start_connector, wait_for
+from lab.connector import control, start_all
 from lab.failover import percentile
 
 WORKERS = 16
@@ -181,9 +181,15 @@ def events_since(lab: Lab, since: dict[str, int]) -> dict[str, list[dict[str, An
     return each(lab, list(since), fetch)
 
 
-def one_kill(lab: Lab, victim: str, serf_sample: int, limit: float) -> dict[str, Any]:
-    """Kill VICTIM; each survivor's member_failed time, and Serf's on a sample."""
-    survivors = [n for n in lab.nodes if n != victim]
+def one_kill(
+    lab: Lab, victim: str, down: list[str], serf_sample: int, limit: float
+) -> dict[str, Any]:
+    """Kill VICTIM; each survivor's member_failed time, and Serf's on a sample.
+
+    Earlier victims (DOWN) stay down: the pool keeps its majority, and each kill
+    starts from a settled pool without a revive cycle.
+    """
+    survivors = [n for n in lab.nodes if n != victim and n not in down]
     since = marks(lab, survivors)
     sample = survivors[:: max(1, len(survivors) // serf_sample)][:serf_sample]
     serf: dict[str, float] = {}
@@ -204,9 +210,8 @@ def one_kill(lab: Lab, victim: str, serf_sample: int, limit: float) -> dict[str,
     return {"victim": victim, "connector": seen, "serf": serf, "survivors": len(survivors)}
 
 
-def loss_soak(lab: Lab, node: str, pct: float, seconds: float) -> int:
-    """member_failed events anywhere while NODE's link drops PCT % of packets."""
-    nodes = list(lab.nodes)
+def loss_soak(lab: Lab, node: str, nodes: list[str], pct: float, seconds: float) -> int:
+    """member_failed events on NODES while NODE's link drops PCT % of packets."""
     since = marks(lab, nodes)
     lab.loss(node, pct)
     try:
@@ -250,10 +255,12 @@ def run_size(size: int, args: argparse.Namespace) -> dict[str, Any]:
             every: list[float] = []
             serf_all: list[float] = []
             missing = 0
+            down: list[str] = []
             names = sorted(lab.nodes)
             for k in range(args.kills):
                 victim = names[(k * 7 + 2) % size]
-                kill = one_kill(lab, victim, args.serf_sample, args.kill_limit)
+                kill = one_kill(lab, victim, down, args.serf_sample, args.kill_limit)
+                down.append(victim)
                 times = list(kill["connector"].values())
                 missing += kill["survivors"] - len(times)
                 conn_all += times
@@ -265,13 +272,6 @@ def run_size(size: int, args: argparse.Namespace) -> dict[str, Any]:
                     f" p50 {percentile(times, 50) if times else None},"
                     f" all by {max(times) if times else None}, serf {kill['serf']}",
                     flush=True,
-                )
-                lab.revive(victim)
-                start_connector(lab, victim)
-                wait_for(
-                    lambda: len(wait_all_converged(lab, time.monotonic(), 5)) == size,
-                    args.converge_limit,
-                    "reconvergence",
                 )
             figures.update(
                 {
@@ -285,7 +285,9 @@ def run_size(size: int, args: argparse.Namespace) -> dict[str, Any]:
                     "load_avg_kills": round(load(), 1),
                 }
             )
-            figures["false_member_failed"] = loss_soak(lab, names[1], args.loss, args.loss_seconds)
+            figures["false_member_failed"] = loss_soak(
+                lab, names[1], [n for n in names if n not in down], args.loss, args.loss_seconds
+            )
             figures["loss_pct"], figures["loss_seconds"] = args.loss, args.loss_seconds
             figures["load_avg_loss"] = round(load(), 1)
             print(f"[{size}] {figures}", flush=True)

@@ -112,6 +112,8 @@ class Connector:
         self.baseline = False  # no events until the first full view of every pool
         self._coords_at = 0.0
         self._coords_next = 0
+        self._maint_of: dict[str, SerfMember] | None = None
+        self._maint: dict[str, str] = {}
         # Keys: gossip encrypted, one probe key per pool, Serf RPC never open
         # (docs/security.md). The RPC token is the daemon's own secret: when the
         # config gives none, a random one per start (the daemon is its only client).
@@ -348,10 +350,17 @@ class Connector:
         self.dirty.set()
 
     def _maint_seen(self) -> dict[str, str]:
-        """The ``maint`` tag of every member as Serf shows it (carried in probe packets)."""
-        return {
-            n: m.tags.get("maint", maintenance_tag(False)) for n, m in self.serf_members.items()
-        }
+        """The ``maint`` tag of every member as Serf shows it (carried in probe packets).
+
+        Asked for every probe packet: built once per Serf member list (which is
+        replaced, never changed in place), not once per packet.
+        """
+        if self._maint_of is not self.serf_members:
+            self._maint_of = self.serf_members
+            self._maint = {
+                n: m.tags.get("maint", maintenance_tag(False)) for n, m in self.serf_members.items()
+            }
+        return self._maint
 
     # ------------------------------------------------------------- topology
     async def recompute(self) -> None:
