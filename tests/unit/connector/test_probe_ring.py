@@ -69,6 +69,11 @@ class Lab:
     def link_up(self, a: str, b: str) -> bool:
         return a not in self.dead and b not in self.dead and frozenset((a, b)) not in self.cut
 
+    def rounds(self, count: int) -> None:
+        """COUNT probe intervals."""
+        for _round in range(count):
+            self.round()
+
     def round(self) -> None:
         """One probe interval: every live node sends its round, everything is delivered."""
         for name, node in self.nodes.items():
@@ -141,8 +146,7 @@ def test_small_pool_stays_all_to_all(monkeypatch):
 
 def test_large_pool_probes_a_bounded_number_of_peers_in_one_datagram(monkeypatch):
     lab = Lab(monkeypatch, 40)
-    for _ in range(5):
-        lab.round()
+    lab.rounds(5)
     for name, node in lab.nodes.items():
         assert len(node.targets) <= 8
         topo = lab.topology(name)
@@ -154,8 +158,7 @@ def test_large_pool_probes_a_bounded_number_of_peers_in_one_datagram(monkeypatch
 
 def test_dead_member_is_failed_on_every_survivor_by_its_observers_majority(monkeypatch):
     lab = Lab(monkeypatch, 40)
-    for _ in range(5):
-        lab.round()
+    lab.rounds(5)
     lab.dead.add("n07")
     rounds = 0
     while rounds < 10 and any(
@@ -178,31 +181,26 @@ def test_one_broken_link_accuses_nobody(monkeypatch):
     lab = Lab(monkeypatch, 40)
     subject = lab.nodes["n03"].targets[0]
     lab.cut.add(frozenset(("n03", subject)))
-    for _ in range(20):
-        lab.round()
+    lab.rounds(20)
     for name in lab.names:
         assert all(m.state == "alive" for m in lab.topology(name).members.values())
 
 
 def test_minority_of_a_partition_loses_quorum_and_the_majority_fails_it(monkeypatch):
     lab = Lab(monkeypatch, 24)
-    for _ in range(5):
-        lab.round()
+    lab.rounds(5)
     minority, majority = lab.names[:10], lab.names[10:]
     lab.cut |= {frozenset((a, b)) for a in minority for b in majority}
-    for _ in range(4):  # dead_after has passed
-        lab.round()
+    lab.rounds(4)  # dead_after has passed
     assert not any(lab.topology(n).quorum for n in minority)
-    for _ in range(8):  # and the minority's last records (2 s) are gone
-        lab.round()
+    lab.rounds(8)  # and the minority's last records (2 s) are gone
     for name in majority:
         topo = lab.topology(name)
         assert topo.quorum
         assert sorted(m for m, v in topo.members.items() if v.state == FAILED) == minority
     assert not any(lab.topology(n).quorum for n in minority)
     lab.cut.clear()
-    for _ in range(3):
-        lab.round()
+    lab.rounds(3)
     for name in lab.names:
         topo = lab.topology(name)
         assert topo.quorum and not [m for m, v in topo.members.items() if v.state == FAILED]
@@ -210,8 +208,7 @@ def test_minority_of_a_partition_loses_quorum_and_the_majority_fails_it(monkeypa
 
 def test_a_record_speaks_only_for_the_observers_own_subjects(monkeypatch):
     lab = Lab(monkeypatch, 20)
-    for _ in range(3):
-        lab.round()
+    lab.rounds(3)
     ring = lab.nodes["n00"].bounded["big"]
     liar = "n05"
     outsider = next(m for m in lab.names if m not in ring.neighbours[liar] and m != liar)
@@ -227,8 +224,7 @@ def test_node_in_two_large_pools_pings_each_shared_peer_once(monkeypatch):
     lab.round()
     sent_to = [to for _d, to in node.transport.sent]  # type: ignore[union-attr]
     assert not sent_to  # delivered
-    for _ in range(3):
-        lab.round()
+    lab.rounds(3)
     assert lab.topology("n00", "a").quorum and lab.topology("n00", "b").quorum
 
 
