@@ -108,6 +108,8 @@ SPEC = Field(
                 "port": Field("int", minimum=1, maximum=65535),
                 "interval": Field("number", minimum=0.05, maximum=10),
                 "dead_after": Field("number", minimum=0.1, maximum=60),
+                "bounded_above": Field("int", minimum=2, maximum=1000000),
+                "rings": Field("int", minimum=1, maximum=16),
                 "keys": Field("map", values=Field("str", check=check_probe_key)),
                 "secret": Field("str", check=_no_shared_secret),
             },
@@ -199,7 +201,14 @@ class ConnectorConfig:
             "profile": "local",
             **self.serf,
         }
-        self.probe = {"port": 7947, "interval": 0.2, "dead_after": 0.65, **self.probe}
+        self.probe = {
+            "port": 7947,
+            "interval": 0.2,
+            "dead_after": 0.65,
+            "bounded_above": 12,
+            "rings": 4,
+            **self.probe,
+        }
         self.dns = {
             "key_file": DEFAULT_KEY_FILE,  # {pool}: one TSIG key per pool
             "hold_down": DEFAULT_HOLD_DOWN,

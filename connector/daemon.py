@@ -49,11 +49,12 @@ from .journal import Journal, JournalError
 from .metrics import Metrics
 from .probe import Prober, next_epoch
 from .sbm_scheduler import SbmScheduler
-from .serf import SerfClient, SerfError, rtt_ms
+from .serf import SerfClient, SerfError, join_targets, rtt_ms
 from .sl_agent import SlAgent
 from .watcher import Watcher
 
 log = logging.getLogger("multiall.connector")
+COORDS_PER_REFRESH = 8  # Vivaldi coordinates fetched per 10 s, in rotation
 serf_log = logging.getLogger("multiall.serf")
 
 # How long an event waits for its journal row before it is published without
@@ -113,6 +114,9 @@ class Connector:
         self.started = time.monotonic()
         self.baseline = False  # no events until the first full view of every pool
         self._coords_at = 0.0
+        self._coords_next = 0
+        self._maint_of: dict[str, SerfMember] | None = None
+        self._maint: dict[str, str] = {}
         # Keys: gossip encrypted, one probe key per pool, Serf RPC never open
         # (docs/security.md). The RPC token is the daemon's own secret: when the
         # config gives none, a random one per start (the daemon is its only client).
@@ -130,6 +134,8 @@ class Connector:
             self._maint_seen,
             lambda: self.sbm_tag,
             epoch=next_epoch(cfg.state_dir),
+            bounded_above=int(cfg.probe["bounded_above"]),
+            rings=int(cfg.probe["rings"]),
         )
         self.watcher = Watcher(self, cfg.watcher, self.journal)
         self.sbm_tag = "3"
@@ -291,8 +297,11 @@ class Connector:
     async def _join(self) -> None:
         if not self.rpc or not self.peers:
             return
+        alive = {n for n, m in self.serf_members.items() if m.status == "alive"}
         with contextlib.suppress(SerfError):
-            await self.rpc.join([f"{a}:{self.cfg.serf['port']}" for a in self.peers.values()])
+            await self.rpc.join(
+                [f"{a}:{self.cfg.serf['port']}" for a in join_targets(self.peers, alive)]
+            )
 
     async def _poll_members(self) -> None:
         """Belt and braces: the stream may coalesce; poll members every ``poll_interval``.
@@ -324,7 +333,11 @@ class Connector:
         if time.monotonic() - self._coords_at > 10:
             # Vivaldi coordinates move slowly: refresh them every 10 s only.
             self._coords_at = time.monotonic()
-            for name in [*self.peers, self.node]:
+            # A few peers per refresh, in rotation: the cost stays flat as pools grow.
+            names = sorted(self.peers)
+            start = self._coords_next % max(1, len(names))
+            self._coords_next = start + COORDS_PER_REFRESH
+            for name in [*(names[start:] + names[:start])[:COORDS_PER_REFRESH], self.node]:
                 with contextlib.suppress(SerfError):
                     self.coords[name] = await self.rpc.coordinate(name)
         if fresh != self.serf_members:
@@ -375,10 +388,17 @@ class Connector:
         self.dirty.set()
 
     def _maint_seen(self) -> dict[str, str]:
-        """The ``maint`` tag of every member as Serf shows it (carried in probe packets)."""
-        return {
-            n: m.tags.get("maint", maintenance_tag(False)) for n, m in self.serf_members.items()
-        }
+        """The ``maint`` tag of every member as Serf shows it (carried in probe packets).
+
+        Asked for every probe packet: built once per Serf member list (which is
+        replaced, never changed in place), not once per packet.
+        """
+        if self._maint_of is not self.serf_members:
+            self._maint_of = self.serf_members
+            self._maint = {
+                n: m.tags.get("maint", maintenance_tag(False)) for n, m in self.serf_members.items()
+            }
+        return self._maint
 
     # ------------------------------------------------------------- topology
     async def recompute(self) -> None:
@@ -413,6 +433,7 @@ class Connector:
                     observations,
                     rtts,
                     me=self.node,
+                    reach=self.prober.reach(pool),
                 )
                 events = topology_events(self.topology.get(pool), new) if emit else []
                 self.topology[pool] = new
@@ -497,6 +518,8 @@ class Connector:
             "probe_rtt_ms": self.prober.rtt_ms,
             "probe_rejected": self.prober.rejected,
             "probe_replayed": self.prober.replayed,
+            # Traffic since start, for the cost model (benchmarks/tns_scale.py).
+            "probe_traffic": self.prober.traffic(),
             # Seconds since each peer's last accepted probe packet (any shared pool).
             "probe_heard_s": {
                 peer: round(time.monotonic() - when, 3)
@@ -526,7 +549,9 @@ class Connector:
             waiting = [
                 peer
                 for peer, state in self._reachable_peers().items()
-                if self.prober.peer_maint_seen.get(peer, {}).get(self.node) != tag
+                # In a bounded pool only ring neighbours send to this node.
+                if self.prober.speaks_to(peer)
+                and self.prober.peer_maint_seen.get(peer, {}).get(self.node) != tag
             ]
             if not waiting:
                 break

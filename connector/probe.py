@@ -38,103 +38,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
-import json
 import logging
-import math
-import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .probe_packet import EPOCH_FILE, next_epoch, open_packet, seal
+from .probe_ring import BoundedPool
+
+__all__ = ["EPOCH_FILE", "MAX_SKEW", "Prober", "next_epoch", "open_packet", "seal"]
 log = logging.getLogger("multiall.probe")
 MAX_SKEW = 30.0
 # How long a refusal for clock skew is reported by ``skewed()``, and how often it is logged.
 SKEW_REPORT_FOR = 10.0
 LOG_EVERY = 60.0
-EPOCH_FILE = "probe.epoch"
-
-
-def _mac(key: bytes, pool: str, body: bytes) -> bytes:
-    # The pool name is inside the MAC: one key reused for two pools still
-    # cannot move a section from one pool to the other.
-    return hmac.new(key, pool.encode() + b"\0" + body, hashlib.sha256).hexdigest().encode()
-
-
-def seal(keys: Mapping[str, bytes], msg: dict[str, Any]) -> bytes:
-    """Encode MSG and sign it once per pool in ``msg["pools"]`` (body '.' mac,mac...)."""
-    body = json.dumps(msg, separators=(",", ":"), sort_keys=True).encode()
-    return body + b"." + b",".join(_mac(keys[p], p, body) for p in sorted(msg["pools"]))
-
-
-def open_packet(
-    keys: Mapping[str, bytes], packet: bytes
-) -> tuple[dict[str, Any], list[str]] | None:
-    """The decoded message and the pools whose MAC verified, or None.
-
-    None when the packet is not well formed or no pool MAC verifies with a key
-    this node holds. Sections of pools that did not verify must be ignored.
-    """
-    body, _dot, macs = packet.rpartition(b".")
-    if not body:
-        return None
-    try:
-        msg = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-    if not _well_formed(msg):
-        return None
-    pools = sorted(msg["pools"])
-    signatures = macs.split(b",")
-    if len(signatures) != len(pools):
-        return None
-    verified = [
-        pool
-        for pool, mac in zip(pools, signatures, strict=True)
-        if pool in keys and hmac.compare_digest(mac, _mac(keys[pool], pool, body))
-    ]
-    return (msg, verified) if verified else None
-
-
-def _well_formed(msg: Any) -> bool:
-    if not isinstance(msg, dict) or msg.get("t") not in ("ping", "pong"):
-        return False
-    if not isinstance(msg.get("from"), str) or not isinstance(msg.get("pools"), dict):
-        return False
-    if not all(
-        isinstance(msg.get(k), int) and not isinstance(msg.get(k), bool) for k in ("ep", "seq")
-    ):
-        return False
-    ts = msg.get("ts")
-    if not isinstance(ts, (int, float)) or isinstance(ts, bool) or not math.isfinite(ts):
-        return False  # NaN would pass every skew comparison
-    return all(
-        isinstance(section, dict)
-        and isinstance(section.get("view", {}), dict)
-        and isinstance(section.get("maint", {}), dict)
-        for section in msg["pools"].values()
-    )
-
-
-def next_epoch(state_dir: str) -> int:
-    """This start's epoch: greater than every earlier one of this node.
-
-    Milliseconds of the wall clock, but never less than the last epoch + 1
-    (kept in ``state_dir``), so a clock set back between two starts still
-    yields a newer epoch and peers accept the restarted node.
-    """
-    path = os.path.join(state_dir, EPOCH_FILE)
-    last = 0
-    with contextlib.suppress(OSError, ValueError), open(path, encoding="ascii") as handle:
-        last = int(handle.read().strip() or 0)
-    epoch = max(last + 1, int(time.time() * 1000))
-    os.makedirs(state_dir, exist_ok=True)
-    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as handle:
-        handle.write(f"{epoch}\n")
-    os.replace(path + ".tmp", path)
-    return epoch
 
 
 class Prober(asyncio.DatagramProtocol):
@@ -153,8 +70,14 @@ class Prober(asyncio.DatagramProtocol):
         maint_seen: Callable[[], dict[str, str]],
         own_sbm: Callable[[], str] = lambda: "",
         epoch: int | None = None,
+        bounded_above: int = 12,
+        rings: int = 4,
     ) -> None:
-        """``pools``: the members of every pool this node is in; ``keys``: their probe keys."""
+        """``pools``: the members of every pool this node is in; ``keys``: their probe keys.
+
+        A pool of more than ``bounded_above`` members is probed in the bounded
+        mode of connector/probe_ring.py (``rings`` rings); smaller pools all-to-all.
+        """
         self.node, self.peers, self.port = node, dict(peers), port
         self.keys = {p: k for p, k in keys.items() if p in pools}
         self.pools = {p: list(m) for p, m in pools.items()}
@@ -185,6 +108,21 @@ class Prober(asyncio.DatagramProtocol):
         self.started = time.monotonic()
         self._view: dict[str, dict[str, bool]] = {p: {} for p in self.pools}
         self._stale: list[tuple[str, str]] = []
+        self.bounded = {
+            p: BoundedPool(p, node, m, rings, self.heard[p], dead_after)
+            for p, m in self.pools.items()
+            if len(m) > bounded_above and node in m
+        }
+        # Peers pinged every round: all of an all-to-all pool, the ring neighbours of a
+        # bounded one; each once, however many pools it shares with this node.
+        fixed = {n for p, m in self.pools.items() if p not in self.bounded for n in m}
+        fixed |= {n for ring in self.bounded.values() for n in ring.subjects}
+        self.targets = [n for n in self.peers if n in fixed and n != node]
+        self._push_handle: asyncio.TimerHandle | None = None
+        # Packets and bytes sent and received, and the largest packet sent.
+        self.counts = {"sent": 0, "sent_bytes": 0, "received": 0, "received_bytes": 0}
+        self.largest = 0
+        self._last_push = 0.0
 
     @property
     def last_heard(self) -> dict[str, float]:
@@ -200,6 +138,8 @@ class Prober(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.counts["received"] += 1
+        self.counts["received_bytes"] += len(data)
         opened = open_packet(self.keys, data)
         msg, verified = opened if opened else ({}, [])
         sender = msg.get("from")
@@ -241,9 +181,15 @@ class Prober(asyncio.DatagramProtocol):
         self.skew.pop(sender, None)
         now = time.monotonic()
         changed = False
+        pushed = False
         for pool in fresh:
             self.accepted[(sender, pool)] = stamp
             changed |= self._accept_section(pool, sender, msg["pools"][pool], now)
+            ring = self.bounded.get(pool)
+            if ring is not None and ring.accept(sender, msg["pools"][pool], now):
+                changed = pushed = True
+        if pushed:
+            self._push_soon()  # an observer's alert changed: pass it on now (flood)
         was_reachable = all(self._view[p].get(sender, True) for p in fresh)
         if msg["t"] == "ping" and msg.get("rtt"):
             self._send("pong", sender, echo=msg["ts"])
@@ -290,28 +236,42 @@ class Prober(asyncio.DatagramProtocol):
         maint = self.maint_seen()
         sbm = self.own_sbm()
         self.seq += 1
+        now = time.monotonic()
+        sections: dict[str, Any] = {}
+        for pool in self.shared[peer]:
+            if pool not in self.keys:
+                continue
+            ring = self.bounded.get(pool)
+            if ring is None:
+                sections[pool] = {
+                    "view": self._view[pool],
+                    "maint": {m: maint[m] for m in self.pools[pool] if m in maint},
+                    "sbm": sbm,
+                }
+            else:  # bounded: no whole view; the receiver's own tag is the acknowledgement
+                sections[pool] = {
+                    **ring.section(now),
+                    "maint": {peer: maint[peer]} if peer in maint else {},
+                    "sbm": sbm,
+                }
         msg: dict[str, Any] = {
             "t": kind,
             "from": self.node,
             "ep": self.epoch,
             "seq": self.seq,
             "ts": time.time(),
-            "pools": {
-                pool: {
-                    "view": self._view[pool],
-                    "maint": {m: maint[m] for m in self.pools[pool] if m in maint},
-                    "sbm": sbm,
-                }
-                for pool in self.shared[peer]
-                if pool in self.keys
-            },
+            "pools": sections,
         }
         if echo is not None:
             msg["echo"] = echo
         if rtt:
             msg["rtt"] = 1
+        packet = seal(self.keys, msg)
+        self.counts["sent"] += 1
+        self.counts["sent_bytes"] += len(packet)
+        self.largest = max(self.largest, len(packet))
         with contextlib.suppress(OSError):
-            self.transport.sendto(seal(self.keys, msg), (self.peers[peer], self.port))
+            self.transport.sendto(packet, (self.peers[peer], self.port))
 
     async def run(self) -> None:
         """Ping every peer each interval and re-evaluate reachability.
@@ -323,10 +283,59 @@ class Prober(asyncio.DatagramProtocol):
         rounds = 0
         while True:
             rounds += 1
-            for peer in self.peers:
+            extra = {ring.extra_target() for ring in self.bounded.values()}
+            extra = {p for p in extra if p in self.peers and p not in self.targets}
+            for peer in [*self.targets, *sorted(extra)]:
                 self._send("ping", peer, rtt=rounds % 10 == 1)
-            await asyncio.sleep(self.interval)
+            if self.bounded:
+                # Bounded pools decide on ages, not on the arrival of a packet: look
+                # twice per interval so an expiry is not seen up to a round late.
+                await asyncio.sleep(self.interval / 2)
+                self._refresh()
+                await asyncio.sleep(self.interval / 2)
+            else:
+                await asyncio.sleep(self.interval)
             self._refresh()
+
+    def _push_soon(self) -> None:
+        """Send a round to the fixed targets now (at most every 20 ms): alerts travel at once."""
+        if self._push_handle is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (unit tests drive the prober by hand)
+            return
+        delay = max(0.0, self._last_push + 0.02 - time.monotonic())
+        self._push_handle = loop.call_later(delay, self._push)
+
+    def _push(self) -> None:
+        self._push_handle = None
+        self._last_push = time.monotonic()
+        for peer in self.targets:
+            self._send("ping", peer)
+
+    def traffic(self) -> dict[str, Any]:
+        """Packets and bytes since start, the largest packet, and how each pool is probed."""
+        return {
+            **self.counts,
+            "largest": self.largest,
+            "seconds": round(time.monotonic() - self.started, 3),
+            "targets": len(self.targets),
+            "bounded": sorted(self.bounded),
+        }
+
+    def speaks_to(self, peer: str) -> bool:
+        """Whether PEER and this node exchange packets every round (it can acknowledge)."""
+        return peer in self.targets
+
+    def reach(self, pool: str) -> dict[str, bool] | None:
+        """For a bounded pool, every member this node has fresh evidence of; else None.
+
+        The all-to-all view is both this node's vote and its reach; a bounded
+        pool's vote covers only its ring subjects, so quorum needs this too.
+        """
+        ring = self.bounded.get(pool)
+        return dict(ring.reach) if ring is not None else None
 
     # -- views
     def _refresh(self) -> None:
@@ -335,6 +344,14 @@ class Prober(asyncio.DatagramProtocol):
         grace = now - self.started < self.dead_after * 2  # no verdicts before peers had a chance
         changed = False
         for pool, members in self.pools.items():
+            ring = self.bounded.get(pool)
+            if ring is not None:
+                something, own = ring.refresh(now, grace)
+                self._view[pool] = ring.reach
+                changed |= something
+                if own:
+                    self._push_soon()  # this node lost (or found) a subject: say so now
+                continue
             view = {}
             for peer in members:
                 if peer == self.node:
@@ -352,6 +369,7 @@ class Prober(asyncio.DatagramProtocol):
         stale = sorted(
             (p, n)
             for p, views in self.views.items()
+            if p not in self.bounded
             for n, (t, _v) in views.items()
             if now - t > 2.0
         )
@@ -372,6 +390,11 @@ class Prober(asyncio.DatagramProtocol):
         now = time.monotonic()
         out: dict[str, dict[str, bool]] = {}
         for name in [pool] if pool is not None else list(self.pools):
+            ring = self.bounded.get(name)
+            if ring is not None:
+                for observer, view in ring.observations(now).items():
+                    out.setdefault(observer, {}).update(view)
+                continue
             for observer, (t, view) in self.views[name].items():
                 if now - t <= max_age:
                     out.setdefault(observer, {}).update(view)

@@ -9,12 +9,14 @@ control socket is ``/run/lab/connector.sock`` so the host reaches it at
 from __future__ import annotations
 
 import contextlib
+import functools
 import secrets
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,18 @@ from .db import prepare_databases
 NODE_SOCKET = "/run/lab/connector.sock"
 
 
+@functools.lru_cache(maxsize=4)
+def _model(path: str, mtime_ns: int) -> Any:
+    """The lab's pool model, loaded once per version of the file (128 nodes: not 256 loads)."""
+    return load(path)
+
+
+def lab_model(lab: Lab) -> Any:
+    """The lab's pool model (cached while the file is unchanged)."""
+    path = str(lab.inventory_path)
+    return _model(path, Path(path).stat().st_mtime_ns)
+
+
 def cluster_key(lab: Lab) -> str:
     """One Serf gossip key per lab, generated with ``serf keygen``."""
     path = lab.state_dir / "serf.key"
@@ -49,7 +63,7 @@ def pool_keys(lab: Lab) -> dict[str, str]:
     """One probe key per pool of the lab's model, generated once per lab (0600)."""
     path = lab.state_dir / "probe-keys.yml"
     keys: dict[str, str] = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
-    pools = load(str(lab.inventory_path)).pools
+    pools = lab_model(lab).pools
     if set(pools) - set(keys):
         keys.update({pool: secrets.token_hex(32) for pool in pools if pool not in keys})
         path.write_text(yaml.safe_dump(keys))
@@ -67,7 +81,7 @@ def install_connector(
     (etc / "pools.yml").write_text(lab.inventory_path.read_text())
     key = cluster_key(lab)
     # Each node holds the keys of its own pools only, and its own Serf RPC token.
-    pools = load(str(lab.inventory_path)).node_pools(node)
+    pools = lab_model(lab).node_pools(node)
     probe_keys = {pool: secret for pool, secret in pool_keys(lab).items() if pool in pools}
     config: dict[str, Any] = {
         "node": node,
@@ -100,21 +114,26 @@ def start_connector(lab: Lab, node: str) -> None:
 
 
 def start_all(lab: Lab, rules: list[dict[str, Any]] | None = None, **overrides: Any) -> None:
-    """Install and start the connector on every running node.
+    """Install and start the connector on every running node (several at once).
 
     A model with file trees or databases also gets the per-pool peer transport
     (keys, pinned host keys, forced command) that FS-SA and DB-SA push over.
     """
     prepare_databases(lab)  # peer keys and PostgreSQL servers, when the model has databases
-    model = load(str(lab.inventory_path))
+    model = lab_model(lab)
     settings = [model.effective(node).settings for node in lab.nodes]
     if any(s.get("files") for s in settings) and not any(s.get("databases") for s in settings):
         from .peer_keys import install_peer_keys
 
         install_peer_keys(lab)
-    for node in lab.nodes:
+    cluster_key(lab), pool_keys(lab)  # written once, before the workers read them
+
+    def one(node: str) -> None:
         install_connector(lab, node, rules, **overrides)
         start_connector(lab, node)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(one, lab.nodes))
 
 
 @contextlib.contextmanager

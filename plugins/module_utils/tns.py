@@ -163,6 +163,7 @@ def pool_topology(
     observations: dict[str, dict[str, bool]],
     rtt_ms: dict[str, float] | None = None,
     me: str | None = None,
+    reach: dict[str, bool] | None = None,
 ) -> PoolTopology:
     """Compute one pool's topology.
 
@@ -171,6 +172,9 @@ def pool_topology(
     members count, so a dead or removed node's stale reports never decide.
     ``me`` is the node computing the view: quorum then counts only members it
     reaches itself (``observations[me]``), see the module docstring.
+    ``reach`` replaces ``observations[me]`` for quorum when this node's vote
+    covers only some members (a bounded pool: it observes its ring neighbours
+    but has fresh evidence, relayed, of every member it has a path to).
     """
     rtt_ms = rtt_ms or {}
     base = {name: _serf_state(serf.get(name)) for name in declared}
@@ -203,7 +207,7 @@ def pool_topology(
             down_votes=votes,
             observers=observers,
         )
-    own = observations.get(me, {}) if me is not None else {}
+    own = reach if reach is not None else observations.get(me, {}) if me is not None else {}
     reachable = sum(
         1
         for name, m in members.items()
