@@ -65,10 +65,13 @@ def test_table_without_primary_key_is_refused(backend: Backend) -> None:
 def test_capture_records_every_write_in_order_with_monotonic_hlc(
     backend: Backend, pair: tuple[dict, dict]
 ) -> None:
-    a, _ = pair
-    backend.sql(a, "INSERT INTO items VALUES (1, 'bolt', 5); UPDATE items SET qty = 6 WHERE id = 1;"
-           "INSERT INTO tags VALUES (1, 'x', NULL); DELETE FROM items WHERE id = 1;"
-           "INSERT INTO private VALUES (1, 'not captured');")  # fmt: skip
+    a = pair[0]
+    backend.sql(
+        a,
+        "INSERT INTO items VALUES (1, 'bolt', 5); UPDATE items SET qty = 6 WHERE id = 1;"
+        "INSERT INTO tags VALUES (1, 'x', NULL); DELETE FROM items WHERE id = 1;"
+        "INSERT INTO private VALUES (1, 'not captured');",
+    )
     with open_db("app", a, "n1") as db:
         changes = db.changes_after(0, 100)
         assert db.max_seq() == 4
@@ -149,7 +152,7 @@ def test_sequential_update_from_a_peer_is_no_conflict(
 
 
 def test_equal_hlc_tie_breaks_on_origin_name(backend: Backend, pair: tuple[dict, dict]) -> None:
-    a, _ = pair
+    a = pair[0]
     wall = "1700000000000-000000"
     with open_db("app", a, "n1") as db:
         for origin in ("n3", "n2"):  # same wall and counter, different origins
@@ -174,7 +177,7 @@ def test_tombstone_beats_late_older_update(backend: Backend, pair: tuple[dict, d
 def test_undeclared_table_is_refused_and_nothing_applied(
     backend: Backend, pair: tuple[dict, dict]
 ) -> None:
-    _, b = pair
+    b = pair[1]
     good = Change(1, "items", {"id": 1}, "I", {"id": 1, "name": "x", "qty": 1}, "n1",
                   "1700000000000-000000-n1")  # fmt: skip
     bad = Change(2, "private", {"id": 1}, "I", {"id": 1, "secret": "y"}, "n1",
@@ -241,7 +244,7 @@ def test_three_nodes_converge_and_checksums_match(backend: Backend) -> None:
 
 
 def test_prune_keeps_seq_monotonic(backend: Backend, pair: tuple[dict, dict]) -> None:
-    a, _ = pair
+    a = pair[0]
     backend.sql(a, "INSERT INTO items VALUES (1, 'a', 1); INSERT INTO items VALUES (2, 'b', 2);")
     with open_db("app", a, "n1") as db:
         assert db.prune(2) == 2
@@ -252,7 +255,7 @@ def test_prune_keeps_seq_monotonic(backend: Backend, pair: tuple[dict, dict]) ->
 
 
 def test_remove_capture_keeps_queued_changes(backend: Backend, pair: tuple[dict, dict]) -> None:
-    a, _ = pair
+    a = pair[0]
     backend.sql(a, "INSERT INTO items VALUES (1, 'a', 1)")
     with open_db("app", a, "n1") as db:
         db.remove_capture(TABLES)

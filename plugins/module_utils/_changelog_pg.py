@@ -267,7 +267,8 @@ class PgEngine(EngineBase):
                 plan.append(f"DROP TRIGGER {TRIGGER} ON {q(table)}")
         for table in tables:
             schema = self.table_schema(table)
-            assert schema is not None  # checked by DbHandle._tables
+            if schema is None:  # checked by DbHandle._tables; dropped since?
+                raise ChangelogError(f"table {table!r} does not exist (dropped meanwhile?)")
             if existing.get(table) == schema["pk"]:
                 continue
             if table in existing:

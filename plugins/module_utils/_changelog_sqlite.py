@@ -206,7 +206,8 @@ class SqliteEngine(EngineBase):
         wanted: dict[str, str] = {}
         for table in tables:
             schema = self.table_schema(table)
-            assert schema is not None  # checked by DbHandle._tables
+            if schema is None:  # checked by DbHandle._tables; dropped since?
+                raise ChangelogError(f"table {table!r} does not exist (dropped meanwhile?)")
             cols = [check_ident(c["name"], "column") for c in schema["columns"]]
             blobs = [c["name"] for c in schema["columns"] if "BLOB" in c["type"]]
             if blobs:

@@ -11,18 +11,25 @@ import os
 import threading
 from pathlib import Path
 
+import changelog_cases
 import psycopg
 import pytest
 from ansible_collections.takelan.multiall.plugins.module_utils.changelog import (
     ChangelogError,
     open_db,
 )
-from changelog_cases import *  # noqa: F403 - the shared behaviour tests run here on PostgreSQL
 from changelog_cases import SCHEMA, TABLES
 
 from lab.postgres import PgDatabase
 
 _COUNTER = itertools.count(1)
+
+
+# The shared behaviour tests (tests/changelog_cases.py) run here on PostgreSQL.
+# (their fixtures and tests put into this module's namespace, where pytest collects them)
+globals().update(
+    {name: obj for name, obj in vars(changelog_cases).items() if name.startswith(("test_", "pair"))}
+)
 
 
 class PgBackend:

@@ -5,13 +5,19 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import changelog_cases
 import pytest
 from ansible_collections.takelan.multiall.plugins.module_utils.changelog import (
     ChangelogError,
     open_db,
 )
-from changelog_cases import *  # noqa: F403 - the shared behaviour tests run here on SQLite
 from changelog_cases import SCHEMA, TABLES
+
+# The shared behaviour tests (tests/changelog_cases.py) run here on SQLite.
+# (their fixtures and tests put into this module's namespace, where pytest collects them)
+globals().update(
+    {name: obj for name, obj in vars(changelog_cases).items() if name.startswith(("test_", "pair"))}
+)
 
 
 class SqliteBackend:
