@@ -28,8 +28,11 @@ log = logging.getLogger("multiall.dns")
 class PushInstaller:
     """Watches the pushed zone files of the pools this node serves."""
 
-    def __init__(self, settings: dict[str, dict[str, Any]]) -> None:
+    def __init__(
+        self, settings: dict[str, dict[str, Any]], reload_argv: list[str] | None = None
+    ) -> None:
         self.settings = settings
+        self.reload_argv = reload_argv  # None: rndc reload ZONE
         # Last (mtime_ns, size) handled per pool; None = not looked at yet, so
         # a restart re-checks the file once (install_pushed skips equal text).
         self.seen: dict[str, tuple[int, int] | None] = {p: None for p in settings}
@@ -48,7 +51,7 @@ class PushInstaller:
                 continue
             self.seen[pool] = stamp
             try:
-                installed = await asyncio.to_thread(install_pushed, settings)
+                installed = await asyncio.to_thread(install_pushed, settings, self.reload_argv)
             except DnsError as exc:
                 self.state[pool]["error"] = str(exc)
                 log.warning("dns push: %s", exc, extra={"fields": {"pool": pool}})
