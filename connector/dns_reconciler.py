@@ -55,6 +55,8 @@ from ansible_collections.takelan.multiall.plugins.module_utils._dns_zone import 
 )
 from ansible_collections.takelan.multiall.plugins.module_utils.tns import PoolTopology
 
+from .dns_push_installer import PushInstaller
+
 log = logging.getLogger("multiall.dns")
 
 
@@ -87,6 +89,14 @@ class DnsReconciler:
         # majority without a break, in this node's view; None while it has not.
         self.settled_since: dict[str, float | None] = {p: None for p in self.settings}
         self.kick = asyncio.Event()
+        # push mode: this node installs the zones FS-SA brings when it is their server.
+        self.pushed = PushInstaller(
+            {
+                p: s
+                for p, s in self.settings.items()
+                if s["mode"] == "push" and s.get("server") == self.addresses[p].get(node)
+            }
+        )
         self.state: dict[str, dict[str, Any]] = {
             p: {
                 "applied": None,
@@ -157,8 +167,8 @@ class DnsReconciler:
             return False, "no fresh contact with a majority of the pool (partitioned?)"
         if mode == "rebuild":
             return False, "mode rebuild: applied by the dns_reaction playbook on the DNS server"
-        if mode != "update":
-            return False, f"mode {mode}: not supported yet (needs FS-SA)"
+        if mode not in ("update", "push"):
+            return False, f"mode {mode}: not supported"
         if not self.settings[pool].get("server"):
             return False, "no dns.server in the pool model"
         return True, "leader with quorum"
@@ -199,6 +209,7 @@ class DnsReconciler:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.kick.wait(), wait)
             self.kick.clear()
+            await self.pushed.poll()
             for pool in self.settings:
                 try:
                     await self._step(pool)
@@ -230,7 +241,7 @@ class DnsReconciler:
             return
         try:
             key = self.keys.get(pool)
-            if key is None:
+            if key is None and self.settings[pool]["mode"] == "update":
                 path = pool_key_file(self.key_file, pool)
                 key = self.keys[pool] = await asyncio.to_thread(load_key_file, path)
             settings = self.settings[pool]

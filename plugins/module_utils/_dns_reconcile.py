@@ -15,6 +15,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from ansible_collections.takelan.multiall.plugins.module_utils._dns_push import (
+    push_file,
+    read_text,
+    without_serial,
+    write_atomic,
+    zone_serial,
+)
 from ansible_collections.takelan.multiall.plugins.module_utils._dns_rebuild import (
     DEFAULT_TEMPLATE,
     install_zone,
@@ -95,11 +102,26 @@ def reconcile(
                 raise DnsError("a TSIG key is needed for dynamic updates (key_file or key_secret)")
             seconds = apply_update(server, zone, key, result["changes"], port, timeout)
             result["update_ms"] = round(seconds * 1000, 2)
-    else:
-        raise DnsError(
-            f"zone {zone}: mode {mode!r} needs FS-SA to carry zone files to the "
-            "secondaries, which is not built yet; use mode update or rebuild"
+    elif mode == "push":
+        # The leader's file, not the server, is what push mode writes: FS-SA
+        # may still be carrying the last one, and re-writing it then would only
+        # bump the serial. Changed = the records in the pushed file differ.
+        path = push_file(settings)
+        before = read_text(path)
+        current = zone_serial(before)
+        context = zone_context(
+            settings, current or 0, server, result["wanted"], addresses, result["members"]
         )
+        same = render_zone(template or DEFAULT_TEMPLATE, context, template_source)
+        result["changed"] = without_serial(same) != without_serial(before)
+        serial = next_serial(current) if result["changed"] else current
+        context["serial"] = serial
+        text = render_zone(template or DEFAULT_TEMPLATE, context, template_source)
+        result.update(serial=serial, zone_file=path, before=before or "", after=text)
+        if result["changed"] and not check:
+            write_atomic(text, path)
+    else:
+        raise DnsError(f"zone {zone}: unknown mode {mode!r}; use update, rebuild or push")
     result["wanted"] = rrset_lines(result["wanted"])
     result["served"] = rrset_lines(result["served"])
     return result

@@ -34,6 +34,8 @@ def settings_from_spec(spec: dict[str, Any]) -> dict[str, Any]:
         "node_records": bool(spec.get("node_records", True)),
         "key_name": spec.get("key_name"),
         "records": [dict(r) for r in spec.get("records") or []],
+        "push_dir": spec.get("push_dir"),
+        "zone_file": spec.get("zone_file"),
     }
 
 

@@ -422,6 +422,10 @@ DNS = Field(
         "node_records": _bool(),
         "key_name": _str(check=check_dns_key_name),
         "records": Field("list", item=DNS_RECORD),
+        # push mode: the live FS-SA tree the leader writes the zone into, and
+        # the file named loads on the DNS server (see _dns_push.py).
+        "push_dir": _str(check=check_abs_path),
+        "zone_file": _str(check=check_abs_path),
     },
     check=check_dns,
 )

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._dns_push import check_push_trees
 from ._located_yaml import LocatedDict, LocatedList, Mark, SourceError, load_located_file
 from ._pools_files import check_trees
 from ._pools_software import check_software
@@ -380,6 +381,7 @@ class PoolModel:
             self._check_exceptions(v)
             self._check_dns_pools()
             check_trees(self, v)
+            check_push_trees(self, v)
             check_software(self, v)
 
     def _check_include_conflicts(self, v: Validator) -> None:

@@ -23,6 +23,10 @@ description:
     monotonically, the file is checked with C(named-checkzone), atomically replaced and
     reloaded with C(rndc reload). A zone that fails the check is never installed. Run it on the
     DNS server (C(delegate_to)).
+  - In C(push) mode the zone is rendered the same way and written atomically to
+    C(<dns.push_dir>/<zone>.zone), a live FS-SA tree of the pool that carries it to the DNS
+    server, whose connector checks, installs and reloads it. Changed means the records in that
+    file differ; check mode with diff shows the pushed file against the new one.
   - The members come from O(members) when given, else from the local TakeConnector (the same
     choice the connector applies in-process, hold-down included). Without quorum the module
     refuses to change anything, so a minority partition never rewrites DNS for the majority.
@@ -39,10 +43,12 @@ attributes:
   diff_mode:
     support: full
     details:
-      - Before and after are the owned records as zone-file lines.
+      - Before and after are the owned records as zone-file lines; in O(mode=push) the pushed
+        zone file and the newly rendered one.
 requirements:
   - dnspython (python3-dnspython)
   - Jinja2, named-checkzone and rndc for O(mode=rebuild)
+  - Jinja2 for O(mode=push)
 options:
   pool:
     description: The pool whose zone to reconcile; its C(dns) section gives zone, server, TTL, mode.
@@ -58,7 +64,7 @@ options:
   mode:
     description: Overrides the pool's C(dns.mode).
     type: str
-    choices: [update, rebuild]
+    choices: [update, rebuild, push]
   server:
     description: The DNS server's address; overrides the pool's C(dns.server).
     type: str
@@ -87,7 +93,7 @@ options:
     description: For O(mode=rebuild) - the zone file named loads.
     type: path
   template:
-    description: For O(mode=rebuild) - a Jinja2 zone template; default is the built-in one.
+    description: For O(mode=rebuild) and O(mode=push) - a Jinja2 zone template; default is the built-in one.
     type: path
   reload:
     description: For O(mode=rebuild) - run C(rndc reload ZONE) after installing.
@@ -113,6 +119,12 @@ EXAMPLES = r"""
   takelan.multiall.dns_zone:
     pool: web
     members: [n1, n2]
+  check_mode: true
+  diff: true
+
+- name: Push mode - show the zone the leader would push (pool dns.mode push)
+  takelan.multiall.dns_zone:
+    pool: web
   check_mode: true
   diff: true
 
@@ -202,12 +214,12 @@ update_ms:
   sample: 1.42
 serial:
   description: SOA serial of the rendered zone.
-  returned: O(mode=rebuild)
+  returned: O(mode=rebuild) or O(mode=push)
   type: int
   sample: 1764118800
 zone_file:
-  description: Where the rebuilt zone was installed.
-  returned: O(mode=rebuild), changed and not check mode
+  description: Where the rebuilt zone was installed (rebuild), or the pushed zone file (push).
+  returned: O(mode=rebuild) when changed and not check mode; always for O(mode=push)
   type: str
   sample: /var/lib/bind/multiall/web.pool.example.test.zone
 """
@@ -271,7 +283,7 @@ def argument_spec() -> ArgumentSpec:
                 {
                     "pool": {"type": "str", "required": True},
                     "members": {"type": "list", "elements": "str"},
-                    "mode": {"type": "str", "choices": ["update", "rebuild"]},
+                    "mode": {"type": "str", "choices": ["update", "rebuild", "push"]},
                     "server": {"type": "str"},
                     "port": {"type": "int", "default": 53},
                     "key_file": {"type": "path", "default": DEFAULT_KEY_FILE},
@@ -357,7 +369,11 @@ def main() -> None:
         diff={
             "before": outcome["before"],
             "after": outcome["after"],
-            "before_header": f"{outcome['zone']} (served by {server})",
+            "before_header": (
+                f"{outcome['zone_file']} (pushed)"
+                if settings["mode"] == "push"
+                else f"{outcome['zone']} (served by {server})"
+            ),
             "after_header": f"{outcome['zone']} (wanted)",
         },
     )

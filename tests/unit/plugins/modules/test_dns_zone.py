@@ -288,7 +288,7 @@ def test_a_wrong_tsig_secret_fails_clearly_and_changes_nothing(run_module, zone,
             {"key_name": None, "key_secret": None, "key_file": "/nonexistent/dns.key"},
             "/nonexistent/dns.key: cannot read the TSIG key",
         ),
-        ({"mode": "axfr"}, "value of mode must be one of: update, rebuild, got: axfr"),
+        ({"mode": "axfr"}, "value of mode must be one of: update, rebuild, push, got: axfr"),
     ],
 )
 def test_bad_input_is_refused_with_a_clear_message(run_module, zone, args, change, needle):
@@ -356,3 +356,21 @@ def test_key_file_is_the_pools_own(run_module, zone, args, tmp_path):
     with pytest.raises(ModuleFail) as failed:
         run_module(dns_zone, dict(pooled, members=["n1"]))
     assert f"{keys}/web.key: cannot read the TSIG key" in failed.value.result["msg"]
+
+
+def test_push_mode_check_mode_diffs_against_the_pushed_file(run_module, zone, args, tmp_path):
+    push_dir = tmp_path / "dns-push"
+    model = MODEL.replace("ttl: 5}", f"ttl: 5, mode: push, push_dir: {push_dir}}}")
+    (tmp_path / "pools.yml").write_text(model + f"    files: {{{push_dir}: {{}}}}\n")
+    result = run_module(dns_zone, dict(args, members=["n1", "n2"]), check_mode=True)
+    assert result["changed"] is True and not push_dir.exists()  # check mode writes nothing
+    assert result["diff"]["before"] == "" and "@ 5 IN A 198.18.0.12" in result["diff"]["after"]
+    assert result["diff"]["before_header"].endswith(f"{ZONE}.zone (pushed)")
+    done = run_module(dns_zone, dict(args, members=["n1", "n2"]))
+    pushed = push_dir / f"{ZONE}.zone"
+    assert done["changed"] and pushed.read_text() == result["diff"]["after"].replace(
+        str(result["serial"]), str(done["serial"])
+    )
+    again = run_module(dns_zone, dict(args, members=["n1", "n2"]), check_mode=True)
+    assert again["changed"] is False and again["diff"]["before"] == pushed.read_text()
+    assert zone.updates == 0  # push mode never sends a dynamic update
