@@ -42,7 +42,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("multiall.sl")
 
 QUERY = "multiall-sl"
-CHUNK = 900  # bytes of compressed facts per answer; the header takes the rest of Serf's 1 KB
+# Serf refuses (and the RPC only logs) an answer whose encoded gossip message
+# (payload + LTime, ID, From, Flags and their keys: ~50 bytes + the node name)
+# exceeds query_response_size_limit (1024). The header line is ~45 bytes; 850 leaves
+# room for node names up to ~60 characters instead of silently losing a chunk.
+SERF_LIMIT = 1024
+CHUNK = 850
 WATCHED = (DPKG_STATUS, "/etc/ld.so.cache")
 
 
@@ -51,7 +56,9 @@ def pack(facts: dict[str, Any]) -> list[bytes]:
     body = zlib.compress(json.dumps(facts, separators=(",", ":")).encode(), 9)
     chunks = [body[i : i + CHUNK] for i in range(0, len(body), CHUNK)] or [b""]
     return [
-        json.dumps({"d": facts["digest"], "n": len(chunks), "i": i}).encode() + b"\n" + chunk
+        json.dumps({"d": facts["digest"], "n": len(chunks), "i": i}, separators=(",", ":")).encode()
+        + b"\n"
+        + chunk
         for i, chunk in enumerate(chunks)
     ]
 
@@ -64,7 +71,9 @@ def split(node: str, answer: bytes) -> tuple[dict[str, Any], bytes]:
     except ValueError:
         header = None
     if not isinstance(header, dict) or not {"d", "n", "i"} <= set(header):
-        raise ValueError(f"{node} sent a malformed SL facts answer")
+        raise ValueError(
+            f"{node} sent a malformed SL facts answer ({len(answer)} bytes: {answer[:40]!r})"
+        )
     return header, chunk
 
 
@@ -175,10 +184,19 @@ class SlAgent:
         if rpc is None:
             raise SerfError("the Serf agent is not connected yet")
         payload = json.dumps({"part": part}).encode()
-        for _attempt in range(2):  # one lost UDP packet is no verdict
+        bad: ValueError | None = None
+        for _attempt in range(2):  # one lost UDP packet or one garbled answer is no verdict
             answers = await rpc.query(QUERY, payload, nodes=[node], timeout=self.timeout, expect=1)
-            if answers:
-                return split(node, answers[0]["payload"])
+            for answer in answers:
+                if answer["from"] not in ("", node):
+                    continue  # only NODE's own answer is its facts
+                try:
+                    return split(node, answer["payload"])
+                except ValueError as exc:
+                    bad = exc
+                    log.warning("sl facts: %s (asking again)", exc)
+        if bad is not None:
+            raise bad
         raise SerfError(f"{node} did not answer the SL facts query (down or partitioned?)")
 
     async def fetch(self, node: str) -> dict[str, Any]:

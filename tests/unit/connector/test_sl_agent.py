@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from types import SimpleNamespace
 
+import msgpack
 import pytest
 
 from connector import sl_agent
@@ -34,3 +37,53 @@ def test_corrupt_or_foreign_answers_are_rejected_with_the_node_named():
     _header, chunk = sl_agent.split("n2", sl_agent.pack(facts(3))[0])
     with pytest.raises(ValueError, match="n2 sent SL facts that do not decompress"):
         sl_agent.unpack("n2", [chunk[:-5]])
+
+
+def serf_message_size(node: str, answer: bytes) -> int:
+    """Size Serf checks against query_response_size_limit: type byte + messageQueryResponse."""
+    body = {"LTime": 2**40, "ID": 2**31, "From": node, "Flags": 0, "Payload": answer}
+    return 1 + len(msgpack.packb(body, use_bin_type=False))
+
+
+def test_every_chunk_fits_serf_response_limit_with_long_node_names():
+    # An oversized answer is refused by Serf (the responder only gets an RPC error), so the
+    # asker saw two timeouts for that chunk: the limit must hold for real node names too.
+    node = "web-frontend-eu-west-1-node-017.example.org"
+    answers = sl_agent.pack(facts(800) | {"digest": "f" * 16})
+    assert len(answers) > 10  # two-digit part numbers: the longest headers
+    assert max(serf_message_size(node, a) for a in answers) <= sl_agent.SERF_LIMIT
+
+
+class FakeRpc:
+    """Serf RPC stand-in: hands out queued answer lists, one per query."""
+
+    def __init__(self, rounds: list[list[dict]]) -> None:
+        self.rounds = rounds
+        self.asked = 0
+
+    async def query(self, name, payload, nodes, timeout, expect):
+        self.asked += 1
+        return self.rounds.pop(0) if self.rounds else []
+
+
+def agent_with(rpc: FakeRpc) -> sl_agent.SlAgent:
+    connector = SimpleNamespace(node="n1", rpc=rpc)
+    return sl_agent.SlAgent(connector, {})  # type: ignore[arg-type]
+
+
+def test_a_garbled_or_foreign_answer_is_asked_again_not_reported_as_drift():
+    good = sl_agent.pack(facts(3))[0]
+    rpc = FakeRpc(
+        [
+            [{"from": "n9", "payload": good}, {"from": "n2", "payload": b"\x00garbled"}],
+            [{"from": "n2", "payload": good}],
+        ]
+    )
+    header, _chunk = asyncio.run(agent_with(rpc)._ask("n2", 0))
+    assert header["d"] == "abcdef0123456789" and rpc.asked == 2
+
+
+def test_an_answer_garbled_twice_is_an_error_that_shows_what_came():
+    rpc = FakeRpc([[{"from": "n2", "payload": b"junk"}], [{"from": "n2", "payload": b"junk"}]])
+    with pytest.raises(ValueError, match=r"n2 sent a malformed SL facts answer \(4 bytes: b'junk'"):
+        asyncio.run(agent_with(rpc)._ask("n2", 0))
