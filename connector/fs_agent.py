@@ -324,9 +324,13 @@ class FsAgent:
             )
 
     async def run(self) -> None:
-        """Index, watch and push until cancelled."""
+        """Index, watch and push until cancelled.
+
+        With no live tree on this node it just waits: the daemon treats a core
+        task that ends as a crash and stops the connector.
+        """
         if not self.trees:
-            return
+            await asyncio.Event().wait()
         os.makedirs(self.cfg["control_dir"], mode=0o700, exist_ok=True)
         await self._do(self._open)
         self.ready.set()
