@@ -55,35 +55,54 @@ def test_every_chunk_fits_serf_response_limit_with_long_node_names():
 
 
 class FakeRpc:
-    """Serf RPC stand-in: hands out queued answer lists, one per query."""
+    """Serf RPC stand-in: each target node answers the part asked from its packed facts."""
 
-    def __init__(self, rounds: list[list[dict]]) -> None:
-        self.rounds = rounds
-        self.asked = 0
+    def __init__(self, facts_of: dict[str, dict], garble: dict[str, int] | None = None) -> None:
+        self.answers = {node: sl_agent.pack(f) for node, f in facts_of.items()}
+        self.garble = dict(garble or {})  # node -> how many of its answers arrive garbled
+        self.queries: list[tuple[int, list[str]]] = []
 
     async def query(self, name, payload, nodes, timeout, expect):
-        self.asked += 1
-        return self.rounds.pop(0) if self.rounds else []
+        part = json.loads(payload)["part"]
+        self.queries.append((part, list(nodes)))
+        out = [{"from": "intruder", "payload": b"not asked"}]
+        for node in nodes:
+            answers = self.answers[node]
+            data = answers[min(part, len(answers) - 1)]
+            if self.garble.get(node):
+                self.garble[node] -= 1
+                data = b"\x00" + data[:30]
+            out.append({"from": node, "payload": data})
+        return out
 
 
 def agent_with(rpc: FakeRpc) -> sl_agent.SlAgent:
-    connector = SimpleNamespace(node="n1", rpc=rpc)
+    connector = SimpleNamespace(node="n1", rpc=rpc, serf_members={})
     return sl_agent.SlAgent(connector, {})  # type: ignore[arg-type]
 
 
-def test_a_garbled_or_foreign_answer_is_asked_again_not_reported_as_drift():
-    good = sl_agent.pack(facts(3))[0]
-    rpc = FakeRpc(
-        [
-            [{"from": "n9", "payload": good}, {"from": "n2", "payload": b"\x00garbled"}],
-            [{"from": "n2", "payload": good}],
-        ]
-    )
-    header, _chunk = asyncio.run(agent_with(rpc)._ask("n2", 0))
-    assert header["d"] == "abcdef0123456789" and rpc.asked == 2
+def test_a_pool_is_read_with_one_query_per_part_not_one_per_node_and_part():
+    # 247 per-node queries (19 peers x 13 parts) overflowed Serf's gossip under load.
+    peers = {f"n{i}": facts(300 + 50 * i) | {"node": f"n{i}"} for i in range(2, 8)}
+    rpc = FakeRpc(peers)
+    got = asyncio.run(agent_with(rpc).fetch_many(sorted(peers)))
+    assert got == json.loads(json.dumps(peers))
+    most = max(len(sl_agent.pack(f)) for f in peers.values())
+    assert len(rpc.queries) == most
+    assert rpc.queries[0] == (0, sorted(peers))  # part 0 of everybody in one query
+
+
+def test_a_garbled_answer_is_asked_again_not_reported_as_drift():
+    peers = {"n2": facts(50), "n3": facts(60)}
+    rpc = FakeRpc(peers, garble={"n2": 1})
+    got = asyncio.run(agent_with(rpc).fetch_many(["n2", "n3"]))
+    assert got == json.loads(json.dumps(peers))
+    assert rpc.queries[:2] == [(0, ["n2", "n3"]), (0, ["n2"])]  # only n2 asked again
 
 
 def test_an_answer_garbled_twice_is_an_error_that_shows_what_came():
-    rpc = FakeRpc([[{"from": "n2", "payload": b"junk"}], [{"from": "n2", "payload": b"junk"}]])
-    with pytest.raises(ValueError, match=r"n2 sent a malformed SL facts answer \(4 bytes: b'junk'"):
-        asyncio.run(agent_with(rpc)._ask("n2", 0))
+    rpc = FakeRpc({"n2": facts(50), "n3": facts(60)}, garble={"n2": 2})
+    got = asyncio.run(agent_with(rpc).fetch_many(["n2", "n3"]))
+    assert isinstance(got["n3"], dict)
+    assert isinstance(got["n2"], ValueError)
+    assert "n2 sent a malformed SL facts answer (31 bytes: b'\\x00{" in str(got["n2"])
