@@ -42,7 +42,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("multiall.sl")
 
 QUERY = "multiall-sl"
-CHUNK = 900  # bytes of compressed facts per answer; the header takes the rest of Serf's 1 KB
+# Serf refuses (and the RPC only logs) an answer whose encoded gossip message
+# (payload + LTime, ID, From, Flags and their keys: ~50 bytes + the node name)
+# exceeds query_response_size_limit (1024). The header line is ~45 bytes; 850 leaves
+# room for node names up to ~60 characters instead of silently losing a chunk.
+SERF_LIMIT = 1024
+CHUNK = 850
 WATCHED = (DPKG_STATUS, "/etc/ld.so.cache")
 
 
@@ -51,7 +56,9 @@ def pack(facts: dict[str, Any]) -> list[bytes]:
     body = zlib.compress(json.dumps(facts, separators=(",", ":")).encode(), 9)
     chunks = [body[i : i + CHUNK] for i in range(0, len(body), CHUNK)] or [b""]
     return [
-        json.dumps({"d": facts["digest"], "n": len(chunks), "i": i}).encode() + b"\n" + chunk
+        json.dumps({"d": facts["digest"], "n": len(chunks), "i": i}, separators=(",", ":")).encode()
+        + b"\n"
+        + chunk
         for i, chunk in enumerate(chunks)
     ]
 
@@ -64,7 +71,9 @@ def split(node: str, answer: bytes) -> tuple[dict[str, Any], bytes]:
     except ValueError:
         header = None
     if not isinstance(header, dict) or not {"d", "n", "i"} <= set(header):
-        raise ValueError(f"{node} sent a malformed SL facts answer")
+        raise ValueError(
+            f"{node} sent a malformed SL facts answer ({len(answer)} bytes: {answer[:40]!r})"
+        )
     return header, chunk
 
 
@@ -170,40 +179,112 @@ class SlAgent:
         with contextlib.suppress(SerfError):
             await rpc.respond(event["ID"], data)
 
-    async def _ask(self, node: str, part: int) -> tuple[dict[str, Any], bytes]:
+    async def _ask_many(self, nodes: list[str], part: int) -> dict[str, Any]:
+        """Part PART of every node in NODES with ONE Serf query: node -> (header, chunk) or error.
+
+        One query per part, filtered to the nodes that still need it, instead of
+        one per node and part: Serf gossips every query to every member, so 19
+        peers x 13 parts were 247 broadcasts that overflowed the gossip queues
+        under load (answers lost, 2 s timeouts: the slow cold report).
+        """
         rpc = self.connector.rpc
         if rpc is None:
             raise SerfError("the Serf agent is not connected yet")
         payload = json.dumps({"part": part}).encode()
-        for _attempt in range(2):  # one lost UDP packet is no verdict
-            answers = await rpc.query(QUERY, payload, nodes=[node], timeout=self.timeout, expect=1)
-            if answers:
-                return split(node, answers[0]["payload"])
-        raise SerfError(f"{node} did not answer the SL facts query (down or partitioned?)")
+        got: dict[str, Any] = {}
+        for _attempt in range(2):  # one lost UDP packet or one garbled answer is no verdict
+            missing = [n for n in nodes if not isinstance(got.get(n), tuple)]
+            if not missing:
+                break
+            answers = await rpc.query(
+                QUERY, payload, nodes=missing, timeout=self.timeout, expect=len(missing)
+            )
+            for answer in answers:
+                node = answer["from"]
+                if node not in missing:
+                    continue  # only a node's own answer is its facts
+                try:
+                    header, chunk = split(node, answer["payload"])
+                except ValueError as exc:
+                    got[node] = exc
+                    log.warning("sl facts: %s (asking again)", exc)
+                    continue
+                if int(header["i"]) != part:
+                    got[node] = SerfError(f"{node}'s facts changed while being read; ask again")
+                else:
+                    got[node] = (header, chunk)
+        for node in nodes:
+            got.setdefault(
+                node, SerfError(f"{node} did not answer the SL facts query (down or partitioned?)")
+            )
+        return got
+
+    async def fetch_many(self, nodes: list[str]) -> dict[str, Any]:
+        """Each node's facts (or the error why not): from cache when its ``sl`` tag says they
+        are current, else part 0 of all of them in one query, then each further part in one."""
+        out: dict[str, Any] = {}
+        todo = []
+        for node in nodes:
+            if node == self.node:
+                if self.facts is None:
+                    try:
+                        await self.collect_now()
+                    except (SerfError, OSError) as exc:
+                        out[node] = exc
+                        continue
+                out[node] = self.facts or SerfError(self.error or "no facts collected")
+                continue
+            cached = self.cache.get(node)
+            member = self.connector.serf_members.get(node)
+            tag = member.tags.get("sl") if member else None
+            if cached and tag and cached["digest"].startswith(tag):
+                out[node] = cached
+            else:
+                todo.append(node)
+        if not todo:
+            return out
+        first = await self._ask_many(todo, 0)
+        wanted: dict[int, list[str]] = {}
+        for node in todo:
+            if not isinstance(first[node], tuple):
+                out[node] = first[node]
+                continue
+            header = first[node][0]
+            cached = self.cache.get(node)
+            if cached and cached["digest"] == header["d"]:
+                out[node] = cached
+                continue
+            for i in range(1, int(header["n"])):
+                wanted.setdefault(i, []).append(node)
+        rounds = await asyncio.gather(*(self._ask_many(ns, i) for i, ns in wanted.items()))
+        parts = dict(zip(wanted, rounds, strict=True))
+        for node in todo:
+            if node in out:
+                continue
+            header, chunk = first[node]
+            chunks = [chunk]
+            for i in range(1, int(header["n"])):
+                answer = parts[i][node]
+                if not isinstance(answer, tuple):
+                    out[node] = answer
+                    break
+                if answer[0]["d"] != header["d"]:
+                    out[node] = SerfError(f"{node}'s facts changed while being read; ask again")
+                    break
+                chunks.append(answer[1])
+            else:
+                try:
+                    out[node] = self.cache[node] = unpack(node, chunks)
+                except ValueError as exc:
+                    out[node] = exc
+        return out
 
     async def fetch(self, node: str) -> dict[str, Any]:
-        """NODE's facts: from cache when its ``sl`` tag says they are current, else queried."""
-        if node == self.node:
-            if self.facts is None:
-                await self.collect_now()
-            if self.facts is None:
-                raise SerfError(self.error or "no facts collected")
-            return self.facts
-        cached = self.cache.get(node)
-        member = self.connector.serf_members.get(node)
-        tag = member.tags.get("sl") if member else None
-        if cached and tag and cached["digest"].startswith(tag):
-            return cached
-        header, first = await self._ask(node, 0)
-        if cached and cached["digest"] == header["d"]:
-            return cached
-        count = int(header["n"])
-        rest = await asyncio.gather(*(self._ask(node, i) for i in range(1, count)))
-        if any(h["d"] != header["d"] for h, _c in rest):
-            raise SerfError(f"{node}'s facts changed while being read; ask again")
-        facts = unpack(node, [first, *(c for _h, c in rest)])
-        self.cache[node] = facts
-        return facts
+        """NODE's facts (cached or queried); raises the SerfError/ValueError saying why not."""
+        result = (await self.fetch_many([node]))[node]
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
     # --------------------------------------------------------------- reports
     async def report(self, pool: str | None) -> dict[str, Any]:
@@ -213,10 +294,11 @@ class SlAgent:
             raise ValueError(f"no pool {pool!r}; pools: {', '.join(model.pool_names())}")
         pools = [pool] if pool else list(self.connector.pools)
         nodes = sorted({n for p in pools for n in model.members(p)})
-        results = await asyncio.gather(*(self.fetch(n) for n in nodes), return_exceptions=True)
+        results = await self.fetch_many(nodes)
         facts: dict[str, dict[str, Any] | None] = {}
         errors: dict[str, str] = {}
-        for node, result in zip(nodes, results, strict=True):
+        for node in nodes:
+            result = results[node]
             if isinstance(result, (SerfError, ValueError, OSError)):
                 facts[node], errors[node] = None, str(result)
             elif isinstance(result, BaseException):

@@ -30,7 +30,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from connector.ansible_env import ansible_env
-from lab import Lab
+from lab import Lab, demo_sl
 from lab.connector import NODE_SOCKET, control, start_all, wait_converged
 from lab.db import cli as db_cli
 from lab.db import install_capture
@@ -443,13 +443,20 @@ def story(lab: Lab, fast: bool) -> None:
     )
     demo_db_replay(lab)
 
+    step(
+        15,
+        "Software drift on one node is caught and converged back",
+        "SL-SA: every connector publishes its dpkg facts over Serf; a package removed by hand "
+        "on n2 shows up in n1's `multiall sl drift`, and pkg_converge puts it back.",
+    )
+    demo_sl.story_step(lab, show_output, console.print)
+
     console.print()
     console.print(
         Panel(
             "That was every part on real daemons: TNS and SBM followed failures, maintenance "
             "and a partition, DNS-SA kept clients away from dead nodes, FS-SA carried files "
-            "and DB-SA replayed rows. Software drift across a pool: `multiall sl drift` "
-            "(docs/sl.md).",
+            "and DB-SA replayed rows; SL-SA caught a package changed by hand (docs/sl.md).",
             title="the end",
             expand=False,
         )

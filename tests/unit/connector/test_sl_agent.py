@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from types import SimpleNamespace
 
+import msgpack
 import pytest
 
 from connector import sl_agent
@@ -34,3 +37,72 @@ def test_corrupt_or_foreign_answers_are_rejected_with_the_node_named():
     _header, chunk = sl_agent.split("n2", sl_agent.pack(facts(3))[0])
     with pytest.raises(ValueError, match="n2 sent SL facts that do not decompress"):
         sl_agent.unpack("n2", [chunk[:-5]])
+
+
+def serf_message_size(node: str, answer: bytes) -> int:
+    """Size Serf checks against query_response_size_limit: type byte + messageQueryResponse."""
+    body = {"LTime": 2**40, "ID": 2**31, "From": node, "Flags": 0, "Payload": answer}
+    return 1 + len(msgpack.packb(body, use_bin_type=False))
+
+
+def test_every_chunk_fits_serf_response_limit_with_long_node_names():
+    # An oversized answer is refused by Serf (the responder only gets an RPC error), so the
+    # asker saw two timeouts for that chunk: the limit must hold for real node names too.
+    node = "web-frontend-eu-west-1-node-017.example.org"
+    answers = sl_agent.pack(facts(800) | {"digest": "f" * 16})
+    assert len(answers) > 10  # two-digit part numbers: the longest headers
+    assert max(serf_message_size(node, a) for a in answers) <= sl_agent.SERF_LIMIT
+
+
+class FakeRpc:
+    """Serf RPC stand-in: each target node answers the part asked from its packed facts."""
+
+    def __init__(self, facts_of: dict[str, dict], garble: dict[str, int] | None = None) -> None:
+        self.answers = {node: sl_agent.pack(f) for node, f in facts_of.items()}
+        self.garble = dict(garble or {})  # node -> how many of its answers arrive garbled
+        self.queries: list[tuple[int, list[str]]] = []
+
+    async def query(self, name, payload, nodes, timeout, expect):
+        part = json.loads(payload)["part"]
+        self.queries.append((part, list(nodes)))
+        out = [{"from": "intruder", "payload": b"not asked"}]
+        for node in nodes:
+            answers = self.answers[node]
+            data = answers[min(part, len(answers) - 1)]
+            if self.garble.get(node):
+                self.garble[node] -= 1
+                data = b"\x00" + data[:30]
+            out.append({"from": node, "payload": data})
+        return out
+
+
+def agent_with(rpc: FakeRpc) -> sl_agent.SlAgent:
+    connector = SimpleNamespace(node="n1", rpc=rpc, serf_members={})
+    return sl_agent.SlAgent(connector, {})  # type: ignore[arg-type]
+
+
+def test_a_pool_is_read_with_one_query_per_part_not_one_per_node_and_part():
+    # 247 per-node queries (19 peers x 13 parts) overflowed Serf's gossip under load.
+    peers = {f"n{i}": facts(300 + 50 * i) | {"node": f"n{i}"} for i in range(2, 8)}
+    rpc = FakeRpc(peers)
+    got = asyncio.run(agent_with(rpc).fetch_many(sorted(peers)))
+    assert got == json.loads(json.dumps(peers))
+    most = max(len(sl_agent.pack(f)) for f in peers.values())
+    assert len(rpc.queries) == most
+    assert rpc.queries[0] == (0, sorted(peers))  # part 0 of everybody in one query
+
+
+def test_a_garbled_answer_is_asked_again_not_reported_as_drift():
+    peers = {"n2": facts(50), "n3": facts(60)}
+    rpc = FakeRpc(peers, garble={"n2": 1})
+    got = asyncio.run(agent_with(rpc).fetch_many(["n2", "n3"]))
+    assert got == json.loads(json.dumps(peers))
+    assert rpc.queries[:2] == [(0, ["n2", "n3"]), (0, ["n2"])]  # only n2 asked again
+
+
+def test_an_answer_garbled_twice_is_an_error_that_shows_what_came():
+    rpc = FakeRpc({"n2": facts(50), "n3": facts(60)}, garble={"n2": 2})
+    got = asyncio.run(agent_with(rpc).fetch_many(["n2", "n3"]))
+    assert isinstance(got["n3"], dict)
+    assert isinstance(got["n2"], ValueError)
+    assert "n2 sent a malformed SL facts answer (31 bytes: b'\\x00{" in str(got["n2"])
