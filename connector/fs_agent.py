@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import os
 import time
@@ -53,7 +55,9 @@ log = logging.getLogger("multiall.fs")
 DEFAULTS: dict[str, Any] = {
     "debounce": 0.05,
     "rescan": 300.0,
-    "batch": 20_000,
+    # Paths per push: 20 000 held ~25 MB per pusher (entries as dicts, inline data,
+    # the JSON), four pushers at once; 5 000 keeps a 10 000-file burst to 2 runs.
+    "batch": 5_000,
     "timeout": 120.0,
     "key_dir": PEER_DIR,
     "control_dir": CONTROL_DIR,
@@ -62,6 +66,29 @@ DEFAULTS: dict[str, Any] = {
 # How often a pusher looks at its queue without a kick: rows the receiving
 # process queued for us (a conflict's winner, an offer) are found this way.
 POLL = 2.0
+# Entries per ``offer`` message when comparing indexes with a returning peer.
+OFFER_SLICE = 5_000
+# A push of at least this many paths gives its memory back afterwards (trim_heap).
+TRIM_AFTER = 1_000
+_LIBC: Any = None
+
+
+def trim_heap() -> None:
+    """Give freed heap memory back to the system (glibc ``malloc_trim``).
+
+    Why: after a large push or catch-up the freed batch stays in the process's
+    heap (glibc keeps it for reuse), so an idle connector would report the RSS
+    of its largest batch for ever. Elsewhere than glibc this does nothing.
+    """
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
 
 
 class FsAgent:
@@ -156,18 +183,12 @@ class FsAgent:
             if peer not in self.alive:
                 return False
             try:
-                entries = await self._do(
-                    lambda: [e.as_dict() for e in self.indexes[tree].entries()]
-                )
-                reply = await self.link.ask(tree, peer, "offer", {"entries": entries})
-                wanted = [str(p) for p in reply.get("send_me", [])]
-                if wanted:
-                    await self._do(self._enqueue, tree, wanted, peer)
+                sent, got = await self._offer(tree, peer)
                 log.info(
                     "fs %s: compared indexes with %s",
                     tree,
                     peer,
-                    extra={"fields": {"to_send": len(wanted), "to_get": reply.get("queued")}},
+                    extra={"fields": {"to_send": sent, "to_get": got}},
                 )
                 self.kicks[(tree, peer)].set()
                 return True
@@ -175,6 +196,32 @@ class FsAgent:
                 state["error"] = str(exc)
                 await asyncio.sleep(min(2**attempt, 10))
         return False
+
+    async def _offer(self, tree: str, peer: str) -> tuple[int, int]:
+        """Offer the index to PEER slice by slice; (paths it wants, paths it queued for us).
+
+        Why slices: the whole index of 100 000 files as one message cost ~150 MB of
+        RSS; a slice of ``OFFER_SLICE`` entries covers the paths after the previous
+        slice up to its own last one (the last slice: to the end), so the peer still
+        finds every path this node lacks.
+        """
+        index, after, sent, got = self.indexes[tree], None, 0, 0
+        while True:
+            rows = await self._do(
+                lambda a=after: [e.as_dict() for e in index.entries_range(a, None, OFFER_SLICE)]
+            )
+            last = len(rows) < OFFER_SLICE
+            upto = None if last else rows[-1]["path"]
+            data = {"entries": rows, "after": after, "upto": upto}
+            reply = await self.link.ask(tree, peer, "offer", data)
+            wanted = [str(p) for p in reply.get("send_me", [])]
+            if wanted:
+                await self._do(self._enqueue, tree, wanted, peer)
+            sent, got = sent + len(wanted), got + int(reply.get("queued") or 0)
+            if last:
+                await self._do(trim_heap)
+                return sent, got
+            after = upto
 
     def _enqueue(self, tree: str, paths: list[str], peer: str) -> None:
         index = self.indexes[tree]
@@ -224,6 +271,7 @@ class FsAgent:
                 if changed:
                     log.info("fs %s: rescan found %d changes", tree, len(changed))
                     self._kick(tree)
+            await self._do(trim_heap)  # the walk's sets of every path are garbage now
 
     # ----------------------------------------------------------------- push
     async def _pusher(self, tree: str, peer: str) -> None:
@@ -277,6 +325,8 @@ class FsAgent:
         if accept:
             await self.link.rsync(tree, peer, accept)
         await self._do(index.ack, peer, items)
+        if len(items) >= TRIM_AFTER:
+            await self._do(trim_heap)
         if self.metrics is not None:
             self.metrics.fs_push(tree, peer, len(items), time.monotonic() - started)
 
@@ -322,6 +372,7 @@ class FsAgent:
             log.info(
                 "fs %s: indexed", tree, extra={"fields": {**index.stats(), "changed": len(changed)}}
             )
+        trim_heap()
 
     async def run(self) -> None:
         """Index, watch and push until cancelled.

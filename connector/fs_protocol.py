@@ -105,7 +105,10 @@ def answer(
                 index, sender, list(data.get("entries") or []), peers, spec["conflict"]
             )
         if op == "offer":
-            return offer(index, sender, list(data.get("entries") or []))
+            bounds = [data.get(k) for k in ("after", "upto")]
+            if not all(b is None or isinstance(b, str) for b in bounds):
+                raise Refused("offer: 'after' and 'upto' must be paths (strings) or null")
+            return offer(index, sender, list(data.get("entries") or []), *bounds)
         if op == "want":
             return {"queued": want(index, sender, list(data.get("paths") or []))}
         return {"entries": [e.as_dict() for e in index.entries()]}

@@ -268,17 +268,25 @@ def resolve_lost(
     return copies
 
 
-def offer(index: Index, peer: str, raw_entries: list[Any]) -> dict[str, Any]:
+def offer(
+    index: Index,
+    peer: str,
+    raw_entries: list[Any],
+    after: str | None = None,
+    upto: str | None = None,
+) -> dict[str, Any]:
     """Compare PEER's index with ours (a returning node catching up, no full rsync).
 
     Queues for PEER every path we hold newer or in conflict (our pusher delivers
     them; conflicts are resolved by ``apply_incoming`` on its side) and returns
-    the paths PEER holds newer, which it queues for us.
+    the paths PEER holds newer, which it queues for us. PEER may offer its index
+    in slices: only our paths with AFTER < path <= UPTO (None: unbounded) are
+    compared with RAW_ENTRIES, so a path PEER lacks is found in exactly one slice.
     """
     from .fsindex import plan
 
     remote = [Entry.from_peer(e, index.tree) for e in raw_entries]
-    steps = plan(index.entries(), remote)
+    steps = plan(index.entries_range(after, upto), remote)
     with index.tx() as db:
         index.enqueue(db, steps["send"] + steps["conflicts"], [peer])
     return {"send_me": steps["fetch"] + steps["conflicts"], "queued": len(steps["send"])}

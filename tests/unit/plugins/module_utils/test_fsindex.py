@@ -151,6 +151,34 @@ def test_offer_queues_what_a_returning_peer_missed(tmp_path: Path) -> None:
     assert plan(a.entries(), b.entries())["fetch"] == ["mine"]
 
 
+def test_offer_in_slices_finds_the_same_as_one_whole_offer(tmp_path: Path) -> None:
+    """A returning node offers its index a few entries at a time (bounded memory):
+    a path only the other side holds, wherever it sorts, is still queued once."""
+    a, b = make(tmp_path, "n1"), make(tmp_path, "n2")
+    for name in ("a0", "c1", "e2", "g3", "i4"):
+        Path(b.tree, name).write_text(name)  # the returning node n2
+    for name in ("0first", "b-only-n1", "d-only-n1", "z-last"):
+        Path(a.tree, name).write_text(name)  # what n1 holds and n2 lacks
+    a.rescan([])
+    b.rescan([])
+    wanted, after = [], None
+    while True:
+        rows = b.entries_range(after, None, 2)
+        upto = rows[-1].path if len(rows) == 2 else None
+        reply = offer(a, "n2", [e.as_dict() for e in rows], after, upto)
+        wanted += reply["send_me"]
+        if upto is None:
+            break
+        after = upto
+    assert sorted(wanted) == ["a0", "c1", "e2", "g3", "i4"]
+    assert sorted(p for p, _seq in a.pending("n2")) == [
+        "0first",
+        "b-only-n1",
+        "d-only-n1",
+        "z-last",
+    ]
+
+
 def test_bad_batch_changes_nothing(tmp_path: Path) -> None:
     b = make(tmp_path, "n2")
     good = {"path": "ok", "vv": {"n1": 1}, "hash": "h"}
