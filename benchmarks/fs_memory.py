@@ -63,7 +63,7 @@ def case(base: str, name: str, size: int) -> dict[str, int]:
         requests = []
         for peer in PEERS:  # four pushers hold their batch at the same time
             items = index.pending(peer, size)
-            entries = [e.as_dict() for e in index.entries([p for p, _ in items])]
+            entries = [e.as_dict() for e in index.entries([item[0] for item in items])]
             attach_inline(index.tree, entries)
             requests.append(json.dumps({"op": "apply", "entries": entries}).encode())
         del requests, entries, items

@@ -180,7 +180,16 @@ def test_minority_never_acts_and_majority_members_never_leave_dns_across_split_a
                 30,
                 "the majority's leader to drain n1 and n2",
             )
+            # The minority loses quorum too (its own dead_after may end a moment
+            # after the majority's leader acted: wait for it, do not race it).
             for node in MINORITY:
+                wait_for(
+                    lambda node=node: (
+                        not control(lab, node, {"op": "status"})["pools"]["web"]["quorum"]
+                    ),
+                    15,
+                    f"{node} to lose quorum",
+                )
                 status = control(lab, node, {"op": "status"})["pools"]["web"]
                 assert status["leader"] == "n1" and not status["quorum"], status
             report = control(lab, "n1", {"op": "dns", "pool": "web"})["pools"]["web"]
