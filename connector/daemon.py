@@ -115,8 +115,7 @@ class Connector:
         self.baseline = False  # no events until the first full view of every pool
         self._coords_at = 0.0
         self._coords_next = 0
-        self._maint_of: dict[str, SerfMember] | None = None
-        self._maint: dict[str, str] = {}
+        self._maint: dict[str, str] = {}  # maint tags as of the last applied topology
         # Keys: gossip encrypted, one probe key per pool, Serf RPC never open
         # (docs/security.md). The RPC token is the daemon's own secret: when the
         # config gives none, a random one per start (the daemon is its only client).
@@ -388,16 +387,14 @@ class Connector:
         self.dirty.set()
 
     def _maint_seen(self) -> dict[str, str]:
-        """The ``maint`` tag of every member as Serf shows it (carried in probe packets).
+        """The ``maint`` tag of every member as this node's topology last applied it
+        (carried in probe packets: the acknowledgement ``maintenance`` waits for).
 
-        Asked for every probe packet: built once per Serf member list (which is
-        replaced, never changed in place), not once per packet.
+        Taken from the last recompute, not from Serf's live member list: a peer that
+        echoed a tag before its own topology applied it would let ``maintenance``
+        return while that peer still showed (and served DNS for) the member as alive.
+        Built once per recompute, not once per packet.
         """
-        if self._maint_of is not self.serf_members:
-            self._maint_of = self.serf_members
-            self._maint = {
-                n: m.tags.get("maint", maintenance_tag(False)) for n, m in self.serf_members.items()
-            }
         return self._maint
 
     # ------------------------------------------------------------- topology
@@ -442,6 +439,7 @@ class Connector:
                 for event in events:
                     await self.publish(event)
                 self.metrics.topology(new, self.prober.rtt_ms)
+            self._maint = {n: m.tags.get("maint", maintenance_tag(False)) for n, m in serf.items()}
             await asyncio.sleep(0.02)  # coalesce bursts
 
     def _probe_sbm(self, serf: dict[str, SerfMember], pool: str) -> dict[str, SerfMember]:

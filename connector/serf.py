@@ -206,7 +206,8 @@ class SerfClient:
         try:
             return await asyncio.wait_for(future, timeout)
         except TimeoutError:
-            self._pending.pop(seq, None)
+            # The entry stays: when Serf answers late (a join to a dead address), the
+            # reader must still know the command to consume its body too; it then drops it.
             raise SerfError(f"{command}: no answer from Serf within {timeout:g} s") from None
 
     async def _open_stream(self, command: str, body: dict[str, Any]) -> tuple[int, asyncio.Queue]:

@@ -379,7 +379,7 @@ class Lab:
         node["pid"] = _child_of(proc.pid)
         node["alive"] = True
 
-    def _wait_ssh(self, names: Iterable[str], timeout: float = 20) -> None:
+    def _wait_ssh(self, names: Iterable[str], timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         pending = set(names)
         while pending:
@@ -398,9 +398,10 @@ class Lab:
         self.known_hosts_path.write_text("\n".join(known) + "\n")
         common = (
             f"-o UserKnownHostsFile={self.known_hosts_path} -o StrictHostKeyChecking=yes "
-            "-o ControlMaster=auto -o ControlPersist=60s -o ConnectTimeout=5 "
-            # A killed node must fail fast, not hang on a dead multiplexed connection.
-            "-o ServerAliveInterval=2 -o ServerAliveCountMax=2"
+            "-o ControlMaster=auto -o ControlPersist=60s -o ConnectTimeout=15 "
+            # A killed node must fail within seconds, not hang on a dead multiplexed
+            # connection; a live node starved on a loaded CI machine must not (12 s).
+            "-o ServerAliveInterval=3 -o ServerAliveCountMax=4"
         )
         conn = {
             "ansible_user": "root",

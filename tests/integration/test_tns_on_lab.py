@@ -111,15 +111,18 @@ def test_killed_node_is_failed_for_every_peer_and_the_leader_runs_the_playbook(t
 def test_maintenance_returns_after_every_pool_peer_has_seen_it(tns_lab):
     lab = tns_lab
     reply = control(lab, "n4", {"op": "maintenance", "action": "enter", "reason": "kernel upgrade"})
-    assert reply["ok"], reply
-    # Already visible on every peer of both pools the moment the call returned.
-    for peer, pool in (("n1", "web"), ("n2", "web"), ("n3", "web"), ("n5", "db")):
-        member = control(lab, peer, {"op": "status"})["pools"][pool]["members"]["n4"]
-        assert member["state"] == "maintenance", (peer, member)
-        assert member["reason"] == "kernel upgrade"
-    types = [e["type"] for e in control(lab, "n5", {"op": "events"})["events"]]
-    assert "maintenance_enter" in types
-    reply = control(lab, "n4", {"op": "maintenance", "action": "exit"})
+    try:
+        assert reply["ok"], reply
+        # Already visible on every peer of both pools the moment the call returned.
+        for peer, pool in (("n1", "web"), ("n2", "web"), ("n3", "web"), ("n5", "db")):
+            member = control(lab, peer, {"op": "status"})["pools"][pool]["members"]["n4"]
+            assert member["state"] == "maintenance", (peer, member, reply)
+            assert member["reason"] == "kernel upgrade"
+        types = [e["type"] for e in control(lab, "n5", {"op": "events"})["events"]]
+        assert "maintenance_enter" in types
+    finally:
+        # A failed check above must not leave n4 in maintenance for the later tests.
+        reply = control(lab, "n4", {"op": "maintenance", "action": "exit"})
     assert reply["ok"], reply
     assert state_of(lab, "n1", "web", "n4") == "alive"
     assert "maintenance_exit" in [e["type"] for e in control(lab, "n1", {"op": "events"})["events"]]
