@@ -321,3 +321,17 @@ def load_located_file(path: str) -> Any:
     except UnicodeDecodeError as exc:
         raise SourceError(f"file is not UTF-8 text ({exc.reason})", Mark(path, 1, 1)) from None
     return load_located(text, path)
+
+
+def plain(value: Any) -> Any:
+    """Located containers -> plain dict/list (for JSON, Ansible, deep copies)."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
+
+
+def item_mark(container: Any, index: int) -> Mark | None:
+    """The mark of item INDEX of a located list (None for a plain list)."""
+    return container.mark_of(index) if isinstance(container, LocatedList) else None

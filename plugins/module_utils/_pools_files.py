@@ -9,7 +9,7 @@ this node hold, for which pool, shared with whom" has one answer.
 
 A tree belongs to the pools that declare it; a node in several pools syncs a
 tree only with members of the pools (of this node) that declare it. The
-checks here run at load time (hooked from ``pools.PoolModel._cross_check``):
+checks here run at load time (hooked from ``_pools_checks.cross_check``):
 two trees nested on one node, or one path declared differently by two pools
 of one node, are errors naming both.
 """

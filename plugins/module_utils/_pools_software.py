@@ -74,7 +74,7 @@ LIBRARIES = Field("map", key_check=check_soname, values=LIBRARY)
 def check_software(model: Any, v: Validator) -> None:
     """Per node: a required library whose package that node must remove is an error.
 
-    Called once from ``PoolModel._cross_check`` after the references are known
+    Called once from ``_pools_checks.cross_check`` after the references are known
     good; two pools disagreeing on a package version stay a ``Conflict`` (shown
     by ``multiall pools check`` and by ``multiall sl drift``), not an error.
     """

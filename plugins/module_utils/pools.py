@@ -18,17 +18,21 @@ and PyYAML only (AnsiballZ ships it to managed nodes).
 from __future__ import annotations
 
 import copy
-import ipaddress
 import os
 import socket
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._dns_push import check_push_trees
-from ._located_yaml import LocatedDict, LocatedList, Mark, SourceError, load_located_file
-from ._pools_files import check_trees
-from ._pools_software import check_software
+from ._located_yaml import (
+    LocatedDict,
+    LocatedList,
+    Mark,
+    SourceError,
+    load_located_file,
+    plain,
+)
+from ._pools_checks import cross_check, exception_nodes, ipv4, name_list
 from ._pools_spec import BASELINE_RULE, MODEL_FIELDS, MODEL_KEYS, SECTIONS, TOP
 from ._schema import Field, Validator, render_path
 
@@ -122,15 +126,6 @@ class NodeView:
             "sources": self.sources,
             "conflicts": [c.as_dict() for c in self.conflicts],
         }
-
-
-def plain(value: Any) -> Any:
-    """Located containers -> plain dict/list (for JSON, Ansible, deep copies)."""
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    return value
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -333,218 +328,19 @@ class PoolModel:
         if validator.errors:
             raise PoolModelError(validator.errors)
         model = cls(combined, [name for name, _raw in parts])
-        model._cross_check(validator)
+        cross_check(model, validator)
         if validator.errors:
             raise PoolModelError(validator.errors)
         return model
 
-    # ------------------------------------------------------------ cross-checks
-    def _cross_check(self, v: Validator) -> None:
-        """References between sections: members, pools, includes, exceptions."""
-        node_pools: dict[str, set[str]] = {n: set() for n in self.nodes}
-        for name, node in self.nodes.items():
-            listed = node.get("pools") or LocatedList()
-            for index, pool in enumerate(listed):
-                if pool not in self.pools:
-                    v.error(
-                        self._undeclared("pool", pool),
-                        _mark_of(listed, index),
-                        ("nodes", name, "pools", index),
-                    )
-                else:
-                    node_pools[name].add(pool)
-        for pname, pool in self.pools.items():
-            members = pool.get("members") or LocatedList()
-            seen: set[str] = set()
-            for index, member in enumerate(members):
-                path = ("pools", pname, "members", index)
-                if member in seen:
-                    v.error(f"{member!r} is listed twice", _mark_of(members, index), path)
-                seen.add(member)
-                if member not in self.nodes:
-                    v.error(
-                        self._undeclared("node", member),
-                        _mark_of(members, index),
-                        path,
-                    )
-                else:
-                    node_pools[member].add(pname)
-        self._check_addresses(v, node_pools)
-        self._check_includes(v)
+    def set_membership(self, node_pools: dict[str, set[str]]) -> None:
+        """Record who is in which pool (declared on the node or as a pool member);
+        called once by the cross-checks, before the checks that need it."""
         self._node_pools = {n: sorted(p) for n, p in node_pools.items()}
         self._members = {p: [] for p in self.pools}
         for node, pools in sorted(self._node_pools.items()):
             for pool in pools:
                 self._members[pool].append(node)
-        if not v.errors:
-            self._check_include_conflicts(v)
-            self._check_exceptions(v)
-            self._check_dns_pools()
-            check_trees(self, v)
-            check_push_trees(self, v)
-            check_software(self, v)
-
-    def _check_include_conflicts(self, v: Validator) -> None:
-        for pool in self.pools:
-            self._contribution(pool)
-        for pool, path, values in self._include_conflicts:
-            said = "; ".join(f"{origin!r} sets {value!r}" for origin, value in values.items())
-            v.error(
-                f"included pools disagree on {render_path(path)}: {said}; "
-                f"set it in pool {pool!r} itself to choose",
-                self.pools[pool].value_mark_of("include"),
-                ("pools", pool, "include"),
-            )
-
-    def _undeclared(self, kind: str, name: str) -> str:
-        """``'x' is not a declared pool; declared pools: a, b`` (the names help fix typos)."""
-        known = self.pools if kind == "pool" else self.nodes
-        return f"{name!r} is not a declared {kind}; declared {kind}s: {_names(known)}"
-
-    def _check_addresses(self, v: Validator, node_pools: dict[str, set[str]]) -> None:
-        """Addresses and IPs are unique; every pool member has an IPv4 ``ip`` for TNS.
-
-        The TNS probe (IPv4 only so far) tells peers apart by the source IP of
-        their packets: a pool member known only by host name would be voted
-        unreachable by every peer, and two nodes with one IP would speak for
-        each other. ``ip`` defaults to ``address`` when that is IPv4.
-        """
-        seen: dict[str, str] = {}
-        seen_ip: dict[str, str] = {}
-        for name, node in self.nodes.items():
-            address = node.get("address")
-            if address in seen:
-                v.error(
-                    f"address {address!r} is already used by node {seen[address]!r}; "
-                    "each node needs its own address",
-                    node.value_mark_of("address"),
-                    ("nodes", name, "address"),
-                )
-                continue
-            seen[address] = name
-            key = "ip" if "ip" in node else "address"
-            ip = _ipv4(node.get(key))
-            if ip is None:
-                if node_pools[name]:
-                    v.error(
-                        _needs_ip(name, sorted(node_pools[name]), address),
-                        node.value_mark_of("address"),
-                        ("nodes", name, "address"),
-                    )
-                continue
-            if ip in seen_ip:
-                v.error(
-                    f"ip {ip!r} is already used by node {seen_ip[ip]!r}; the TNS probe "
-                    "tells nodes apart by IP, so each node needs its own",
-                    node.value_mark_of(key),
-                    ("nodes", name, key),
-                )
-            seen_ip.setdefault(ip, name)
-
-    def _check_dns_pools(self) -> None:
-        """Warn about DNS pools too small to ever fail a member out of DNS."""
-        for pname, pool in self.pools.items():
-            members = self._members[pname]
-            if "dns" not in pool or len(members) >= 3:
-                continue
-            count = f"only {len(members)} member{'s' if len(members) != 1 else ''}"
-            self.warnings.append(
-                SourceError(
-                    f"pool {pname!r} has a dns section but {count}: a failed member leaves "
-                    "DNS only by the vote of a strict majority of the pool, which fewer than "
-                    "3 members never have once one has failed; add members or do not rely "
-                    "on DNS failover for this pool",
-                    pool.mark_of("dns"),
-                    render_path(("pools", pname, "dns")),
-                )
-            )
-
-    def _check_includes(self, v: Validator) -> None:
-        for pname, pool in self.pools.items():
-            includes = pool.get("include") or LocatedList()
-            for index, inc in enumerate(includes):
-                if inc not in self.pools:
-                    v.error(
-                        self._undeclared("pool", inc),
-                        _mark_of(includes, index),
-                        ("pools", pname, "include", index),
-                    )
-        state: dict[str, int] = {}  # 1 = visiting, 2 = done
-
-        def visit(name: str, trail: list[str]) -> None:
-            state[name] = 1
-            includes = self.pools[name].get("include") or LocatedList()
-            for index, inc in enumerate(includes):
-                if inc not in self.pools:
-                    continue
-                if state.get(inc) == 1:
-                    cycle = " -> ".join([*trail[trail.index(inc) :], name, inc])
-                    v.error(
-                        f"pool include cycle: {cycle}",
-                        _mark_of(includes, index),
-                        ("pools", name, "include", index),
-                    )
-                elif state.get(inc) is None:
-                    visit(inc, [*trail, name])
-            state[name] = 2
-
-        for pname in self.pools:
-            if pname not in state:
-                visit(pname, [])
-
-    def _check_exceptions(self, v: Validator) -> None:
-        for index, exc in enumerate(self.exceptions):
-            path = ("exceptions", index)
-            mark = getattr(exc, "mark", None)
-            if ("node" in exc) == ("nodes" in exc):
-                v.error("give exactly one of 'node' or 'nodes'", mark, path)
-                continue
-            if "remove" not in exc and "override" not in exc:
-                v.error("an exception needs 'remove' and/or 'override'", mark, path)
-            pool = exc.get("pool")
-            if pool is not None and pool not in self.pools:
-                v.error(
-                    self._undeclared("pool", pool),
-                    exc.value_mark_of("pool"),
-                    (*path, "pool"),
-                )
-                continue
-            for node in _exception_nodes(exc):
-                if node not in self.nodes:
-                    v.error(
-                        self._undeclared("node", node),
-                        exc.value_mark_of("nodes" if "nodes" in exc else "node"),
-                        path,
-                    )
-                elif pool is not None and pool not in self._node_pools[node]:
-                    v.error(
-                        f"node {node!r} is not a member of pool {pool!r}; its pools: "
-                        f"{', '.join(self._node_pools[node]) or '(none)'}",
-                        exc.value_mark_of("pool"),
-                        (*path, "pool"),
-                    )
-                else:
-                    self._check_removals(v, exc, index, node, pool)
-
-    def _check_removals(
-        self, v: Validator, exc: LocatedDict, index: int, node: str, pool: str | None
-    ) -> None:
-        """A removal that removes nothing is a typo: say so instead of ignoring it."""
-        removals = exc.get("remove") or {}
-        pools = [pool] if pool else self._node_pools[node]
-        own = plain(self.nodes[node].get("settings") or {})
-        for section, items in removals.items():
-            for item_index, item in enumerate(items):
-                found = any(item in (self._contribution(p).get(section) or {}) for p in pools)
-                found = found or (pool is None and item in (own.get(section) or {}))
-                if not found:
-                    scope = f"pool {pool!r}" if pool else f"any pool of node {node!r}"
-                    v.error(
-                        f"{section} item {item!r} is not set by {scope}, so there is "
-                        "nothing to remove",
-                        _mark_of(items, item_index),
-                        ("exceptions", index, "remove", section, item_index),
-                    )
 
     # -------------------------------------------------------------- queries
     def node_names(self) -> list[str]:
@@ -563,13 +359,13 @@ class PoolModel:
     def members(self, pool: str) -> list[str]:
         """The nodes of ``pool``, sorted."""
         if pool not in self.pools:
-            raise KeyError(f"no pool {pool!r}; declared pools: {_names(self.pools)}")
+            raise KeyError(f"no pool {pool!r}; declared pools: {name_list(self.pools)}")
         return list(self._members[pool])
 
     def _require_node(self, node: str) -> None:
         if node not in self.nodes:
             raise KeyError(
-                f"no node {node!r} in the pool model; declared nodes: {_names(self.nodes)}"
+                f"no node {node!r} in the pool model; declared nodes: {name_list(self.nodes)}"
             )
 
     def _contribution(self, pool: str) -> dict[str, Any]:
@@ -631,7 +427,7 @@ class PoolModel:
         view = NodeView(
             name=node,
             address=spec["address"],
-            ip=spec.get("ip") or _ipv4(spec["address"]),
+            ip=spec.get("ip") or ipv4(spec["address"]),
             pools=list(self._node_pools[node]),
             connection=self._connection(spec),
             settings=settings,
@@ -651,7 +447,7 @@ class PoolModel:
         scoped: dict[str, list[LocatedDict]] = {}
         unscoped: list[tuple[str, LocatedDict]] = []
         for index, exc in enumerate(self.exceptions):
-            if node not in _exception_nodes(exc):
+            if node not in exception_nodes(exc):
                 continue
             if exc.get("pool"):
                 scoped.setdefault(exc["pool"], []).append(exc)
@@ -720,38 +516,6 @@ def _combine(combined: dict[str, Any], data: dict[str, Any], v: Validator) -> No
             combined.setdefault(key, value)
 
 
-def _needs_ip(node: str, pools: list[str], address: str) -> str:
-    """The error for a pool member whose address TNS cannot use, and what to write."""
-    try:
-        ipaddress.IPv6Address(address)
-    except ValueError:
-        return (
-            f"node {node!r} is in pool {', '.join(pools)} but its address {address!r} is a "
-            "host name; TNS recognises peers by the source IP of their packets, so every "
-            "peer would vote it unreachable: add 'ip: <its IPv4 address>' to the node "
-            f"(SSH keeps using {address!r})"
-        )
-    return (
-        f"node {node!r} is in pool {', '.join(pools)} but its address {address!r} is IPv6, "
-        "which the TNS probe does not support yet: add 'ip: <its IPv4 address>' to the "
-        "node (SSH and DNS keep using the IPv6 address)"
-    )
-
-
-def _ipv4(value: Any) -> str | None:
-    """``value`` when it is an IPv4 address, else None."""
-    try:
-        return str(ipaddress.IPv4Address(value))
-    except ValueError:
-        return None
-
-
-def _exception_nodes(exc: dict[str, Any]) -> list[str]:
-    if "nodes" in exc:
-        return list(exc["nodes"])
-    return [exc["node"]] if "node" in exc else []
-
-
 def _apply_scoped(contribution: dict[str, Any], exc: dict[str, Any]) -> None:
     """An exception limited to one pool edits that pool's contribution for one node."""
     for section, items in (exc.get("remove") or {}).items():
@@ -783,18 +547,6 @@ def _mark_at(container: Any, path: Iterable[Any]) -> Mark | None:
         else:
             return mark if mark is not None else None
     return mark
-
-
-def _mark_of(container: Any, index: int) -> Mark | None:
-    return container.mark_of(index) if isinstance(container, LocatedList) else None
-
-
-def _names(mapping: dict[str, Any], limit: int = 12) -> str:
-    names = sorted(mapping)
-    if not names:
-        return "(none)"
-    shown = ", ".join(names[:limit])
-    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
 
 def validate_rules(rules: Any, where: str = "rules") -> dict[str, Any]:
