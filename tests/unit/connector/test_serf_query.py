@@ -67,6 +67,7 @@ def test_an_answer_after_the_request_timed_out_does_not_break_the_connection():
         server = await asyncio.start_server(fake_serf, "127.0.0.1", 0)
         client = SerfClient("127.0.0.1", server.sockets[0].getsockname()[1])
         await client.connect(timeout=2)
+        timed_out = ""
         try:
             await client.request("join", {"Existing": ["198.18.0.99:7946"]}, timeout=0.1)
         except SerfError as exc:
