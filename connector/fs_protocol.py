@@ -10,6 +10,8 @@ every request whose first word is ``multiall-fs`` to :func:`serve`. Requests:
     index): queue for it what we hold newer; reply what it holds newer.
 ``multiall-fs want TREE``   stdin ``{"from": NODE, "paths": [...]}``: queue those for it.
 ``multiall-fs index TREE``  reply our entries (for ``multiall fs`` diagnostics).
+``multiall-fs digest TREE`` reply one digest of the tree as it is on disk (``fs_sync
+    from=consensus`` votes with it; no index, no connector needed).
 ``multiall-fs session TREE`` the same requests as JSON lines (``"op"`` in each), kept
     open by the sender: no process start per push.
 
@@ -30,6 +32,7 @@ from ansible_collections.takelan.multiall.plugins.module_utils._fs_apply import 
     offer,
     want,
 )
+from ansible_collections.takelan.multiall.plugins.module_utils._fs_entry import tree_digest
 from ansible_collections.takelan.multiall.plugins.module_utils._pools_files import tree_peers
 from ansible_collections.takelan.multiall.plugins.module_utils.fsindex import (
     FsIndexError,
@@ -45,7 +48,7 @@ from .peer_receive import PeerRequest, Refused
 DEFAULT_STATE_DIR = "/var/lib/multiall"
 # A peer's request is JSON on stdin: bounded so that a broken peer cannot eat memory.
 MAX_REQUEST = 256 * 1024 * 1024
-OPS = ("apply", "offer", "want", "index")
+OPS = ("apply", "offer", "want", "index", "digest")
 
 
 def state_dir(config_path: str = CONFIG_PATH) -> str:
@@ -96,6 +99,8 @@ def answer(
     spec = trees[tree]
     peers = tree_peers(request.model, request.node, tree)
     sender = str(data.get("from", ""))
+    if op == "digest":
+        return tree_digest(tree, spec["exclude"])
     if op != "index" and sender not in peers:
         raise Refused(f"{sender!r} is not a peer of {request.node} for tree {tree}")
     index = Index(index_path(states, tree), tree, request.node, spec["exclude"])

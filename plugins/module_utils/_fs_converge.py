@@ -16,6 +16,7 @@ than drop them silently.
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 import stat
@@ -23,8 +24,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._fs_entry import leads_out, tree_digest
 from ._pools_files import peer_pool, tree_peers, trees_for
-from .peer_transport import CONTROL_DIR, PEER_DIR, rsync_argv
+from .peer_transport import CONTROL_DIR, PEER_DIR, rsync_argv, ssh_argv
+
+CONSENSUS = "consensus"
 
 # A runner takes argv and returns (rc, stdout, stderr), like AnsibleModule.run_command.
 Runner = Callable[[Sequence[str]], tuple[int, str, str]]
@@ -94,7 +98,6 @@ def parse_itemize(text: str) -> tuple[list[str], list[str], list[str]]:
 def skipped_entries(tree: str) -> list[dict[str, str]]:
     """Entries of ``tree`` the transport does not carry: devices, fifos, sockets, unsafe links."""
     out: list[dict[str, str]] = []
-    real_tree = os.path.realpath(tree)
     for root, dirs, files in os.walk(tree):
         for name in sorted(dirs + files):
             path = os.path.join(root, name)
@@ -104,9 +107,8 @@ def skipped_entries(tree: str) -> list[dict[str, str]]:
             except OSError:
                 continue
             if stat.S_ISLNK(info.st_mode):
-                target = os.readlink(path)
-                resolved = os.path.normpath(os.path.join(os.path.dirname(path), target))
-                if target.startswith("/") or not (resolved + "/").startswith(real_tree + "/"):
+                target = leads_out(tree, path)
+                if target is not None:
                     out.append(
                         {"path": rel, "reason": f"symlink leads outside the tree ({target})"}
                     )
@@ -120,7 +122,7 @@ def plan(model: Any, node: str, path: str, source: str | None = None) -> dict[st
     """Which tree, from which node, to which peers; refuses undeclared trees.
 
     ``source``: the node to converge from, default the first member (sorted)
-    of the tree's pool.
+    of the tree's pool. ``consensus`` is resolved before (:func:`consensus`).
     """
     path = posixpath.normpath(path)
     trees = trees_for(model, node)
@@ -139,6 +141,67 @@ def plan(model: Any, node: str, path: str, source: str | None = None) -> dict[st
             f"from: {chosen!r} does not hold {path}; nodes that do: {', '.join(members)}"
         )
     return {"path": path, "tree": tree, "source": chosen, "peers": peers}
+
+
+def consensus(
+    model: Any,
+    node: str,
+    path: str,
+    run: Runner,
+    *,
+    key_dir: str = PEER_DIR,
+    control_dir: str = CONTROL_DIR,
+) -> dict[str, Any]:
+    """The holder whose copy of tree PATH most holders share: the source of ``from=consensus``.
+
+    Every holder's digest of the tree as it is on its disk (this node's by a
+    local walk, each peer's with ``multiall-fs digest`` over the peer
+    transport). The largest group of identical copies wins; a tie goes to the
+    group with the lowest-named node, and the source is that group's
+    lowest-named node, so every node of a play picks the same one. A peer that
+    does not answer has no vote (listed in ``unreachable``); when no peer
+    answers there is no consensus and ConvergeError says why.
+    """
+    tree = trees_for(model, node)[path]
+    votes = {node: tree_digest(path, tree["exclude"])["digest"] if os.path.isdir(path) else ""}
+    unreachable: dict[str, str] = {}
+    os.makedirs(control_dir, mode=0o700, exist_ok=True)
+    for peer in tree_peers(model, node, path):
+        view = model.effective(peer)
+        argv = ssh_argv(
+            peer_pool(model, node, peer, path),
+            view.address,
+            key_dir=key_dir,
+            control_dir=control_dir,
+            port=view.connection.get("ansible_port"),
+        )
+        rc, out, err = run([*argv, "multiall-fs", "digest", path])
+        try:
+            votes[peer] = str(json.loads(out)["digest"]) if rc == 0 else ""
+        except (ValueError, KeyError, TypeError):
+            votes[peer] = ""
+        if not votes[peer]:
+            del votes[peer]
+            unreachable[peer] = (err.strip().splitlines() or [f"ssh exited {rc}"])[-1]
+    if len(votes) < 2 and unreachable:
+        raise ConvergeError(
+            f"{path}: no peer answered for a consensus ("
+            + "; ".join(f"{p}: {e}" for p, e in sorted(unreachable.items()))
+            + ")"
+        )
+    groups: dict[str, list[str]] = {}
+    for holder, digest in sorted(votes.items()):
+        if digest:  # a node without the tree has no copy to vote for
+            groups.setdefault(digest, []).append(holder)
+    if not groups:
+        raise ConvergeError(f"{path}: no holder has the tree, so there is no consensus")
+    ranked = sorted(groups.values(), key=lambda nodes: (-len(nodes), nodes[0]))
+    return {
+        "source": ranked[0][0],
+        "agree": ranked[0],
+        "groups": ranked,
+        "unreachable": unreachable,
+    }
 
 
 def converge(

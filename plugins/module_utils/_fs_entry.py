@@ -14,7 +14,7 @@ import os
 import re
 import stat
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -271,3 +271,69 @@ def plan(local: Iterable[Entry], remote: Iterable[Entry]) -> dict[str, list[str]
         elif verdict in ("win", "lose"):
             out["conflicts"].append(rel)
     return out
+
+
+# ---------------------------------------------------------------------- walk
+def leads_out(tree: str, link: str) -> str | None:
+    """LINK's target when the symlink leads outside TREE (absolute, or out by ``..``),
+    else None: what rsync's ``--safe-links`` never transfers."""
+    target = os.readlink(link)
+    resolved = os.path.normpath(os.path.join(os.path.dirname(link), target))
+    real_tree = os.path.realpath(tree)
+    if target.startswith("/") or not (resolved + "/").startswith(real_tree + "/"):
+        return target
+    return None
+
+
+def walk_tree(tree: str, exclude: Iterable[str] = ()) -> Iterator[str]:
+    """Every indexable relative path under TREE, excludes pruned, symlinks not followed."""
+    patterns = list(exclude)
+    for root, dirs, files in os.walk(tree):
+        base = os.path.relpath(root, tree)
+        base = "" if base == "." else base + "/"
+        kept = []
+        for name in dirs:
+            rel = base + name
+            if excluded(rel, patterns):
+                continue
+            if os.path.islink(os.path.join(root, name)):
+                yield rel  # a symlink to a directory is a symlink: not followed
+                continue
+            kept.append(name)
+            yield rel
+        dirs[:] = kept
+        for name in files:
+            rel = base + name
+            if not excluded(rel, patterns):
+                yield rel
+
+
+def tree_digest(tree: str, exclude: Iterable[str] = ()) -> dict[str, Any]:
+    """One digest of what a tree holds on this disk: paths, types, contents, modes, owners.
+
+    Two nodes with the same digest hold the same tree (mtimes and version
+    vectors do not count: a copy received later is the same copy). What FS-SA
+    never carries is left out: conflict copies, rsync's temporary files,
+    devices, fifos, sockets and symlinks leading out of the tree.
+    Used by ``fs_sync from=consensus`` to find the copy most holders share.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    files = size = 0
+    for rel in sorted(walk_tree(tree, exclude)):
+        name = os.path.basename(rel)
+        if is_conflict_copy(rel) or RSYNC_TEMP.match(name):
+            continue
+        full = os.path.join(tree, rel)
+        try:
+            st = os.lstat(full)
+            kind = file_type(st)
+            content = hash_path(full, st) if kind in ("f", "l") else ""
+        except OSError:
+            continue  # gone while walking: not part of this copy
+        if kind is None or (kind == "l" and leads_out(tree, full) is not None):
+            continue  # devices, fifos, sockets, links leading out are never transferred
+        files += kind == "f"
+        size += st.st_size if kind == "f" else 0
+        line = f"{rel}\0{kind}\0{content}\0{stat.S_IMODE(st.st_mode):o}\0{st.st_uid}:{st.st_gid}\n"
+        digest.update(line.encode(errors="surrogateescape"))
+    return {"digest": digest.hexdigest(), "files": files, "bytes": size}

@@ -49,6 +49,7 @@ from ._fs_entry import (
     same_stat,
     vv_compare,
     vv_merge,
+    walk_tree,
     winner,
 )
 
@@ -313,24 +314,7 @@ class Index:
 
     def walk(self) -> Iterator[str]:
         """Every indexable relative path under the tree, excludes pruned."""
-        for root, dirs, files in os.walk(self.tree):
-            base = os.path.relpath(root, self.tree)
-            base = "" if base == "." else base + "/"
-            kept = []
-            for name in dirs:
-                rel = base + name
-                if excluded(rel, self.exclude):
-                    continue
-                if os.path.islink(os.path.join(root, name)):
-                    yield rel  # a symlink to a directory is a symlink: not followed
-                    continue
-                kept.append(name)
-                yield rel
-            dirs[:] = kept
-            for name in files:
-                rel = base + name
-                if not excluded(rel, self.exclude):
-                    yield rel
+        return walk_tree(self.tree, self.exclude)
 
     def rescan(self, peers: Iterable[str]) -> list[str]:
         """Compare the whole tree with the index: catches what inotify missed."""

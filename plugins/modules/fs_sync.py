@@ -40,6 +40,13 @@ options:
       - Default is the first member of the tree's pool (sorted), so that every node of a play
         agrees on one source; pass the pool leader from C(takelan.multiall.pool_facts) or
         C(multiall status) to follow TNS.
+      - C(consensus) takes the copy most holders share, so that one node changed by hand is
+        put back instead of spreading its change. Each holder's copy is digested as it is on
+        its disk (paths, types, contents, modes, owners; not mtimes), the peers' over the
+        peer transport (C(multiall-fs digest)). The largest group of identical copies wins, a
+        tie goes to the group with the lowest-named node, and that group's lowest-named node
+        is the source, so every node of a play agrees. Peers that do not answer have no
+        vote (RV(trees[].consensus.unreachable)).
     type: str
     aliases: [source_node]
   key_dir:
@@ -71,6 +78,12 @@ EXAMPLES = r"""
     node: "{{ inventory_hostname }}"
     from: web1
 
+- name: Put back what most nodes hold (one node was edited by hand)
+  takelan.multiall.fs_sync:
+    node: "{{ inventory_hostname }}"
+    tree: /srv/www
+    from: consensus
+
 - name: Preview what converging /srv/www would change
   takelan.multiall.fs_sync:
     node: "{{ inventory_hostname }}"
@@ -98,6 +111,23 @@ trees:
       description: The node the tree is converged from.
       type: str
       sample: web1
+    consensus:
+      description: With O(from=consensus), how the source was chosen.
+      returned: when O(from=consensus)
+      type: dict
+      contains:
+        agree:
+          description: The holders whose copies are identical to the source's.
+          type: list
+          elements: str
+        groups:
+          description: Every group of identical copies, largest first.
+          type: list
+          elements: list
+        unreachable:
+          description: Peers that gave no digest, and why; they had no vote.
+          type: dict
+      sample: {agree: [n2, n3], groups: [[n2, n3], [n1]], unreachable: {}}
     acted:
       description: Whether this node pushed (it is the source).
       type: bool
@@ -122,7 +152,9 @@ from ansible_collections.takelan.multiall.plugins.module_utils._argspec import (
     pools_file_argspec,
 )
 from ansible_collections.takelan.multiall.plugins.module_utils._fs_converge import (
+    CONSENSUS,
     ConvergeError,
+    consensus,
     converge,
     diff_text,
     plan,
@@ -161,17 +193,31 @@ def main() -> None:
     model = load_model(module)
     params = module.params
     node = params["node"] or local_node_name()
-    plans = []
-    try:
-        paths = [params["tree"]] if params["tree"] else sorted(trees_for(model, node))
-        plans = [plan(model, node, path, params["from"]) for path in paths]
-    except (ConvergeError, KeyError) as exc:
-        module.fail_json(msg=f"fs_sync: {str(exc).strip(chr(39))}")
     if not module.get_bin_path("rsync"):
         module.fail_json(msg="fs_sync: rsync is not installed on this node")
 
     def run(argv):
         return module.run_command(list(argv))
+
+    plans, votes = [], {}
+    try:
+        paths = [params["tree"]] if params["tree"] else sorted(trees_for(model, node))
+        for path in paths:
+            source = params["from"]
+            if source == CONSENSUS:
+                path = plan(model, node, path)["path"]  # declared? (and normalised)
+                votes[path] = consensus(
+                    model,
+                    node,
+                    path,
+                    run,
+                    key_dir=params["key_dir"],
+                    control_dir=params["control_dir"],
+                )
+                source = votes[path]["source"]
+            plans.append(plan(model, node, path, source))
+    except (ConvergeError, KeyError) as exc:
+        module.fail_json(msg=f"fs_sync: {str(exc).strip(chr(39))}")
 
     trees, diffs, failures = [], [], []
     for p in plans:
@@ -183,6 +229,8 @@ def main() -> None:
             "peers": {},
             "skipped": [],
         }
+        if p["path"] in votes:
+            entry["consensus"] = {k: v for k, v in votes[p["path"]].items() if k != "source"}
         if entry["acted"] and not os.path.isdir(p["path"]):
             # Pushing a missing tree (with delete) would empty every peer: refuse.
             failures.append(f"{p['path']} does not exist on {node}, the source")

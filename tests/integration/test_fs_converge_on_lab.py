@@ -112,6 +112,21 @@ def test_check_mode_reports_the_change_and_writes_nothing(lab) -> None:
     assert lab.exec("n2", ["cat", f"{TREE}/index.html"]).stdout == "v2\n"
 
 
+def test_consensus_puts_back_the_copy_one_node_changed_by_hand(lab) -> None:
+    playbook(lab)
+    lab.exec("n3", ["sh", "-c", f"echo edited-by-hand > {TREE}/index.html"])
+    # The default source (n1) and n2 agree; n3's copy is the odd one, whatever its name.
+    out = playbook(lab, "-e", "fs_from=consensus", "--diff")
+    assert changed(out) == {"n1": 1, "n2": 0, "n3": 0}
+    assert f"~ n3:{TREE}/index.html" in out
+    for node in ("n1", "n2", "n3"):
+        assert lab.exec(node, ["cat", f"{TREE}/index.html"]).stdout == "v2\n"
+    # The digests come through each peer's forced command, as the pool key allows.
+    proc = lab.exec("n1", [*ssh_argv("web", "198.18.0.13"), f"multiall-fs digest {TREE}"])
+    assert '"digest"' in proc.stdout and '"files": 2' in proc.stdout
+    assert changed(playbook(lab, "-e", "fs_from=consensus")) == {"n1": 0, "n2": 0, "n3": 0}
+
+
 def _etc_state(lab) -> str:
     return lab.exec("n2", ["sh", "-c", "ls -la /etc && sha256sum /etc/passwd"]).stdout
 

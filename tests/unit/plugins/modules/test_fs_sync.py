@@ -152,3 +152,66 @@ def test_a_missing_source_tree_is_refused(run_module, site) -> None:
     with pytest.raises(ModuleFail) as failed:
         run_module(fs_sync, _args(site))
     assert "does not exist on n1, the source" in failed.value.result["msg"]
+
+
+FAKE_FS = """#!/bin/sh
+# multiall-fs digest TREE, as the peer's forced command answers it (TREE already moved under PEERS)
+exec "$FS_PYTHON" -c 'import json, sys
+from ansible_collections.takelan.multiall.plugins.module_utils._fs_entry import tree_digest
+print(json.dumps(tree_digest(sys.argv[2])))' "$@"
+"""
+
+
+@pytest.fixture
+def voters(site, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """Peers that answer ``multiall-fs digest`` like the real forced command."""
+    import sys
+
+    fake = site["tree"].parent / "bin" / "multiall-fs"
+    fake.write_text(FAKE_FS)
+    fake.chmod(0o755)
+    monkeypatch.setenv("FS_PYTHON", sys.executable)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in sys.path if p))
+    return site
+
+
+def _copy(site: dict[str, Path], address: str, text: str) -> None:
+    peer = _peer(site, address)
+    shutil.copytree(site["tree"], peer, dirs_exist_ok=True)
+    (peer / "index.html").write_text(text)
+
+
+def test_consensus_takes_the_copy_most_holders_share(run_module, voters) -> None:
+    # n1 (this node) was edited by hand; n2 and n3 still agree: n2 is the source.
+    _copy(voters, "198.18.0.12", "the pool's page\n")
+    _copy(voters, "198.18.0.13", "the pool's page\n")
+    (tree,) = run_module(fs_sync, _args(voters, **{"from": "consensus"}))["trees"]
+    assert tree["source"] == "n2" and tree["acted"] is False
+    assert tree["consensus"]["agree"] == ["n2", "n3"]
+    assert tree["consensus"]["groups"] == [["n2", "n3"], ["n1"]]
+    assert (voters["tree"] / "index.html").read_text() == "hello\n"  # n2's run puts it back
+
+
+def test_consensus_source_pushes_to_the_odd_one_out(run_module, voters) -> None:
+    _copy(voters, "198.18.0.12", "hello\n")  # the same as n1's
+    _copy(voters, "198.18.0.13", "edited by hand on n3\n")
+    # Never carried, so never a difference: a link leading out, a fifo (only on n1).
+    (voters["tree"] / "etc-link").symlink_to("/etc")
+    os.mkfifo(voters["tree"] / "pipe")
+    result = run_module(fs_sync, _args(voters, **{"from": "consensus"}))
+    (tree,) = result["trees"]
+    assert tree["source"] == "n1" and tree["acted"] is True
+    assert tree["peers"]["n3"]["changed"] == ["index.html"] and result["changed"] is True
+    assert (_peer(voters, "198.18.0.13") / "index.html").read_text() == "hello\n"
+    again = run_module(fs_sync, _args(voters, **{"from": "consensus"}))
+    assert again["changed"] is False and again["trees"][0]["consensus"]["agree"] == [
+        "n1",
+        "n2",
+        "n3",
+    ]
+
+
+def test_consensus_without_any_peer_answer_is_refused(run_module, site) -> None:
+    with pytest.raises(ModuleFail) as failed:  # no multiall-fs on the "peers"
+        run_module(fs_sync, _args(site, **{"from": "consensus"}))
+    assert "no peer answered for a consensus" in str(failed.value)
