@@ -126,7 +126,9 @@ class BoundedPool:
         self.records: dict[str, tuple[float, tuple[str, ...], float]] = {}
         self.reach: dict[str, bool] = {}
         self.own_down: tuple[str, ...] = ()
-        self._chunk = 0
+        self._chunks = max(1, math.ceil(len(self.members) / CHUNK))
+        # Rounds start at a different chunk on every node (as the rotation below does).
+        self._chunk = int(hashlib.sha256(me.encode()).hexdigest()[:8], 16) % self._chunks
         self._stale: frozenset[str] = frozenset()
         others = [m for m in self.members if m != me and m not in self.subjects]
         # Rotation of the extra probe: start at a different place on every node.
@@ -143,12 +145,26 @@ class BoundedPool:
         return peer
 
     # -- sending
-    def section(self, now: float) -> dict[str, Any]:
-        """What this node tells a peer about the pool (ages chunk and alert records)."""
-        start = self._chunk * CHUNK
-        if start >= len(self.members):
-            self._chunk, start = 0, 0
-        self._chunk += 1
+    def chunk_for(self, slot: int) -> int:
+        """The age chunk the SLOT-th peer of this round gets (0 when one chunk holds all)."""
+        return (self._chunk + slot) % self._chunks
+
+    def next_round(self) -> None:
+        """Rotate the chunks: the next round starts one chunk further."""
+        self._chunk = (self._chunk + 1) % self._chunks
+
+    def section(self, now: float, slot: int | None = None) -> dict[str, Any]:
+        """What this node tells a peer about the pool (ages chunk and alert records).
+
+        SLOT: the peer's place in a round (its chunk is ``chunk_for(slot)``);
+        None for a packet of its own, which takes the next chunk.
+        """
+        if slot is None:
+            chunk = self._chunk
+            self.next_round()
+        else:
+            chunk = self.chunk_for(slot)
+        start = chunk * CHUNK
         # Rounded up (ceil of now, floor of every tick): a relay never makes a member
         # look fresher than it is. Nothing heard for AGE_NEVER ticks reads as never.
         ticks = self._ticks[start : start + CHUNK]

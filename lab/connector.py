@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import secrets
 import subprocess
 import sys
@@ -108,9 +109,15 @@ def start_connector(lab: Lab, node: str) -> None:
         node,
         "connector",
         [sys.executable, "-m", "connector", "daemon", "--config", "/etc/multiall/connector.yml"],
-        env={"PYTHONUNBUFFERED": "1"},
+        # MULTIALL_PROFILE (a path inside the node) profiles the daemon (connector/daemon.py).
+        env={"PYTHONUNBUFFERED": "1", **_passed_env("MULTIALL_PROFILE")},
         restart=True,
     )
+
+
+def _passed_env(*names: str) -> dict[str, str]:
+    """The host's values of NAMES that are set: handed on to the nodes' connectors."""
+    return {n: os.environ[n] for n in names if os.environ.get(n)}
 
 
 def start_all(lab: Lab, rules: list[dict[str, Any]] | None = None, **overrides: Any) -> None:

@@ -80,8 +80,7 @@ class Lab:
             if name in self.dead:
                 continue
             extra = {r.extra_target() for r in node.bounded.values()} - {None}
-            for peer in [*node.targets, *sorted(p for p in extra if p not in node.targets)]:
-                node._send("ping", peer)
+            node._round([*node.targets, *sorted(p for p in extra if p not in node.targets)])
         self.deliver()  # a LAN delivers in well under a millisecond
         for _half in range(2):
             self.now += INTERVAL / 2
