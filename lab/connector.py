@@ -72,6 +72,24 @@ def pool_keys(lab: Lab) -> dict[str, str]:
     return keys
 
 
+# Labs up to this many nodes run Serf with ``-profile=local``; larger ones with ``lan``.
+LOCAL_PROFILE_MAX = 12
+
+
+def serf_profile(lab: Lab) -> str:
+    """Serf's timing profile for this lab's agents.
+
+    ``local`` (200 ms probe timeout, suspicion x3) keeps small labs quick. A large
+    lab runs N agents and N connectors on a few shared cores, where an agent is
+    often scheduled later than 200 ms: ``local`` then declared live members
+    failed (3-8 of 64 at load ~90), and Serf's ``failed`` wins over TNS, so its
+    false positives become ours. ``lan`` (500 ms, x4) is what Serf prescribes for
+    a LAN and what a real pool that size would run; TNS's fast path, not Serf,
+    sets the detection time either way.
+    """
+    return "local" if len(lab.nodes) <= LOCAL_PROFILE_MAX else "lan"
+
+
 def install_connector(
     lab: Lab, node: str, rules: list[dict[str, Any]] | None = None, **overrides: Any
 ) -> None:
@@ -90,7 +108,11 @@ def install_connector(
         "state_dir": "/var/lib/multiall",
         "control_socket": NODE_SOCKET,
         "metrics": "127.0.0.1:9273",
-        "serf": {"rpc_auth": secrets.token_hex(24), "encrypt_key": key, "profile": "local"},
+        "serf": {
+            "rpc_auth": secrets.token_hex(24),
+            "encrypt_key": key,
+            "profile": serf_profile(lab),
+        },
         "probe": {"keys": probe_keys},
         "watcher": {"rules": rules or [], "debounce": 0.5, "inventory": "/etc/multiall/pools.yml"},
     }
