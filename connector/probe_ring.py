@@ -122,6 +122,7 @@ class BoundedPool:
         # dict lookups per member per packet (what made 128 members cost 0.8 % of a core).
         self._ticks: list[int] = [_NEVER] * len(self.members)
         self._hot: set[str] = set()  # observers whose records are relayed
+        self._relayed: dict[str, int] = {}  # observer -> sections its current record went in
         # observer -> (monotonic time of its record, its lost subjects, when it last changed)
         self.records: dict[str, tuple[float, tuple[str, ...], float]] = {}
         self.reach: dict[str, bool] = {}
@@ -182,11 +183,15 @@ class BoundedPool:
             if now - self.records[o][0] <= MAX_AGE
             and (self.records[o][1] or now - self.records[o][2] <= MAX_AGE)
         }
-        relay = sorted(
-            ((self.records[o][2], o, *self.records[o][:2]) for o in self._hot), reverse=True
-        )
-        for _changed, observer, when, down in relay[: MAX_RECORDS - 1]:
+        # Least relayed first, then the newest change (memberlist's transmit-limited
+        # queue): a fresh alert goes out at once, and when more records changed than
+        # a packet holds (a start of many nodes) every one of them still travels,
+        # instead of the oldest changes waiting out MAX_AGE on the nodes they missed.
+        relay = sorted(self._hot, key=lambda o: (self._relayed.get(o, 0), -self.records[o][2]))
+        for observer in relay[: MAX_RECORDS - 1]:
+            when, down, _changed = self.records[observer]
             records[observer] = [math.ceil((now - when) / AGE_UNIT), list(down)]
+            self._relayed[observer] = self._relayed.get(observer, 0) + 1
         return {"ages": [start, encode_ages(ages)], "rec": records}
 
     # -- receiving
@@ -228,6 +233,7 @@ class BoundedPool:
             elif previous is None or previous[1] != lost:
                 self.records[observer] = (when, lost, now)
                 self._hot.add(observer)
+                self._relayed[observer] = 0
                 changed = True
             else:
                 self.records[observer] = (when, lost, previous[2])
