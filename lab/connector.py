@@ -87,6 +87,9 @@ def serf_profile(lab: Lab) -> str:
     a LAN and what a real pool that size would run; TNS's fast path, not Serf,
     sets the detection time either way.
     """
+    chosen = os.environ.get("MULTIALL_LAB_SERF_PROFILE")  # an experiment's override
+    if chosen in ("local", "lan", "wan"):
+        return chosen
     return "local" if len(lab.nodes) <= LOCAL_PROFILE_MAX else "lan"
 
 
