@@ -81,6 +81,7 @@ class Prober(asyncio.DatagramProtocol):
         self.node, self.peers, self.port = node, dict(peers), port
         self.keys = {p: k for p, k in keys.items() if p in pools}
         self.pools = {p: list(m) for p, m in pools.items()}
+        self._members = {p: frozenset(m) for p, m in pools.items()}
         # The pools this node shares with each peer: what it may tell it and hear from it.
         self.shared = {
             peer: sorted(p for p, members in self.pools.items() if peer in members)
@@ -204,7 +205,7 @@ class Prober(asyncio.DatagramProtocol):
 
     def _accept_section(self, pool: str, sender: str, section: dict, now: float) -> bool:
         """Take one verified, fresh section; True when the sender's opinion changed."""
-        members = self.pools[pool]
+        members = self._members[pool]  # a set: a list made each key O(N)
         view = {str(k): bool(v) for k, v in section.get("view", {}).items() if k in members}
         previous = self.views[pool].get(sender)
         self.views[pool][sender] = (now, view)

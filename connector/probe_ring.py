@@ -40,10 +40,12 @@ members; an observer's record only counts for its own subjects.
 
 from __future__ import annotations
 
+import array
 import base64
 import hashlib
 import math
 import struct
+import sys
 from itertools import compress, repeat
 from operator import ge, gt, lt, mul, not_, or_
 from typing import Any
@@ -95,7 +97,11 @@ def decode_ages(text: Any, limit: int) -> list[int] | None:
         return None
     if len(raw) % 2 or len(raw) // 2 > limit:
         return None
-    return list(struct.unpack(f">{len(raw) // 2}H", raw))
+    # array + byteswap: C speed, where struct.unpack into a list cost ~20 us per packet.
+    ages = array.array("H", raw)
+    if sys.byteorder == "little":
+        ages.byteswap()
+    return ages.tolist()
 
 
 class BoundedPool:
