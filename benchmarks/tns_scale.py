@@ -211,6 +211,8 @@ def idle(lab: Lab, seconds: float) -> dict[str, Any]:
         "bytes_sent_per_s": round(rate("sent_bytes")),
         "bytes_received_per_s": round(rate("received_bytes")),
         "largest_packet": max(t["largest"] for t in traffic1.values()),
+        # Topology recomputations per node per second: ~0 in an idle, settled pool.
+        "topology_passes_per_s": round(rate("topology_passes"), 2),
         "probe_targets": max(t["targets"] for t in traffic1.values()),
         "bounded": bool(traffic1[nodes[0]]["bounded"]),
         "load_avg": round((load0 + load()) / 2, 1),

@@ -122,6 +122,9 @@ class Connector:
         self._coords_next = 0
         self._maint_of: dict[str, SerfMember] | None = None
         self._joining: asyncio.Task | None = None
+        self._rtts_of: dict[str, Any] | None = None
+        self._rtt_cache: dict[str, float] = {}
+        self.passes = 0  # topology passes since start (status: what idle costs)
         self._maint: dict[str, str] = {}
         # Keys: gossip encrypted, one probe key per pool, Serf RPC never open
         # (docs/security.md). The RPC token is the daemon's own secret: when the
@@ -468,9 +471,8 @@ class Connector:
                 serf[self.node] = SerfMember(
                     self.node, self.address, "alive", {"maint": self.maint_tag, "sbm": self.sbm_tag}
                 )
-            mine = self.coords.get(self.node)
-            rtts = {n: rtt_ms(mine, self.coords.get(n)) for n in self.peers}
-            rtts = {n: v for n, v in rtts.items() if v is not None}
+            self.passes += 1
+            rtts = self._rtts()
             emit = self.baseline
             if not self.baseline:
                 # Until Serf has reported every declared member once, absence
@@ -505,6 +507,19 @@ class Connector:
             # a core. An idle pool's pass takes ~1 ms, so a verdict still waits 20 ms.
             cost = time.thread_time() - cpu
             await asyncio.sleep(max(0.02, cost * RECOMPUTE_SHARE))
+
+    def _rtts(self) -> dict[str, float]:
+        """Serf's RTT estimate per peer, computed again only when coordinates changed.
+
+        Coordinates move every 10 s; topology passes come many times a second
+        while views change, and this was a third of a pass at 32 members.
+        """
+        if self._rtts_of != self.coords:
+            self._rtts_of = dict(self.coords)
+            mine = self.coords.get(self.node)
+            rtts = {n: rtt_ms(mine, self.coords.get(n)) for n in self.peers}
+            self._rtt_cache = {n: v for n, v in rtts.items() if v is not None}
+        return self._rtt_cache
 
     def _probe_sbm(self, serf: dict[str, SerfMember], pool: str) -> dict[str, SerfMember]:
         """SERF with each peer's fresh SBM status from its probes of POOL, which beats
@@ -581,7 +596,7 @@ class Connector:
             "probe_rejected": self.prober.rejected,
             "probe_replayed": self.prober.replayed,
             # Traffic since start, for the cost model (benchmarks/tns_scale.py).
-            "probe_traffic": self.prober.traffic(),
+            "probe_traffic": {**self.prober.traffic(), "topology_passes": self.passes},
             # Seconds since each peer's last accepted probe packet (any shared pool).
             "probe_heard_s": {
                 peer: round(time.monotonic() - when, 3)

@@ -212,7 +212,10 @@ class Prober(asyncio.DatagramProtocol):
         self.heard[pool][sender] = now  # any accepted packet proves the path from the peer works
         seen = self.peer_maint_seen.setdefault(sender, {})
         seen.update({str(k): str(v) for k, v in section.get("maint", {}).items() if k in members})
-        changed = previous is None or previous[1] != view  # most packets repeat the last one
+        # Most packets repeat the last one. A bounded pool's sections carry no view: a
+        # new sender there (the rotating extra peer, a new one each round for N rounds)
+        # changes no opinion, and took a topology pass per round.
+        changed = previous[1] != view if previous else pool not in self.bounded
         sbm = str(section.get("sbm", ""))[:16]
         if sbm and self.peer_sbm[pool].get(sender) != sbm:
             # The SBM status travels here too: Serf coalesces tag updates for ~1 s.
