@@ -64,6 +64,11 @@ JOURNAL_WAIT = 2.0
 SERF_STDERR_TAIL = 20
 # An agent just (re)started refuses RPC until it listens: no warning for that.
 SERF_START_GRACE = 5.0
+# After a topology pass of C CPU seconds, wait C x this before the next (at least 20 ms).
+RECOMPUTE_SHARE = 9
+# Seconds between Serf joins while some pool peer is not alive in Serf (else poll_interval).
+JOIN_RETRY = 0.5
+JOIN_TIMEOUT = 30.0
 
 
 class JsonFormatter(logging.Formatter):
@@ -116,6 +121,10 @@ class Connector:
         self._coords_at = 0.0
         self._coords_next = 0
         self._maint: dict[str, str] = {}  # maint tags as of the last applied topology
+        self._joining: asyncio.Task | None = None
+        self._rtts_of: dict[str, Any] | None = None
+        self._rtt_cache: dict[str, float] = {}
+        self.passes = 0  # topology passes since start (status: what idle costs)
         # Keys: gossip encrypted, one probe key per pool, Serf RPC never open
         # (docs/security.md). The RPC token is the daemon's own secret: when the
         # config gives none, a random one per start (the daemon is its only client).
@@ -258,8 +267,10 @@ class Connector:
                 await rpc.set_tags(
                     {"maint": self.maint_tag, "sbm": self.sbm_tag, "sl": self.sl.digest[:8]}
                 )
-                await self._join()
                 await self._refresh_members()
+                # Joining waits on peers' agents (seconds, under load): the member
+                # table and the event stream must not wait for it.
+                self._join_soon()
                 self.serf_rpc.ok()
                 poll = asyncio.create_task(self._poll_members(), name="serf-poll")
                 try:
@@ -273,7 +284,7 @@ class Connector:
                         elif event.get("Event") == "query":
                             await self._answer_query(rpc, event)
                         else:
-                            await self._refresh_members()
+                            self._apply_member_event(event)
                 finally:
                     poll.cancel()
             except (SerfError, OSError) as exc:
@@ -293,14 +304,32 @@ class Connector:
                 await rpc.close()
             await asyncio.sleep(0.3)
 
+    def _join_soon(self) -> None:
+        """Start a join in the background unless one is under way."""
+        if self._joining is None or self._joining.done():
+            self._joining = asyncio.create_task(self._join(), name="serf-join")
+
     async def _join(self) -> None:
+        """Ask Serf to join a few missing peers, over a connection of its own.
+
+        Serf answers one RPC connection's requests in order and a join waits on
+        the peers' agents (10 s and more at a busy start of many nodes): on the
+        main connection it held up the member polls and the event stream.
+        """
         if not self.rpc or not self.peers:
             return
         alive = {n for n, m in self.serf_members.items() if m.status == "alive"}
-        with contextlib.suppress(SerfError):
-            await self.rpc.join(
-                [f"{a}:{self.cfg.serf['port']}" for a in join_targets(self.peers, alive)]
-            )
+        targets = [f"{a}:{self.cfg.serf['port']}" for a in join_targets(self.peers, alive)]
+        if not targets:
+            return
+        rpc = SerfClient("127.0.0.1", int(self.cfg.serf["rpc_port"]), self.cfg.serf.get("rpc_auth"))
+        try:  # on failure the next poll tries again
+            await rpc.connect(timeout=2)
+            await rpc.join(targets, timeout=JOIN_TIMEOUT)
+        except (SerfError, OSError) as exc:
+            log.debug("serf join %s: %s", targets, exc)
+        finally:
+            await rpc.close()
 
     async def _poll_members(self) -> None:
         """Belt and braces: the stream may coalesce; poll members every ``poll_interval``.
@@ -308,8 +337,12 @@ class Connector:
         A failed poll is reported and the next one tried: this task is nobody's
         to watch, so it must not end on the first error.
         """
+        missing = True
         while True:
-            await asyncio.sleep(self.poll_interval)
+            # While peers are missing (start-up, a partition) join again sooner.
+            await asyncio.sleep(
+                min(self.poll_interval, JOIN_RETRY) if missing else self.poll_interval
+            )
             try:
                 await self._refresh_members()
                 alive = [
@@ -317,12 +350,38 @@ class Connector:
                     for n, m in self.serf_members.items()
                     if m.status == "alive" and n != self.node
                 ]
-                if len(alive) < len(self.peers):
-                    await self._join()
+                missing = len(alive) < len(self.peers)
+                if missing:
+                    self._join_soon()
             except (SerfError, OSError) as exc:
                 self.serf_rpc.failed(f"serf rpc: polling members failed: {exc}")
             else:
                 self.serf_rpc.ok()
+
+    def _apply_member_event(self, event: dict[str, Any]) -> None:
+        """Apply a member event's members to the table, without asking Serf for all of them.
+
+        An event carries the members it is about, with status and tags. Asking
+        for the whole member list on each one made a start of N nodes cost every
+        node N events x N members (O(N^2) per node, O(N^3) for the pool); the
+        poll every ``poll_interval`` still catches anything a stream missed.
+        """
+        reaped = event.get("Event") == "member-reap"
+        changes = {}
+        for m in event.get("Members") or []:
+            new = None if reaped else SerfMember(m.name, m.address, m.status, m.tags)
+            if self.serf_members.get(m.name) != new:
+                changes[m.name] = new
+        if changes:
+            # Replaced, never changed in place (_maint_seen keys its cache on the object).
+            table = dict(self.serf_members)
+            for name, member in changes.items():
+                if member is None:
+                    table.pop(name, None)
+                else:
+                    table[name] = member
+            self.serf_members = table
+            self.dirty.set()
 
     async def _refresh_members(self) -> None:
         if not self.rpc:
@@ -403,14 +462,14 @@ class Connector:
         while True:
             await self.dirty.wait()
             self.dirty.clear()
+            cpu = time.thread_time()
             serf = dict(self.serf_members)
             if self.node not in serf:
                 serf[self.node] = SerfMember(
                     self.node, self.address, "alive", {"maint": self.maint_tag, "sbm": self.sbm_tag}
                 )
-            mine = self.coords.get(self.node)
-            rtts = {n: rtt_ms(mine, self.coords.get(n)) for n in self.peers}
-            rtts = {n: v for n, v in rtts.items() if v is not None}
+            self.passes += 1
+            rtts = self._rtts()
             emit = self.baseline
             if not self.baseline:
                 # Until Serf has reported every declared member once, absence
@@ -440,7 +499,25 @@ class Connector:
                     await self.publish(event)
                 self.metrics.topology(new, self.prober.rtt_ms)
             self._maint = {n: m.tags.get("maint", maintenance_tag(False)) for n, m in serf.items()}
-            await asyncio.sleep(0.02)  # coalesce bursts
+            # Coalesce bursts, and more so when a pass is costly: a start of many
+            # nodes changes views many times a second on every node, and a pass
+            # costs O(pool); this keeps recomputing under ~1/RECOMPUTE_SHARE of
+            # a core. An idle pool's pass takes ~1 ms, so a verdict still waits 20 ms.
+            cost = time.thread_time() - cpu
+            await asyncio.sleep(max(0.02, cost * RECOMPUTE_SHARE))
+
+    def _rtts(self) -> dict[str, float]:
+        """Serf's RTT estimate per peer, computed again only when coordinates changed.
+
+        Coordinates move every 10 s; topology passes come many times a second
+        while views change, and this was a third of a pass at 32 members.
+        """
+        if self._rtts_of != self.coords:
+            self._rtts_of = dict(self.coords)
+            mine = self.coords.get(self.node)
+            rtts = {n: rtt_ms(mine, self.coords.get(n)) for n in self.peers}
+            self._rtt_cache = {n: v for n, v in rtts.items() if v is not None}
+        return self._rtt_cache
 
     def _probe_sbm(self, serf: dict[str, SerfMember], pool: str) -> dict[str, SerfMember]:
         """SERF with each peer's fresh SBM status from its probes of POOL, which beats
@@ -517,7 +594,7 @@ class Connector:
             "probe_rejected": self.prober.rejected,
             "probe_replayed": self.prober.replayed,
             # Traffic since start, for the cost model (benchmarks/tns_scale.py).
-            "probe_traffic": self.prober.traffic(),
+            "probe_traffic": {**self.prober.traffic(), "topology_passes": self.passes},
             # Seconds since each peer's last accepted probe packet (any shared pool).
             "probe_heard_s": {
                 peer: round(time.monotonic() - when, 3)
@@ -678,5 +755,41 @@ def main(config_path: str) -> int:
     except PoolModelError as exc:
         print(exc, file=sys.stderr)
         return 1
-    asyncio.run(connector.run())
+    with _profiled(os.environ.get("MULTIALL_PROFILE")):
+        asyncio.run(connector.run())
     return connector.exit_code
+
+
+@contextlib.contextmanager
+def _profiled(path: str | None) -> Any:
+    """With ``MULTIALL_PROFILE=PATH``, profile the daemon's loop with cProfile.
+
+    Where a connector spends its CPU at start-up and idle (benchmarks/tns_scale.py
+    ``--profile``): every SIGUSR1 writes the statistics gathered since the last one
+    to ``PATH.<n>`` (n = 1, 2, ...) and starts afresh, so start-up and idle are
+    apart. Off (and free) without the variable.
+    """
+    if not path:
+        yield
+        return
+    import cProfile
+
+    # CPU time, not wall time: on a loaded machine the wall clock would charge
+    # the time a process waits for a core to whatever it was doing.
+    def profile() -> cProfile.Profile:
+        return cProfile.Profile(time.process_time)
+
+    state = {"profile": profile(), "n": 0}
+
+    def dump(_signum: int, _frame: Any) -> None:
+        state["n"] += 1
+        state["profile"].dump_stats(f"{path}.{state['n']}")  # also stops it
+        state["profile"] = profile()
+        state["profile"].enable()
+
+    signal.signal(signal.SIGUSR1, dump)
+    state["profile"].enable()
+    try:
+        yield
+    finally:
+        state["profile"].disable()

@@ -81,6 +81,7 @@ class Prober(asyncio.DatagramProtocol):
         self.node, self.peers, self.port = node, dict(peers), port
         self.keys = {p: k for p, k in keys.items() if p in pools}
         self.pools = {p: list(m) for p, m in pools.items()}
+        self._members = {p: frozenset(m) for p, m in pools.items()}
         # The pools this node shares with each peer: what it may tell it and hear from it.
         self.shared = {
             peer: sorted(p for p, members in self.pools.items() if peer in members)
@@ -204,14 +205,17 @@ class Prober(asyncio.DatagramProtocol):
 
     def _accept_section(self, pool: str, sender: str, section: dict, now: float) -> bool:
         """Take one verified, fresh section; True when the sender's opinion changed."""
-        members = self.pools[pool]
+        members = self._members[pool]  # a set: a list made each key O(N)
         view = {str(k): bool(v) for k, v in section.get("view", {}).items() if k in members}
         previous = self.views[pool].get(sender)
         self.views[pool][sender] = (now, view)
         self.heard[pool][sender] = now  # any accepted packet proves the path from the peer works
         seen = self.peer_maint_seen.setdefault(sender, {})
         seen.update({str(k): str(v) for k, v in section.get("maint", {}).items() if k in members})
-        changed = previous is None or previous[1] != view  # most packets repeat the last one
+        # Most packets repeat the last one. A bounded pool's sections carry no view: a
+        # new sender there (the rotating extra peer, a new one each round for N rounds)
+        # changes no opinion, and took a topology pass per round.
+        changed = previous[1] != view if previous else pool not in self.bounded
         sbm = str(section.get("sbm", ""))[:16]
         if sbm and self.peer_sbm[pool].get(sender) != sbm:
             # The SBM status travels here too: Serf coalesces tag updates for ~1 s.
@@ -231,8 +235,47 @@ class Prober(asyncio.DatagramProtocol):
 
     # -- sending
     def _send(self, kind: str, peer: str, echo: float | None = None, rtt: bool = False) -> None:
+        """Build, seal and send one packet to PEER (pongs; a round shares its packets)."""
         if self.transport is None or not self.shared.get(peer):
             return
+        self._transmit(self._packet(kind, peer, echo=echo, rtt=rtt), peer)
+
+    def _round(self, peers: list[str], rtt: bool = False) -> None:
+        """Ping PEERS: one sealed packet per distinct content, not one per peer.
+
+        What a round says does not depend on the receiver (its view or ages, the
+        maintenance tags of the sender's subjects, its SBM status), so peers that
+        share the same pools with this node get the very same packet: building,
+        encoding and signing it is most of a packet's cost. Sharing one ``seq``
+        is safe: each receiver checks it against its own last accepted, and a
+        copy captured on the way to one peer and replayed to another is either
+        refused (that peer has it) or says exactly what that peer was sent.
+        Pools larger than one age chunk give successive peers successive chunks.
+        """
+        if self.transport is None:
+            return
+        sealed: dict[tuple, bytes] = {}
+        for slot, peer in enumerate(peers):
+            pools = self.shared.get(peer)
+            if not pools:
+                continue
+            chunks = tuple(self.bounded[p].chunk_for(slot) for p in pools if p in self.bounded)
+            key = (tuple(pools), chunks)
+            packet = sealed.get(key)
+            if packet is None:
+                packet = sealed[key] = self._packet("ping", peer, rtt=rtt, slot=slot)
+            self._transmit(packet, peer)
+        for ring in self.bounded.values():
+            ring.next_round()
+
+    def _packet(
+        self,
+        kind: str,
+        peer: str,
+        echo: float | None = None,
+        rtt: bool = False,
+        slot: int | None = None,
+    ) -> bytes:
         maint = self.maint_seen()
         sbm = self.own_sbm()
         self.seq += 1
@@ -248,10 +291,10 @@ class Prober(asyncio.DatagramProtocol):
                     "maint": {m: maint[m] for m in self.pools[pool] if m in maint},
                     "sbm": sbm,
                 }
-            else:  # bounded: no whole view; the receiver's own tag is the acknowledgement
+            else:  # bounded: no whole view; the subjects' tags are their acknowledgements
                 sections[pool] = {
-                    **ring.section(now),
-                    "maint": {peer: maint[peer]} if peer in maint else {},
+                    **ring.section(now, slot),
+                    "maint": {m: maint[m] for m in ring.subjects if m in maint},
                     "sbm": sbm,
                 }
         msg: dict[str, Any] = {
@@ -266,7 +309,10 @@ class Prober(asyncio.DatagramProtocol):
             msg["echo"] = echo
         if rtt:
             msg["rtt"] = 1
-        packet = seal(self.keys, msg)
+        return seal(self.keys, msg)
+
+    def _transmit(self, packet: bytes, peer: str) -> None:
+        assert self.transport is not None
         self.counts["sent"] += 1
         self.counts["sent_bytes"] += len(packet)
         self.largest = max(self.largest, len(packet))
@@ -285,8 +331,7 @@ class Prober(asyncio.DatagramProtocol):
             rounds += 1
             extra = {ring.extra_target() for ring in self.bounded.values()}
             extra = {p for p in extra if p in self.peers and p not in self.targets}
-            for peer in [*self.targets, *sorted(extra)]:
-                self._send("ping", peer, rtt=rounds % 10 == 1)
+            self._round([*self.targets, *sorted(extra)], rtt=rounds % 10 == 1)
             if self.bounded:
                 # Bounded pools decide on ages, not on the arrival of a packet: look
                 # twice per interval so an expiry is not seen up to a round late.
@@ -311,8 +356,7 @@ class Prober(asyncio.DatagramProtocol):
     def _push(self) -> None:
         self._push_handle = None
         self._last_push = time.monotonic()
-        for peer in self.targets:
-            self._send("ping", peer)
+        self._round(self.targets)
 
     def traffic(self) -> dict[str, Any]:
         """Packets and bytes since start, the largest packet, and how each pool is probed."""

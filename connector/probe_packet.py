@@ -7,7 +7,6 @@ are described there and in docs/security.md ("TNS").
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import hmac
 import json
 import math
@@ -22,7 +21,8 @@ EPOCH_FILE = "probe.epoch"
 def _mac(key: bytes, pool: str, body: bytes) -> bytes:
     # The pool name is inside the MAC: one key reused for two pools still
     # cannot move a section from one pool to the other.
-    return hmac.new(key, pool.encode() + b"\0" + body, hashlib.sha256).hexdigest().encode()
+    # hmac.digest: the one-shot C path, several times cheaper than hmac.new() per packet.
+    return hmac.digest(key, pool.encode() + b"\0" + body, "sha256").hex().encode()
 
 
 def seal(keys: Mapping[str, bytes], msg: dict[str, Any]) -> bytes:

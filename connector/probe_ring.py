@@ -40,10 +40,12 @@ members; an observer's record only counts for its own subjects.
 
 from __future__ import annotations
 
+import array
 import base64
 import hashlib
 import math
 import struct
+import sys
 from itertools import compress, repeat
 from operator import ge, gt, lt, mul, not_, or_
 from typing import Any
@@ -95,7 +97,11 @@ def decode_ages(text: Any, limit: int) -> list[int] | None:
         return None
     if len(raw) % 2 or len(raw) // 2 > limit:
         return None
-    return list(struct.unpack(f">{len(raw) // 2}H", raw))
+    # array + byteswap: C speed, where struct.unpack into a list cost ~20 us per packet.
+    ages = array.array("H", raw)
+    if sys.byteorder == "little":
+        ages.byteswap()
+    return ages.tolist()
 
 
 class BoundedPool:
@@ -122,11 +128,14 @@ class BoundedPool:
         # dict lookups per member per packet (what made 128 members cost 0.8 % of a core).
         self._ticks: list[int] = [_NEVER] * len(self.members)
         self._hot: set[str] = set()  # observers whose records are relayed
+        self._relayed: dict[str, int] = {}  # observer -> sections its current record went in
         # observer -> (monotonic time of its record, its lost subjects, when it last changed)
         self.records: dict[str, tuple[float, tuple[str, ...], float]] = {}
         self.reach: dict[str, bool] = {}
         self.own_down: tuple[str, ...] = ()
-        self._chunk = 0
+        self._chunks = max(1, math.ceil(len(self.members) / CHUNK))
+        # Rounds start at a different chunk on every node (as the rotation below does).
+        self._chunk = int(hashlib.sha256(me.encode()).hexdigest()[:8], 16) % self._chunks
         self._stale: frozenset[str] = frozenset()
         others = [m for m in self.members if m != me and m not in self.subjects]
         # Rotation of the extra probe: start at a different place on every node.
@@ -143,12 +152,26 @@ class BoundedPool:
         return peer
 
     # -- sending
-    def section(self, now: float) -> dict[str, Any]:
-        """What this node tells a peer about the pool (ages chunk and alert records)."""
-        start = self._chunk * CHUNK
-        if start >= len(self.members):
-            self._chunk, start = 0, 0
-        self._chunk += 1
+    def chunk_for(self, slot: int) -> int:
+        """The age chunk the SLOT-th peer of this round gets (0 when one chunk holds all)."""
+        return (self._chunk + slot) % self._chunks
+
+    def next_round(self) -> None:
+        """Rotate the chunks: the next round starts one chunk further."""
+        self._chunk = (self._chunk + 1) % self._chunks
+
+    def section(self, now: float, slot: int | None = None) -> dict[str, Any]:
+        """What this node tells a peer about the pool (ages chunk and alert records).
+
+        SLOT: the peer's place in a round (its chunk is ``chunk_for(slot)``);
+        None for a packet of its own, which takes the next chunk.
+        """
+        if slot is None:
+            chunk = self._chunk
+            self.next_round()
+        else:
+            chunk = self.chunk_for(slot)
+        start = chunk * CHUNK
         # Rounded up (ceil of now, floor of every tick): a relay never makes a member
         # look fresher than it is. Nothing heard for AGE_NEVER ticks reads as never.
         ticks = self._ticks[start : start + CHUNK]
@@ -166,11 +189,15 @@ class BoundedPool:
             if now - self.records[o][0] <= MAX_AGE
             and (self.records[o][1] or now - self.records[o][2] <= MAX_AGE)
         }
-        relay = sorted(
-            ((self.records[o][2], o, *self.records[o][:2]) for o in self._hot), reverse=True
-        )
-        for _changed, observer, when, down in relay[: MAX_RECORDS - 1]:
+        # Least relayed first, then the newest change (memberlist's transmit-limited
+        # queue): a fresh alert goes out at once, and when more records changed than
+        # a packet holds (a start of many nodes) every one of them still travels,
+        # instead of the oldest changes waiting out MAX_AGE on the nodes they missed.
+        relay = sorted(self._hot, key=lambda o: (self._relayed.get(o, 0), -self.records[o][2]))
+        for observer in relay[: MAX_RECORDS - 1]:
+            when, down, _changed = self.records[observer]
             records[observer] = [math.ceil((now - when) / AGE_UNIT), list(down)]
+            self._relayed[observer] = self._relayed.get(observer, 0) + 1
         return {"ages": [start, encode_ages(ages)], "rec": records}
 
     # -- receiving
@@ -212,6 +239,7 @@ class BoundedPool:
             elif previous is None or previous[1] != lost:
                 self.records[observer] = (when, lost, now)
                 self._hot.add(observer)
+                self._relayed[observer] = 0
                 changed = True
             else:
                 self.records[observer] = (when, lost, previous[2])

@@ -88,6 +88,9 @@ class SerfClient:
         # Queries left before Serf's "done" (``expect`` met): their late records
         # (header + body) are read and dropped, so the body is never taken for a header.
         self._orphans: set[int] = set()
+        # Requests given up on (timed out) -> their command: a late answer's body is
+        # read and dropped, not taken for the next header (which broke the connection).
+        self._late: dict[int, str] = {}
         self._unpacker = msgpack.Unpacker(
             raw=False, unicode_errors="surrogateescape", strict_map_key=False
         )
@@ -182,7 +185,10 @@ class SerfClient:
                         continue
                     queue.put_nowait(await self._next())
                     continue
-                command, future = self._pending.pop(seq, ("", None))  # type: ignore[assignment]
+                command, future = self._pending.pop(seq, None) or (  # type: ignore[assignment]
+                    self._late.pop(seq, ""),
+                    None,
+                )
                 body = await self._next() if command in _WITH_BODY and not error else None
                 if future is None or future.done():
                     continue
@@ -206,8 +212,8 @@ class SerfClient:
         try:
             return await asyncio.wait_for(future, timeout)
         except TimeoutError:
-            # The entry stays: when Serf answers late (a join to a dead address), the
-            # reader must still know the command to consume its body too; it then drops it.
+            self._pending.pop(seq, None)
+            self._late[seq] = command
             raise SerfError(f"{command}: no answer from Serf within {timeout:g} s") from None
 
     async def _open_stream(self, command: str, body: dict[str, Any]) -> tuple[int, asyncio.Queue]:
@@ -238,9 +244,13 @@ class SerfClient:
         """Set (and delete) this agent's tags; they gossip to every member."""
         await self.request("tags", {"Tags": tags, "DeleteTags": delete or []})
 
-    async def join(self, addresses: list[str]) -> int:
-        """Join an existing cluster through any of ``addresses``."""
-        body = await self.request("join", {"Existing": addresses, "Replay": False})
+    async def join(self, addresses: list[str], timeout: float = 10.0) -> int:
+        """Join an existing cluster through any of ``addresses``.
+
+        Serf answers one connection's requests in order, and a join waits on the
+        peers' agents (seconds under load): give it a connection of its own.
+        """
+        body = await self.request("join", {"Existing": addresses, "Replay": False}, timeout)
         return int(body.get("Num", 0))
 
     async def query(

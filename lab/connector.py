@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import secrets
 import subprocess
 import sys
@@ -71,6 +72,27 @@ def pool_keys(lab: Lab) -> dict[str, str]:
     return keys
 
 
+# Labs up to this many nodes run Serf with ``-profile=local``; larger ones with ``lan``.
+LOCAL_PROFILE_MAX = 12
+
+
+def serf_profile(lab: Lab) -> str:
+    """Serf's timing profile for this lab's agents.
+
+    ``local`` (200 ms probe timeout, suspicion x3) keeps small labs quick. A large
+    lab runs N agents and N connectors on a few shared cores, where an agent is
+    often scheduled later than 200 ms: ``local`` then declared live members
+    failed (3-8 of 64 at load ~90), and Serf's ``failed`` wins over TNS, so its
+    false positives become ours. ``lan`` (500 ms, x4) is what Serf prescribes for
+    a LAN and what a real pool that size would run; TNS's fast path, not Serf,
+    sets the detection time either way.
+    """
+    chosen = os.environ.get("MULTIALL_LAB_SERF_PROFILE")  # an experiment's override
+    if chosen in ("local", "lan", "wan"):
+        return chosen
+    return "local" if len(lab.nodes) <= LOCAL_PROFILE_MAX else "lan"
+
+
 def install_connector(
     lab: Lab, node: str, rules: list[dict[str, Any]] | None = None, **overrides: Any
 ) -> None:
@@ -89,7 +111,11 @@ def install_connector(
         "state_dir": "/var/lib/multiall",
         "control_socket": NODE_SOCKET,
         "metrics": "127.0.0.1:9273",
-        "serf": {"rpc_auth": secrets.token_hex(24), "encrypt_key": key, "profile": "local"},
+        "serf": {
+            "rpc_auth": secrets.token_hex(24),
+            "encrypt_key": key,
+            "profile": serf_profile(lab),
+        },
         "probe": {"keys": probe_keys},
         "watcher": {"rules": rules or [], "debounce": 0.5, "inventory": "/etc/multiall/pools.yml"},
     }
@@ -108,9 +134,15 @@ def start_connector(lab: Lab, node: str) -> None:
         node,
         "connector",
         [sys.executable, "-m", "connector", "daemon", "--config", "/etc/multiall/connector.yml"],
-        env={"PYTHONUNBUFFERED": "1"},
+        # MULTIALL_PROFILE (a path inside the node) profiles the daemon (connector/daemon.py).
+        env={"PYTHONUNBUFFERED": "1", **_passed_env("MULTIALL_PROFILE")},
         restart=True,
     )
+
+
+def _passed_env(*names: str) -> dict[str, str]:
+    """The host's values of NAMES that are set: handed on to the nodes' connectors."""
+    return {n: os.environ[n] for n in names if os.environ.get(n)}
 
 
 def start_all(lab: Lab, rules: list[dict[str, Any]] | None = None, **overrides: Any) -> None:

@@ -25,6 +25,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -59,6 +60,37 @@ DEFAULT_STATE = "/run/multiall-lab"
 SUPERVISOR = Path(__file__).resolve().parent / "supervisor.py"
 BOOT_WORKERS = 24
 NODE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+# The kernel's IPv4 neighbour (ARP) table is one for every network namespace, capped
+# by these sysctls (Linux defaults 128 / 512 / 1024). A lab of N nodes where every node
+# talks to every other (Serf gossips with random members) needs ~N^2 entries: 64 nodes
+# are 4 032, more than the cap, and the kernel then drops packets to peers it cannot
+# resolve ("neighbor table overflow" in dmesg). Serf then marked live members failed
+# and joins timed out, which is what kept 64-node labs from converging.
+NEIGH_LIMITS = {"gc_thresh1": 4096, "gc_thresh2": 32768, "gc_thresh3": 65536}
+
+
+def raise_neighbour_limits() -> None:
+    """Raise the host's ARP table limits to NEIGH_LIMITS (never lowers them).
+
+    They exist in the host's network namespace only; a private lab runs in one of
+    its own (lab/instance.sh, which names the host's in MULTIALL_HOST_NETNS).
+    """
+    host: list[str] = []
+    if not Path("/proc/sys/net/ipv4/neigh/default/gc_thresh3").exists():
+        netns = os.environ.get("MULTIALL_HOST_NETNS", "/proc/1/ns/net")
+        host = ["nsenter", f"--net={netns}", "--"]
+    for name, wanted in NEIGH_LIMITS.items():
+        key = f"net.ipv4.neigh.default.{name}"
+        try:
+            now = subprocess.run(
+                [*host, "sysctl", "-n", key], capture_output=True, text=True, check=True
+            ).stdout
+            if int(now) < wanted:
+                subprocess.run([*host, "sysctl", "-q", "-w", f"{key}={wanted}"], check=True)
+        except (OSError, ValueError, subprocess.CalledProcessError) as exc:
+            print(f"lab: cannot raise {key} to {wanted}: {exc}", file=sys.stderr)
 
 
 class LabError(Exception):
@@ -203,6 +235,7 @@ class Lab:
             self.state = {"nodes": {}, "pools_file": pools_file, "started": time.time()}
             self.state_dir.mkdir(parents=True, exist_ok=True)
             self._client_key()
+            raise_neighbour_limits()
             sh(["ip", "link", "add", BRIDGE, "type", "bridge"])
             sh(["ip", "addr", "add", f"{CONTROLLER}/{LAB_NET.prefixlen}", "dev", BRIDGE])
             sh(["ip", "link", "set", BRIDGE, "up"])

@@ -18,6 +18,9 @@ if [[ ! -e /run/netns/$ctl ]]; then
     ip -n "$ctl" link set lo up
 fi
 export MULTIALL_LAB_PREFIX="ma$k-" MULTIALL_LAB_DIR="/run/multiall-lab$k"
+# The host's network namespace (this shell's pid stays that of flock below, which
+# does not enter the lab's): host-wide settings such as the ARP table limits live there.
+export MULTIALL_HOST_NETNS="/proc/$$/ns/net"
 export ANSIBLE_SSH_CONTROL_PATH_DIR="/run/multiall-lab$k-cp"
 mkdir -p "$MULTIALL_LAB_DIR" "$ANSIBLE_SSH_CONTROL_PATH_DIR"
 # nsenter switches only the network namespace: the lab's own `ip netns add`

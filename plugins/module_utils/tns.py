@@ -178,22 +178,25 @@ def pool_topology(
     """
     rtt_ms = rtt_ms or {}
     base = {name: _serf_state(serf.get(name)) for name in declared}
-    voters = [n for n in declared if base[n] in _REACHABLE]
+    # Count each voter's opinions once, over what it observed: O(observations), so a
+    # bounded pool (each voter observes a few ring neighbours) costs O(N), not O(N^2).
+    observed = {name: [0, 0] for name in declared if base[name] in _REACHABLE}
+    for voter in declared:
+        if voter not in observed:
+            continue
+        for name, seen in observations.get(voter, {}).items():
+            count = observed.get(name)
+            if count is None or name == voter:
+                continue
+            count[0] += 1
+            if not seen:
+                count[1] += 1
     members: dict[str, MemberView] = {}
     for name in declared:
         state = base[name]
         member = serf.get(name)
-        votes = observers = 0
+        observers, votes = observed.get(name, (0, 0))
         if state in _REACHABLE:
-            for voter in voters:
-                if voter == name:
-                    continue
-                seen = observations.get(voter, {}).get(name)
-                if seen is None:
-                    continue
-                observers += 1
-                if not seen:
-                    votes += 1
             if observers and votes * 2 > observers:
                 state = FAILED
             elif votes:
