@@ -51,6 +51,10 @@ CHUNK = 850
 WATCHED = (DPKG_STATUS, "/etc/ld.so.cache")
 
 
+class FactsChanged(SerfError):
+    """A member's facts changed between two parts of one read: read it again, it is alive."""
+
+
 def pack(facts: dict[str, Any]) -> list[bytes]:
     """Facts -> the answers to parts 0..n-1: ``{"d","n","i"}`` header line + a chunk."""
     body = zlib.compress(json.dumps(facts, separators=(",", ":")).encode(), 9)
@@ -210,7 +214,7 @@ class SlAgent:
                     log.warning("sl facts: %s (asking again)", exc)
                     continue
                 if int(header["i"]) != part:
-                    got[node] = SerfError(f"{node}'s facts changed while being read; ask again")
+                    got[node] = FactsChanged(f"{node}'s facts changed while being read")
                 else:
                     got[node] = (header, chunk)
         for node in nodes:
@@ -220,8 +224,18 @@ class SlAgent:
         return got
 
     async def fetch_many(self, nodes: list[str]) -> dict[str, Any]:
-        """Each node's facts (or the error why not): from cache when its ``sl`` tag says they
-        are current, else part 0 of all of them in one query, then each further part in one."""
+        """Each node's facts (or the error why not); a member whose facts changed while
+        they were read (it was re-collecting) is read once more instead of being reported
+        as not answering."""
+        out = await self._fetch_round(nodes)
+        again = [n for n in nodes if isinstance(out[n], FactsChanged)]
+        if again:
+            out.update(await self._fetch_round(again))
+        return out
+
+    async def _fetch_round(self, nodes: list[str]) -> dict[str, Any]:
+        """From cache when a node's ``sl`` tag says its facts are current, else part 0 of
+        all of them in one query, then each further part in one."""
         out: dict[str, Any] = {}
         todo = []
         for node in nodes:
@@ -269,7 +283,7 @@ class SlAgent:
                     out[node] = answer
                     break
                 if answer[0]["d"] != header["d"]:
-                    out[node] = SerfError(f"{node}'s facts changed while being read; ask again")
+                    out[node] = FactsChanged(f"{node}'s facts changed while being read")
                     break
                 chunks.append(answer[1])
             else:
@@ -297,15 +311,22 @@ class SlAgent:
         results = await self.fetch_many(nodes)
         facts: dict[str, dict[str, Any] | None] = {}
         errors: dict[str, str] = {}
+        stale: dict[str, str] = {}
         for node in nodes:
             result = results[node]
             if isinstance(result, (SerfError, ValueError, OSError)):
-                facts[node], errors[node] = None, str(result)
+                # An admin would rather see the member's last known facts, marked stale
+                # with the reason, than an empty column: it still counts as drift.
+                cached = self.cache.get(node) if node != self.node else None
+                if cached is not None:
+                    facts[node], stale[node] = cached, str(result)
+                else:
+                    facts[node], errors[node] = None, str(result)
             elif isinstance(result, BaseException):
                 raise result
             else:
                 facts[node] = result
-        matrix = await asyncio.to_thread(drift_matrix, model, nodes, facts, errors)
+        matrix = await asyncio.to_thread(drift_matrix, model, nodes, facts, errors, stale)
         return {"ok": True, "pools": pools, "observer": self.node, **matrix}
 
     async def control(self, req: dict[str, Any]) -> dict[str, Any]:

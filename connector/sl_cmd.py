@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from typing import Any
 
 from ansible_collections.takelan.multiall.plugins.module_utils._control import control_request
@@ -46,9 +47,10 @@ def cell_text(cell: dict[str, Any] | None) -> tuple[str, bool]:
     have = cell.get("installed") or "missing"
     if cell.get("held"):
         have += " (held)"
+    mark = " (stale)" if cell.get("stale") else ""
     if cell.get("ok"):
-        return have if cell.get("installed") else "-", False
-    return f"{have} ≠ {cell.get('expected')}", True
+        return (have if cell.get("installed") else "-") + mark, False
+    return f"{have} ≠ {cell.get('expected')}{mark}", True
 
 
 def render(report: dict[str, Any], show_all: bool = False) -> Table:
@@ -57,7 +59,9 @@ def render(report: dict[str, Any], show_all: bool = False) -> Table:
     table.add_column("kind")
     table.add_column("name")
     for node in report["nodes"]:
-        table.add_column(f"{node}" + (" (?)" if node in report["unreachable"] else ""))
+        mark = " (?)" if node in report["unreachable"] else ""
+        mark = " (stale)" if node in report.get("stale", {}) else mark
+        table.add_column(f"{node}{mark}")
     for row in report["rows"]:
         cells = [cell_text(row["cells"].get(n)) for n in report["nodes"]]
         if not show_all and not any(bad for _text, bad in cells):
@@ -84,6 +88,9 @@ def cmd_drift(args: argparse.Namespace) -> int:
     console.print(render(reply, args.all))
     for node, error in reply["unreachable"].items():
         console.print(f"[bold red]{node}: not asked: {error}[/]")
+    for node, why in reply.get("stale", {}).items():
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(why["at"] or 0))
+        console.print(f"[bold red]{node}: stale, facts from {when} shown: {why['error']}[/]")
     for conflict in reply["conflicts"]:
         console.print(f"[bold red]conflict: {conflict['message']}[/]")
     counts = ", ".join(f"{n} {c}" for n, c in reply["drifted"].items())

@@ -103,7 +103,8 @@ def in_sync(lab, node: str = "n1") -> dict | None:
     return report if status == 0 else None
 
 
-def cell(report: dict, kind: str, name: str, node: str) -> dict:
+def cell(report: dict, kind: str, name: str, node: str) -> dict | None:
+    """One matrix cell; None while NODE's facts are unknown (not collected or not answered)."""
     return next(r for r in report["rows"] if (r["kind"], r["name"]) == (kind, name))["cells"][node]
 
 
@@ -139,7 +140,9 @@ def test_hand_change_is_drift_with_an_event_and_converge_fixes_it(sl_lab):
     def drifted():
         status, report = drift(sl_lab, "n3")  # any member answers for the pool
         got = cell(report, "packages", "sl-base", "n2")
-        return report if status == 1 and got["installed"] == "2.0" else None
+        # None: n2 not heard yet; stale: its last facts, from before the change. Not yet.
+        fresh = got is not None and not got.get("stale")
+        return report if status == 1 and fresh and got["installed"] == "2.0" else None
 
     report = wait_for(drifted, 20, "n2's hand change in the drift report")
     assert cell(report, "packages", "sl-base", "n2") == {

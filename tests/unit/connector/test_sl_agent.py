@@ -60,6 +60,8 @@ class FakeRpc:
     def __init__(self, facts_of: dict[str, dict], garble: dict[str, int] | None = None) -> None:
         self.answers = {node: sl_agent.pack(f) for node, f in facts_of.items()}
         self.garble = dict(garble or {})  # node -> how many of its answers arrive garbled
+        self.silent: set[str] = set()  # nodes whose answers are lost
+        self.after_part0: dict[str, dict] = {}  # node -> facts it has once its part 0 is sent
         self.queries: list[tuple[int, list[str]]] = []
 
     async def query(self, name, payload, nodes, timeout, expect):
@@ -67,8 +69,12 @@ class FakeRpc:
         self.queries.append((part, list(nodes)))
         out = [{"from": "intruder", "payload": b"not asked"}]
         for node in nodes:
+            if node in self.silent:
+                continue
             answers = self.answers[node]
             data = answers[min(part, len(answers) - 1)]
+            if part == 0 and node in self.after_part0:  # it re-collects right after
+                self.answers[node] = sl_agent.pack(self.after_part0.pop(node))
             if self.garble.get(node):
                 self.garble[node] -= 1
                 data = b"\x00" + data[:30]
@@ -106,3 +112,50 @@ def test_an_answer_garbled_twice_is_an_error_that_shows_what_came():
     assert isinstance(got["n3"], dict)
     assert isinstance(got["n2"], ValueError)
     assert "n2 sent a malformed SL facts answer (31 bytes: b'\\x00{" in str(got["n2"])
+
+
+def test_a_member_that_recollects_while_being_read_is_read_again():
+    old, new = facts(400), facts(401) | {"digest": "1234567890abcdef"}
+    rpc = FakeRpc({"n2": old, "n3": facts(60)})
+    rpc.after_part0["n2"] = new
+    got = asyncio.run(agent_with(rpc).fetch_many(["n2", "n3"]))
+    assert got["n2"] == json.loads(json.dumps(new))  # not "did not answer"
+
+
+MODEL = """\
+nodes:
+  n1: {address: 198.18.0.11, pools: [web]}
+  n2: {address: 198.18.0.12, pools: [web]}
+  n3: {address: 198.18.0.13, pools: [web]}
+pools:
+  web:
+    packages: {package-number-1: "1.0-1+deb12u1"}
+"""
+
+
+def test_a_member_whose_answer_is_lost_is_shown_from_its_last_facts_marked_stale():
+    from ansible_collections.takelan.multiall.plugins.module_utils.pools import PoolModel
+
+    peers = {n: facts(20) | {"node": n, "at": 1764000000.0} for n in ("n2", "n3")}
+    rpc = FakeRpc(peers)
+    connector = SimpleNamespace(
+        node="n1", rpc=rpc, serf_members={}, model=PoolModel.from_text(MODEL), pools=["web"]
+    )
+    agent = sl_agent.SlAgent(connector, {})  # type: ignore[arg-type]
+    agent.facts = facts(20)
+    first = asyncio.run(agent.report("web"))
+    assert first["drift"] is False and first["stale"] == {}
+    rpc.silent.add("n3")
+    report = asyncio.run(agent.report("web"))
+    cell = report["rows"][0]["cells"]["n3"]
+    assert cell == {
+        "installed": "1.0-1+deb12u1",
+        "held": False,
+        "expected": "1.0-1+deb12u1",
+        "ok": True,
+        "stale": True,
+    }
+    assert report["stale"]["n3"]["at"] == 1764000000.0
+    assert "n3 did not answer" in report["stale"]["n3"]["error"]
+    assert report["unreachable"] == {}
+    assert report["drift"] is True  # last known is not "in sync"
