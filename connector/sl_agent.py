@@ -6,9 +6,9 @@ inotify on a file dpkg replaces by rename) and every ``interval`` seconds for
 services. The facts' digest is the Serf tag ``sl``, so every peer learns by
 gossip that a node's software changed; the body (about 11 KB compressed for
 ~740 packages and ~550 libraries) is fetched with the ``multiall-sl`` Serf
-query in chunks that fit Serf's 1 KB answer limit, and cached by digest: a
-drift report for a pool reuses every peer's facts it already has, so it costs
-no SSH and, when nothing changed, no network at all.
+query in chunks that fit Serf's answer limit (one chunk under the connector's
+16 KB), and cached by digest: a drift report for a pool reuses every peer's
+facts it already has, so it costs no SSH and, when nothing changed, no network.
 
 A change that makes this node drift from the model raises an ``sl_drift`` event
 (one per pool of the node) with the differences.
@@ -44,21 +44,31 @@ log = logging.getLogger("multiall.sl")
 QUERY = "multiall-sl"
 # Serf refuses (and the RPC only logs) an answer whose encoded gossip message
 # (payload + LTime, ID, From, Flags and their keys: ~50 bytes + the node name)
-# exceeds query_response_size_limit (1024). The header line is ~45 bytes; 850 leaves
-# room for node names up to ~60 characters instead of silently losing a chunk.
+# exceeds query_response_size_limit (Serf's default 1024). The header line is ~45
+# bytes; 850 leaves room for node names up to ~60 characters instead of silently
+# losing a chunk. The connector raises the limit (``serf.query_response_size_limit``,
+# 16384: memberlist reads UDP packets of up to 64 KB, IP fragments them on the
+# wire) so that a node's facts fit in one answer: every further part was one more
+# query and one more chance to lose a packet and wait a whole query timeout.
 SERF_LIMIT = 1024
 CHUNK = 850
+OVERHEAD = SERF_LIMIT - CHUNK
 WATCHED = (DPKG_STATUS, "/etc/ld.so.cache")
+
+
+def chunk_size(limit: int) -> int:
+    """The chunk that fits an answer under Serf's ``query_response_size_limit`` LIMIT."""
+    return max(CHUNK, int(limit) - OVERHEAD)
 
 
 class FactsChanged(SerfError):
     """A member's facts changed between two parts of one read: read it again, it is alive."""
 
 
-def pack(facts: dict[str, Any]) -> list[bytes]:
+def pack(facts: dict[str, Any], chunk: int = CHUNK) -> list[bytes]:
     """Facts -> the answers to parts 0..n-1: ``{"d","n","i"}`` header line + a chunk."""
     body = zlib.compress(json.dumps(facts, separators=(",", ":")).encode(), 9)
-    chunks = [body[i : i + CHUNK] for i in range(0, len(body), CHUNK)] or [b""]
+    chunks = [body[i : i + chunk] for i in range(0, len(body), chunk)] or [b""]
     return [
         json.dumps({"d": facts["digest"], "n": len(chunks), "i": i}, separators=(",", ":")).encode()
         + b"\n"
@@ -99,6 +109,8 @@ class SlAgent:
         self.poll = float(cfg.get("poll", 2.0))
         self.interval = float(cfg.get("interval", 300.0))
         self.timeout = float(cfg.get("timeout", 2.0))
+        serf_cfg = getattr(getattr(connector, "cfg", None), "serf", None) or {}
+        self.chunk = chunk_size(serf_cfg.get("query_response_size_limit", SERF_LIMIT))
         self.facts: dict[str, Any] | None = None
         self.answers: list[bytes] = []
         self.error: str | None = None
@@ -134,7 +146,7 @@ class SlAgent:
         self.error = None
         changed = facts["digest"] != self.digest
         self.facts = facts
-        self.answers = pack(facts)
+        self.answers = pack(facts, self.chunk)
         if changed:
             await self.connector.set_tag("sl", facts["digest"][:8])
             await self._check_drift()
@@ -223,17 +235,17 @@ class SlAgent:
             )
         return got
 
-    async def fetch_many(self, nodes: list[str]) -> dict[str, Any]:
+    async def fetch_many(self, nodes: list[str], fresh: bool = False) -> dict[str, Any]:
         """Each node's facts (or the error why not); a member whose facts changed while
         they were read (it was re-collecting) is read once more instead of being reported
-        as not answering."""
-        out = await self._fetch_round(nodes)
+        as not answering. FRESH: ask every peer, whatever the cache holds."""
+        out = await self._fetch_round(nodes, fresh)
         again = [n for n in nodes if isinstance(out[n], FactsChanged)]
         if again:
-            out.update(await self._fetch_round(again))
+            out.update(await self._fetch_round(again, fresh))
         return out
 
-    async def _fetch_round(self, nodes: list[str]) -> dict[str, Any]:
+    async def _fetch_round(self, nodes: list[str], fresh: bool) -> dict[str, Any]:
         """From cache when a node's ``sl`` tag says its facts are current, else part 0 of
         all of them in one query, then each further part in one."""
         out: dict[str, Any] = {}
@@ -251,7 +263,7 @@ class SlAgent:
             cached = self.cache.get(node)
             member = self.connector.serf_members.get(node)
             tag = member.tags.get("sl") if member else None
-            if cached and tag and cached["digest"].startswith(tag):
+            if cached and tag and cached["digest"].startswith(tag) and not fresh:
                 out[node] = cached
             else:
                 todo.append(node)
@@ -265,7 +277,7 @@ class SlAgent:
                 continue
             header = first[node][0]
             cached = self.cache.get(node)
-            if cached and cached["digest"] == header["d"]:
+            if cached and cached["digest"] == header["d"] and not fresh:
                 out[node] = cached
                 continue
             for i in range(1, int(header["n"])):
@@ -301,14 +313,15 @@ class SlAgent:
         return result
 
     # --------------------------------------------------------------- reports
-    async def report(self, pool: str | None) -> dict[str, Any]:
-        """The drift matrix of POOL (default: every pool of this node), facts fetched in parallel."""
+    async def report(self, pool: str | None, fresh: bool = False) -> dict[str, Any]:
+        """The drift matrix of POOL (default: every pool of this node), facts fetched in
+        parallel; FRESH reads every peer's facts again instead of trusting the cache."""
         model = self.connector.model
         if pool is not None and pool not in model.pools:
             raise ValueError(f"no pool {pool!r}; pools: {', '.join(model.pool_names())}")
         pools = [pool] if pool else list(self.connector.pools)
         nodes = sorted({n for p in pools for n in model.members(p)})
-        results = await self.fetch_many(nodes)
+        results = await self.fetch_many(nodes, fresh)
         facts: dict[str, dict[str, Any] | None] = {}
         errors: dict[str, str] = {}
         stale: dict[str, str] = {}
@@ -333,7 +346,8 @@ class SlAgent:
         """Control-socket op ``sl``: ``action`` drift (``pool``), facts (``node``) or refresh."""
         action = req.get("action", "drift")
         if action == "drift":
-            return await self.report(str(req["pool"]) if req.get("pool") else None)
+            pool = str(req["pool"]) if req.get("pool") else None
+            return await self.report(pool, bool(req.get("fresh")))
         if action == "facts":
             node = str(req.get("node") or self.node)
             if node not in self.connector.model.nodes:

@@ -34,6 +34,11 @@ def add_sl_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     drift.add_argument(
         "--all", action="store_true", help="show rows in sync too (default: only drifting rows)"
     )
+    drift.add_argument(
+        "--fresh",
+        action="store_true",
+        help="ask every member again instead of using facts cached by their digest",
+    )
     drift.set_defaults(func=cmd_drift)
     facts = sl_sub.add_parser("facts", parents=[common], help="one node's collected facts")
     facts.add_argument("node", nargs="?", help="another node (asked through a Serf query)")
@@ -78,7 +83,9 @@ def render(report: dict[str, Any], show_all: bool = False) -> Table:
 def cmd_drift(args: argparse.Namespace) -> int:
     """Print the pool's drift matrix (or JSON); exit 1 on any drift."""
     reply = control_request(
-        socket_path(args), {"op": "sl", "action": "drift", "pool": args.pool}, timeout=60
+        socket_path(args),
+        {"op": "sl", "action": "drift", "pool": args.pool, "fresh": args.fresh},
+        timeout=60,
     )
     reply.pop("ok", None)
     if args.json:

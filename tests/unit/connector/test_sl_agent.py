@@ -159,3 +159,26 @@ def test_a_member_whose_answer_is_lost_is_shown_from_its_last_facts_marked_stale
     assert "n3 did not answer" in report["stale"]["n3"]["error"]
     assert report["unreachable"] == {}
     assert report["drift"] is True  # last known is not "in sync"
+
+
+def test_with_the_connectors_16k_serf_limit_a_nodes_facts_are_one_answer():
+    # One answer per member: no further query per part, no further chance to lose one.
+    node = "web-frontend-eu-west-1-node-017.example.org"
+    chunk = sl_agent.chunk_size(16384)
+    answers = sl_agent.pack(facts(800) | {"digest": "f" * 16}, chunk)
+    assert len(answers) == 1
+    assert serf_message_size(node, answers[0]) <= 16384
+    assert sl_agent.chunk_size(1024) == sl_agent.CHUNK  # Serf's default: as before
+    big = sl_agent.pack(facts(6000), chunk)
+    assert all(serf_message_size(node, a) <= 16384 for a in big) and len(big) > 1
+
+
+def test_the_agent_cuts_its_answers_for_the_configured_serf_limit():
+    connector = SimpleNamespace(
+        node="n1",
+        rpc=None,
+        serf_members={},
+        cfg=SimpleNamespace(serf={"query_response_size_limit": 4096}),
+    )
+    agent = sl_agent.SlAgent(connector, {})  # type: ignore[arg-type]
+    assert agent.chunk == 4096 - sl_agent.OVERHEAD
