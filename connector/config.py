@@ -150,6 +150,7 @@ SPEC = Field(
                 "poll": Field("number", minimum=0.1, maximum=600),
                 "interval": Field("number", minimum=1, maximum=86400),
                 "timeout": Field("number", minimum=0.05, maximum=30),
+                "retry_after": Field("number", minimum=0.05, maximum=30),
             },
         ),
         "db": Field(

@@ -109,6 +109,7 @@ class SlAgent:
         self.poll = float(cfg.get("poll", 2.0))
         self.interval = float(cfg.get("interval", 300.0))
         self.timeout = float(cfg.get("timeout", 2.0))
+        self.retry_after = min(float(cfg.get("retry_after", 0.5)), self.timeout)
         serf_cfg = getattr(getattr(connector, "cfg", None), "serf", None) or {}
         self.chunk = chunk_size(serf_cfg.get("query_response_size_limit", SERF_LIMIT))
         self.facts: dict[str, Any] | None = None
@@ -202,33 +203,69 @@ class SlAgent:
         one per node and part: Serf gossips every query to every member, so 19
         peers x 13 parts were 247 broadcasts that overflowed the gossip queues
         under load (answers lost, 2 s timeouts: the slow cold report).
+
+        A lost UDP answer or a garbled one is no verdict: the members that have
+        not answered well after ``retry_after`` seconds are asked again by a
+        second query while the first one still listens (an answer to either
+        counts), so a lost answer costs ``retry_after``, not a whole ``timeout``.
         """
         rpc = self.connector.rpc
         if rpc is None:
             raise SerfError("the Serf agent is not connected yet")
         payload = json.dumps({"part": part}).encode()
+        wanted = set(nodes)
         got: dict[str, Any] = {}
-        for _attempt in range(2):  # one lost UDP packet or one garbled answer is no verdict
-            missing = [n for n in nodes if not isinstance(got.get(n), tuple)]
-            if not missing:
-                break
-            answers = await rpc.query(
-                QUERY, payload, nodes=missing, timeout=self.timeout, expect=len(missing)
-            )
-            for answer in answers:
-                node = answer["from"]
-                if node not in missing:
-                    continue  # only a node's own answer is its facts
+        complete = asyncio.Event()
+
+        def take(answer: dict[str, Any]) -> bool:
+            node = answer["from"]
+            if node in wanted and not isinstance(got.get(node), tuple):
                 try:
                     header, chunk = split(node, answer["payload"])
                 except ValueError as exc:
                     got[node] = exc
                     log.warning("sl facts: %s (asking again)", exc)
-                    continue
-                if int(header["i"]) != part:
-                    got[node] = FactsChanged(f"{node}'s facts changed while being read")
                 else:
-                    got[node] = (header, chunk)
+                    got[node] = (
+                        (header, chunk)
+                        if int(header["i"]) == part
+                        else FactsChanged(f"{node}'s facts changed while being read")
+                    )
+                if all(isinstance(got.get(n), tuple) for n in nodes):
+                    complete.set()
+            return complete.is_set()  # only a node's own answer is its facts
+
+        def ask(targets: list[str]) -> asyncio.Task:
+            return asyncio.create_task(
+                rpc.query(
+                    QUERY,
+                    payload,
+                    nodes=targets,
+                    timeout=self.timeout,
+                    expect=len(targets),
+                    on_answer=take,
+                )
+            )
+
+        waiter = asyncio.create_task(complete.wait())
+        queries = [ask(list(nodes))]
+        try:
+            await asyncio.wait(
+                {queries[0], waiter}, timeout=self.retry_after, return_when="FIRST_COMPLETED"
+            )
+            missing = [n for n in nodes if not isinstance(got.get(n), tuple)]
+            if missing:
+                queries.append(ask(missing))
+            while not complete.is_set() and not all(q.done() for q in queries):
+                pending = {q for q in queries if not q.done()}
+                await asyncio.wait({*pending, waiter}, return_when="FIRST_COMPLETED")
+        finally:
+            for task in (*queries, waiter):
+                task.cancel()
+            await asyncio.gather(*queries, waiter, return_exceptions=True)
+        errors = [q.exception() for q in queries if not q.cancelled() and q.exception()]
+        if errors and not got:
+            raise errors[0]
         for node in nodes:
             got.setdefault(
                 node, SerfError(f"{node} did not answer the SL facts query (down or partitioned?)")

@@ -64,7 +64,7 @@ class FakeRpc:
         self.after_part0: dict[str, dict] = {}  # node -> facts it has once its part 0 is sent
         self.queries: list[tuple[int, list[str]]] = []
 
-    async def query(self, name, payload, nodes, timeout, expect):
+    async def query(self, name, payload, nodes, timeout, expect, on_answer=None):
         part = json.loads(payload)["part"]
         self.queries.append((part, list(nodes)))
         out = [{"from": "intruder", "payload": b"not asked"}]
@@ -79,6 +79,9 @@ class FakeRpc:
                 self.garble[node] -= 1
                 data = b"\x00" + data[:30]
             out.append({"from": node, "payload": data})
+        for answer in out:
+            if on_answer is not None and on_answer(answer):
+                break
         return out
 
 
@@ -182,3 +185,34 @@ def test_the_agent_cuts_its_answers_for_the_configured_serf_limit():
     )
     agent = sl_agent.SlAgent(connector, {})  # type: ignore[arg-type]
     assert agent.chunk == 4096 - sl_agent.OVERHEAD
+
+
+class LossyRpc(FakeRpc):
+    """The first answer of each node in ``lost`` never comes: Serf waits out the timeout."""
+
+    def __init__(self, facts_of: dict[str, dict], lost: set[str]) -> None:
+        super().__init__(facts_of)
+        self.lost, self.cancelled = set(lost), 0
+
+    async def query(self, name, payload, nodes, timeout, expect, on_answer=None):
+        dropped = self.silent = {n for n in nodes if n in self.lost}
+        self.lost -= dropped
+        out = await super().query(name, payload, nodes, timeout, expect, on_answer)
+        if dropped:
+            try:
+                await asyncio.sleep(timeout)  # Serf's "done" only at the end of the timeout
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
+        return out
+
+
+def test_a_lost_answer_is_asked_again_early_while_the_first_query_still_listens():
+    peers = {"n2": facts(50), "n3": facts(60)}
+    rpc = LossyRpc(peers, lost={"n3"})
+    connector = SimpleNamespace(node="n1", rpc=rpc, serf_members={})
+    agent = sl_agent.SlAgent(connector, {"timeout": 30, "retry_after": 0.05})  # type: ignore[arg-type]
+    got = asyncio.run(asyncio.wait_for(agent.fetch_many(["n2", "n3"]), 10))
+    assert got == json.loads(json.dumps(peers))
+    assert rpc.queries == [(0, ["n2", "n3"]), (0, ["n3"])]
+    assert rpc.cancelled == 1  # the first query was not waited out
