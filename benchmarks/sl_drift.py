@@ -87,6 +87,13 @@ def drift_cli(lab, node: str = "n1", fresh: bool = False) -> tuple[float, dict]:
     return took, json.loads(proc.stdout)
 
 
+def cli_start(lab, node: str = "n1") -> float:
+    """Seconds for ``multiall sl drift --help`` inside NODE: the CLI's own start, no query."""
+    start = time.monotonic()
+    lab.exec(node, [sys.executable, "-m", "connector", "sl", "drift", "--help"])
+    return time.monotonic() - start
+
+
 def facts_of(lab, node: str) -> dict:
     """NODE's own SL facts, read inside it."""
     argv = [sys.executable, "-m", "connector", "sl", "facts", "--json", "--socket", NODE_SOCKET]
@@ -143,6 +150,7 @@ def main() -> int:
         out["drift_fresh_s"] = [round(t, 3) for t, _r in fresh_runs]
         out["drift_fresh_median_s"] = round(statistics.median(t for t, _r in fresh_runs), 3)
         out["fresh_incomplete"] = sum(bool(r["unreachable"] or r["stale"]) for _t, r in fresh_runs)
+        out["cli_start_s"] = round(statistics.median(cli_start(lab) for _rep in range(reps)), 3)
         loads.append(os.getloadavg()[0])
         warm_runs = [drift_cli(lab) for _rep in range(reps)]
         warm = [t for t, _r in warm_runs]
