@@ -11,13 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ansible_collections.takelan.multiall.plugins.module_utils._control import control_request
-from rich.console import Console
-from rich.table import Table
 
 from .cmdline import guard, socket_path
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def add_sl_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -60,6 +61,8 @@ def cell_text(cell: dict[str, Any] | None) -> tuple[str, bool]:
 
 def render(report: dict[str, Any], show_all: bool = False) -> Table:
     """The drift matrix as a rich table: rows items, columns nodes, differences in red."""
+    from rich.table import Table  # only for people: --json (scripts) starts faster without it
+
     table = Table(title=f"SL drift: {', '.join(report['pools'])} (asked {report['observer']})")
     table.add_column("kind")
     table.add_column("name")
@@ -91,6 +94,8 @@ def cmd_drift(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(reply, indent=2))
         return 1 if reply["drift"] else 0
+    from rich.console import Console
+
     console = Console(highlight=False, width=max(100, 30 + 24 * len(reply["nodes"])))
     console.print(render(reply, args.all))
     for node, error in reply["unreachable"].items():
