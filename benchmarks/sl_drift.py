@@ -38,7 +38,14 @@ from pathlib import Path
 import yaml
 
 from connector.ansible_env import ansible_env
-from lab.connector import NODE_SOCKET, connected_lab, wait_for
+from lab.connector import (
+    NODE_SOCKET,
+    connected_lab,
+    install_connector,
+    start_connector,
+    wait_converged,
+    wait_for,
+)
 from lab.sl_repo import APT_OPTIONS, NODE_REPO, build_repo, install_repo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,6 +126,33 @@ def timed(argv: list[str], env: dict[str, str]) -> float:
     return took
 
 
+def compare_limit(lab, limit: int, reps: int) -> dict:
+    """Every connector restarted with Serf answers of at most LIMIT bytes: cold + fresh reports.
+
+    The same lab, right after the main figures: the answer size is the only change
+    (the load of the machine may differ, hence the load average beside it).
+    """
+    for node in lab.nodes:
+        lab.service_stop(node, "connector")
+        install_connector(lab, node, serf={"query_response_size_limit": limit})
+        start_connector(lab, node)
+    wait_converged(lab, timeout=240)
+    for node in lab.nodes:
+        wait_for(lambda n=node: facts_of(lab, n)["packages"], 120, f"{node}'s facts")
+    load = os.getloadavg()[0]
+    cold, report = drift_cli(lab)
+    fresh = [drift_cli(lab, fresh=True) for _rep in range(reps + 1)]
+    return {
+        "serf_limit": limit,
+        "drift_cold_s": round(cold, 3),
+        "cold_incomplete": bool(report["unreachable"] or report["stale"]),
+        "drift_fresh_s": [round(t, 3) for t, _r in fresh],
+        "drift_fresh_median_s": round(statistics.median(t for t, _r in fresh), 3),
+        "fresh_incomplete": sum(bool(r["unreachable"] or r["stale"]) for _t, r in fresh),
+        "load_1min": [round(load, 1), round(os.getloadavg()[0], 1)],
+    }
+
+
 def play(lab, name: str, hosts: str, tasks: list) -> Path:
     path = lab.state_dir / f"sl-bench-{name}.yml"
     path.write_text(yaml.safe_dump([{"hosts": hosts, "gather_facts": False, "tasks": tasks}]))
@@ -130,6 +164,13 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (< 2 min)")
     parser.add_argument("--nodes", type=int, default=20)
     parser.add_argument("--serf-limit", type=int, default=16384)
+    parser.add_argument(
+        "--compare-limit",
+        type=int,
+        default=1024,
+        help="then restart every connector with this limit and time cold/fresh reports again "
+        "(0: skip)",
+    )
     args = parser.parse_args()
     reps = 2 if args.quick else 5
     packages = host_packages(40)
@@ -216,6 +257,9 @@ def main() -> int:
             statistics.median([timed([*base, str(apt)], env) for _rep in range(max(1, reps // 2))]),
             3,
         )
+        if args.compare_limit:
+            loads.append(os.getloadavg()[0])
+            out["compare"] = compare_limit(lab, args.compare_limit, reps)
     loads.append(os.getloadavg()[0])
     out["load_1min"] = [round(x, 1) for x in loads]
     out["goal_2s"] = out["drift_warm_s"] <= 2 and out["drift_cold_s"] <= 2
