@@ -222,13 +222,14 @@ class SlAgent:
             if node in wanted and not isinstance(got.get(node), tuple):
                 try:
                     header, chunk = split(node, answer["payload"])
-                except ValueError as exc:
-                    got[node] = exc
+                    index = int(header["i"])
+                except (ValueError, TypeError) as exc:
+                    got[node] = exc if isinstance(exc, ValueError) else ValueError(str(exc))
                     log.warning("sl facts: %s (asking again)", exc)
                 else:
                     got[node] = (
                         (header, chunk)
-                        if int(header["i"]) == part
+                        if index == part
                         else FactsChanged(f"{node}'s facts changed while being read")
                     )
                 if all(isinstance(got.get(n), tuple) for n in nodes):
