@@ -126,6 +126,15 @@ def timed(argv: list[str], env: dict[str, str]) -> float:
     return took
 
 
+def missing(runs: list[tuple[float, dict]]) -> list[dict]:
+    """Per incomplete report: which members were not heard, and why (for the reading)."""
+    return [
+        {node: str(why)[:120] for node, why in {**r["unreachable"], **r["stale"]}.items()}
+        for _t, r in runs
+        if r["unreachable"] or r["stale"]
+    ]
+
+
 def compare_limit(lab, limit: int, reps: int) -> dict:
     """Every connector restarted with Serf answers of at most LIMIT bytes: cold + fresh reports.
 
@@ -149,6 +158,7 @@ def compare_limit(lab, limit: int, reps: int) -> dict:
         "drift_fresh_s": [round(t, 3) for t, _r in fresh],
         "drift_fresh_median_s": round(statistics.median(t for t, _r in fresh), 3),
         "fresh_incomplete": sum(bool(r["unreachable"] or r["stale"]) for _t, r in fresh),
+        "fresh_missing": missing(fresh),
         "load_1min": [round(load, 1), round(os.getloadavg()[0], 1)],
     }
 
@@ -199,6 +209,7 @@ def main() -> int:
         out["drift_fresh_s"] = [round(t, 3) for t, _r in fresh_runs]
         out["drift_fresh_median_s"] = round(statistics.median(t for t, _r in fresh_runs), 3)
         out["fresh_incomplete"] = sum(bool(r["unreachable"] or r["stale"]) for _t, r in fresh_runs)
+        out["fresh_missing"] = missing(fresh_runs)
         out["cli_start_s"] = round(statistics.median(cli_start(lab) for _rep in range(reps)), 3)
         loads.append(os.getloadavg()[0])
         warm_runs = [drift_cli(lab) for _rep in range(reps)]
