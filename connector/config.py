@@ -100,6 +100,8 @@ SPEC = Field(
                 "rpc_auth": Field("str", check=check_probe_key),
                 "encrypt_key": Field("str", check=check_gossip_key),
                 "profile": Field("str", choices=("lan", "wan", "local")),
+                # Serf's cap on one query answer (UDP: at most ~64 KB; default 1 KB in Serf).
+                "query_response_size_limit": Field("int", minimum=1024, maximum=60000),
             },
         ),
         "probe": Field(
@@ -148,6 +150,7 @@ SPEC = Field(
                 "poll": Field("number", minimum=0.1, maximum=600),
                 "interval": Field("number", minimum=1, maximum=86400),
                 "timeout": Field("number", minimum=0.05, maximum=30),
+                "retry_after": Field("number", minimum=0.05, maximum=30),
             },
         ),
         "db": Field(
@@ -199,6 +202,8 @@ class ConnectorConfig:
             "port": 7946,
             "rpc_port": 7373,
             "profile": "local",
+            # SL facts (~11 KB compressed) in one answer instead of 13 (sl_agent.py)
+            "query_response_size_limit": 16384,
             **self.serf,
         }
         self.probe = {

@@ -196,7 +196,10 @@ class Connector:
 
     def _serf_argv(self) -> list[str]:
         os.makedirs(self.cfg.state_dir, exist_ok=True)
-        conf = {"rpc_auth": self.cfg.serf.get("rpc_auth", "")}
+        conf = {
+            "rpc_auth": self.cfg.serf.get("rpc_auth", ""),
+            "query_response_size_limit": self.cfg.serf["query_response_size_limit"],
+        }
         if self.cfg.serf.get("encrypt_key"):
             conf["encrypt_key"] = self.cfg.serf["encrypt_key"]
         path = os.path.join(self.cfg.state_dir, "serf.json")

@@ -19,7 +19,7 @@ import contextlib
 import ipaddress
 import itertools
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -260,11 +260,14 @@ class SerfClient:
         nodes: list[str] | None = None,
         timeout: float = 2.0,
         expect: int | None = None,
+        on_answer: Callable[[dict[str, Any]], bool] | None = None,
     ) -> list[dict[str, Any]]:
         """Ask members a question; return their answers (``from``, ``payload``).
 
         With ``expect``, return as soon as that many answers came instead of
-        waiting for Serf's "done" at the end of ``timeout``.
+        waiting for Serf's "done" at the end of ``timeout``. ``on_answer`` sees
+        each answer as it comes; when it returns True the query returns at once
+        (answers of several queries in flight can be combined that way).
         """
         body = {
             "FilterNodes": nodes or [],
@@ -277,7 +280,7 @@ class SerfClient:
         seq, queue = await self._open_stream("query", body)
         finished = False
         try:
-            out, finished = await _collect(self, seq, queue, timeout + 1, expect)
+            out, finished = await _collect(self, seq, queue, timeout + 1, expect, on_answer)
             return out
         finally:
             self._streams.pop(seq, None)
@@ -314,7 +317,12 @@ class SerfClient:
 
 
 async def _collect(
-    client: SerfClient, seq: int, queue: asyncio.Queue, timeout: float, expect: int | None = None
+    client: SerfClient,
+    seq: int,
+    queue: asyncio.Queue,
+    timeout: float,
+    expect: int | None = None,
+    on_answer: Callable[[dict[str, Any]], bool] | None = None,
 ) -> tuple[list[dict[str, Any]], bool]:
     """Read query records (ack/response/done) until Serf says done: (answers, done seen)."""
     out: list[dict[str, Any]] = []
@@ -336,6 +344,8 @@ async def _collect(
             if isinstance(payload, str):
                 payload = payload.encode("utf-8", "surrogateescape")
             out.append({"from": item.get("From", ""), "payload": bytes(payload)})
+            if on_answer is not None and on_answer(out[-1]):
+                return out, False
             if expect is not None and len(out) >= expect:
                 return out, False
 

@@ -6,9 +6,9 @@ inotify on a file dpkg replaces by rename) and every ``interval`` seconds for
 services. The facts' digest is the Serf tag ``sl``, so every peer learns by
 gossip that a node's software changed; the body (about 11 KB compressed for
 ~740 packages and ~550 libraries) is fetched with the ``multiall-sl`` Serf
-query in chunks that fit Serf's 1 KB answer limit, and cached by digest: a
-drift report for a pool reuses every peer's facts it already has, so it costs
-no SSH and, when nothing changed, no network at all.
+query in chunks that fit Serf's answer limit (one chunk under the connector's
+16 KB), and cached by digest: a drift report for a pool reuses every peer's
+facts it already has, so it costs no SSH and, when nothing changed, no network.
 
 A change that makes this node drift from the model raises an ``sl_drift`` event
 (one per pool of the node) with the differences.
@@ -44,17 +44,31 @@ log = logging.getLogger("multiall.sl")
 QUERY = "multiall-sl"
 # Serf refuses (and the RPC only logs) an answer whose encoded gossip message
 # (payload + LTime, ID, From, Flags and their keys: ~50 bytes + the node name)
-# exceeds query_response_size_limit (1024). The header line is ~45 bytes; 850 leaves
-# room for node names up to ~60 characters instead of silently losing a chunk.
+# exceeds query_response_size_limit (Serf's default 1024). The header line is ~45
+# bytes; 850 leaves room for node names up to ~60 characters instead of silently
+# losing a chunk. The connector raises the limit (``serf.query_response_size_limit``,
+# 16384: memberlist reads UDP packets of up to 64 KB, IP fragments them on the
+# wire) so that a node's facts fit in one answer: every further part was one more
+# query and one more chance to lose a packet and wait a whole query timeout.
 SERF_LIMIT = 1024
 CHUNK = 850
+OVERHEAD = SERF_LIMIT - CHUNK
 WATCHED = (DPKG_STATUS, "/etc/ld.so.cache")
 
 
-def pack(facts: dict[str, Any]) -> list[bytes]:
+def chunk_size(limit: int) -> int:
+    """The chunk that fits an answer under Serf's ``query_response_size_limit`` LIMIT."""
+    return max(CHUNK, int(limit) - OVERHEAD)
+
+
+class FactsChanged(SerfError):
+    """A member's facts changed between two parts of one read: read it again, it is alive."""
+
+
+def pack(facts: dict[str, Any], chunk: int = CHUNK) -> list[bytes]:
     """Facts -> the answers to parts 0..n-1: ``{"d","n","i"}`` header line + a chunk."""
     body = zlib.compress(json.dumps(facts, separators=(",", ":")).encode(), 9)
-    chunks = [body[i : i + CHUNK] for i in range(0, len(body), CHUNK)] or [b""]
+    chunks = [body[i : i + chunk] for i in range(0, len(body), chunk)] or [b""]
     return [
         json.dumps({"d": facts["digest"], "n": len(chunks), "i": i}, separators=(",", ":")).encode()
         + b"\n"
@@ -95,6 +109,9 @@ class SlAgent:
         self.poll = float(cfg.get("poll", 2.0))
         self.interval = float(cfg.get("interval", 300.0))
         self.timeout = float(cfg.get("timeout", 2.0))
+        self.retry_after = min(float(cfg.get("retry_after", 0.5)), self.timeout)
+        serf_cfg = getattr(getattr(connector, "cfg", None), "serf", None) or {}
+        self.chunk = chunk_size(serf_cfg.get("query_response_size_limit", SERF_LIMIT))
         self.facts: dict[str, Any] | None = None
         self.answers: list[bytes] = []
         self.error: str | None = None
@@ -130,7 +147,7 @@ class SlAgent:
         self.error = None
         changed = facts["digest"] != self.digest
         self.facts = facts
-        self.answers = pack(facts)
+        self.answers = pack(facts, self.chunk)
         if changed:
             await self.connector.set_tag("sl", facts["digest"][:8])
             await self._check_drift()
@@ -186,42 +203,89 @@ class SlAgent:
         one per node and part: Serf gossips every query to every member, so 19
         peers x 13 parts were 247 broadcasts that overflowed the gossip queues
         under load (answers lost, 2 s timeouts: the slow cold report).
+
+        A lost UDP answer or a garbled one is no verdict: the members that have
+        not answered well after ``retry_after`` seconds are asked again by a
+        second query while the first one still listens (an answer to either
+        counts), so a lost answer costs ``retry_after``, not a whole ``timeout``.
         """
         rpc = self.connector.rpc
         if rpc is None:
             raise SerfError("the Serf agent is not connected yet")
         payload = json.dumps({"part": part}).encode()
+        wanted = set(nodes)
         got: dict[str, Any] = {}
-        for _attempt in range(2):  # one lost UDP packet or one garbled answer is no verdict
-            missing = [n for n in nodes if not isinstance(got.get(n), tuple)]
-            if not missing:
-                break
-            answers = await rpc.query(
-                QUERY, payload, nodes=missing, timeout=self.timeout, expect=len(missing)
-            )
-            for answer in answers:
-                node = answer["from"]
-                if node not in missing:
-                    continue  # only a node's own answer is its facts
+        complete = asyncio.Event()
+
+        def take(answer: dict[str, Any]) -> bool:
+            node = answer["from"]
+            if node in wanted and not isinstance(got.get(node), tuple):
                 try:
                     header, chunk = split(node, answer["payload"])
-                except ValueError as exc:
-                    got[node] = exc
+                    index = int(header["i"])
+                except (ValueError, TypeError) as exc:
+                    got[node] = exc if isinstance(exc, ValueError) else ValueError(str(exc))
                     log.warning("sl facts: %s (asking again)", exc)
-                    continue
-                if int(header["i"]) != part:
-                    got[node] = SerfError(f"{node}'s facts changed while being read; ask again")
                 else:
-                    got[node] = (header, chunk)
+                    got[node] = (
+                        (header, chunk)
+                        if index == part
+                        else FactsChanged(f"{node}'s facts changed while being read")
+                    )
+                if all(isinstance(got.get(n), tuple) for n in nodes):
+                    complete.set()
+            return complete.is_set()  # only a node's own answer is its facts
+
+        def ask(targets: list[str]) -> asyncio.Task:
+            return asyncio.create_task(
+                rpc.query(
+                    QUERY,
+                    payload,
+                    nodes=targets,
+                    timeout=self.timeout,
+                    expect=len(targets),
+                    on_answer=take,
+                )
+            )
+
+        waiter = asyncio.create_task(complete.wait())
+        queries = [ask(list(nodes))]
+        try:
+            await asyncio.wait(
+                {queries[0], waiter}, timeout=self.retry_after, return_when="FIRST_COMPLETED"
+            )
+            missing = [n for n in nodes if not isinstance(got.get(n), tuple)]
+            if missing:
+                queries.append(ask(missing))
+            while not complete.is_set() and not all(q.done() for q in queries):
+                pending = {q for q in queries if not q.done()}
+                await asyncio.wait({*pending, waiter}, return_when="FIRST_COMPLETED")
+        finally:
+            for task in (*queries, waiter):
+                task.cancel()
+            await asyncio.gather(*queries, waiter, return_exceptions=True)
+        errors = [q.exception() for q in queries if not q.cancelled() and q.exception()]
+        if errors and not got:
+            raise errors[0]
         for node in nodes:
             got.setdefault(
                 node, SerfError(f"{node} did not answer the SL facts query (down or partitioned?)")
             )
         return got
 
-    async def fetch_many(self, nodes: list[str]) -> dict[str, Any]:
-        """Each node's facts (or the error why not): from cache when its ``sl`` tag says they
-        are current, else part 0 of all of them in one query, then each further part in one."""
+    async def fetch_many(self, nodes: list[str], fresh: bool = False) -> dict[str, Any]:
+        """Each node's facts (or the error why not); a member whose facts changed while
+        they were read (it was re-collecting) is read once more instead of being reported
+        as not answering. FRESH: ask every peer, whatever the cache holds."""
+        out = await self._fetch_round(nodes, fresh)
+        again = [n for n in nodes if isinstance(out[n], FactsChanged)]
+        if again:
+            out.update(await self._fetch_round(again, fresh))
+        return out
+
+    async def _fetch_round(self, nodes: list[str], fresh: bool) -> dict[str, Any]:
+        """From cache when a node's ``sl`` tag says its facts are current, else part 0 of
+        all of them in one query, then each further part in one."""
         out: dict[str, Any] = {}
         todo = []
         for node in nodes:
@@ -237,7 +301,7 @@ class SlAgent:
             cached = self.cache.get(node)
             member = self.connector.serf_members.get(node)
             tag = member.tags.get("sl") if member else None
-            if cached and tag and cached["digest"].startswith(tag):
+            if cached and tag and cached["digest"].startswith(tag) and not fresh:
                 out[node] = cached
             else:
                 todo.append(node)
@@ -251,7 +315,7 @@ class SlAgent:
                 continue
             header = first[node][0]
             cached = self.cache.get(node)
-            if cached and cached["digest"] == header["d"]:
+            if cached and cached["digest"] == header["d"] and not fresh:
                 out[node] = cached
                 continue
             for i in range(1, int(header["n"])):
@@ -269,7 +333,7 @@ class SlAgent:
                     out[node] = answer
                     break
                 if answer[0]["d"] != header["d"]:
-                    out[node] = SerfError(f"{node}'s facts changed while being read; ask again")
+                    out[node] = FactsChanged(f"{node}'s facts changed while being read")
                     break
                 chunks.append(answer[1])
             else:
@@ -287,32 +351,41 @@ class SlAgent:
         return result
 
     # --------------------------------------------------------------- reports
-    async def report(self, pool: str | None) -> dict[str, Any]:
-        """The drift matrix of POOL (default: every pool of this node), facts fetched in parallel."""
+    async def report(self, pool: str | None, fresh: bool = False) -> dict[str, Any]:
+        """The drift matrix of POOL (default: every pool of this node), facts fetched in
+        parallel; FRESH reads every peer's facts again instead of trusting the cache."""
         model = self.connector.model
         if pool is not None and pool not in model.pools:
             raise ValueError(f"no pool {pool!r}; pools: {', '.join(model.pool_names())}")
         pools = [pool] if pool else list(self.connector.pools)
         nodes = sorted({n for p in pools for n in model.members(p)})
-        results = await self.fetch_many(nodes)
+        results = await self.fetch_many(nodes, fresh)
         facts: dict[str, dict[str, Any] | None] = {}
         errors: dict[str, str] = {}
+        stale: dict[str, str] = {}
         for node in nodes:
             result = results[node]
             if isinstance(result, (SerfError, ValueError, OSError)):
-                facts[node], errors[node] = None, str(result)
+                # An admin would rather see the member's last known facts, marked stale
+                # with the reason, than an empty column: it still counts as drift.
+                cached = self.cache.get(node) if node != self.node else None
+                if cached is not None:
+                    facts[node], stale[node] = cached, str(result)
+                else:
+                    facts[node], errors[node] = None, str(result)
             elif isinstance(result, BaseException):
                 raise result
             else:
                 facts[node] = result
-        matrix = await asyncio.to_thread(drift_matrix, model, nodes, facts, errors)
+        matrix = await asyncio.to_thread(drift_matrix, model, nodes, facts, errors, stale)
         return {"ok": True, "pools": pools, "observer": self.node, **matrix}
 
     async def control(self, req: dict[str, Any]) -> dict[str, Any]:
         """Control-socket op ``sl``: ``action`` drift (``pool``), facts (``node``) or refresh."""
         action = req.get("action", "drift")
         if action == "drift":
-            return await self.report(str(req["pool"]) if req.get("pool") else None)
+            pool = str(req["pool"]) if req.get("pool") else None
+            return await self.report(pool, bool(req.get("fresh")))
         if action == "facts":
             node = str(req.get("node") or self.node)
             if node not in self.connector.model.nodes:

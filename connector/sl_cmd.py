@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
 from ansible_collections.takelan.multiall.plugins.module_utils._control import control_request
-from rich.console import Console
-from rich.table import Table
 
 from .cmdline import guard, socket_path
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def add_sl_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -33,6 +35,11 @@ def add_sl_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     drift.add_argument(
         "--all", action="store_true", help="show rows in sync too (default: only drifting rows)"
     )
+    drift.add_argument(
+        "--fresh",
+        action="store_true",
+        help="ask every member again instead of using facts cached by their digest",
+    )
     drift.set_defaults(func=cmd_drift)
     facts = sl_sub.add_parser("facts", parents=[common], help="one node's collected facts")
     facts.add_argument("node", nargs="?", help="another node (asked through a Serf query)")
@@ -46,18 +53,23 @@ def cell_text(cell: dict[str, Any] | None) -> tuple[str, bool]:
     have = cell.get("installed") or "missing"
     if cell.get("held"):
         have += " (held)"
+    mark = " (stale)" if cell.get("stale") else ""
     if cell.get("ok"):
-        return have if cell.get("installed") else "-", False
-    return f"{have} ≠ {cell.get('expected')}", True
+        return (have if cell.get("installed") else "-") + mark, False
+    return f"{have} ≠ {cell.get('expected')}{mark}", True
 
 
 def render(report: dict[str, Any], show_all: bool = False) -> Table:
     """The drift matrix as a rich table: rows items, columns nodes, differences in red."""
+    from rich.table import Table  # only for people: --json (scripts) starts faster without it
+
     table = Table(title=f"SL drift: {', '.join(report['pools'])} (asked {report['observer']})")
     table.add_column("kind")
     table.add_column("name")
     for node in report["nodes"]:
-        table.add_column(f"{node}" + (" (?)" if node in report["unreachable"] else ""))
+        mark = " (?)" if node in report["unreachable"] else ""
+        mark = " (stale)" if node in report.get("stale", {}) else mark
+        table.add_column(f"{node}{mark}")
     for row in report["rows"]:
         cells = [cell_text(row["cells"].get(n)) for n in report["nodes"]]
         if not show_all and not any(bad for _text, bad in cells):
@@ -74,16 +86,23 @@ def render(report: dict[str, Any], show_all: bool = False) -> Table:
 def cmd_drift(args: argparse.Namespace) -> int:
     """Print the pool's drift matrix (or JSON); exit 1 on any drift."""
     reply = control_request(
-        socket_path(args), {"op": "sl", "action": "drift", "pool": args.pool}, timeout=60
+        socket_path(args),
+        {"op": "sl", "action": "drift", "pool": args.pool, "fresh": args.fresh},
+        timeout=60,
     )
     reply.pop("ok", None)
     if args.json:
         print(json.dumps(reply, indent=2))
         return 1 if reply["drift"] else 0
+    from rich.console import Console
+
     console = Console(highlight=False, width=max(100, 30 + 24 * len(reply["nodes"])))
     console.print(render(reply, args.all))
     for node, error in reply["unreachable"].items():
         console.print(f"[bold red]{node}: not asked: {error}[/]")
+    for node, why in reply.get("stale", {}).items():
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(why["at"] or 0))
+        console.print(f"[bold red]{node}: stale, facts from {when} shown: {why['error']}[/]")
     for conflict in reply["conflicts"]:
         console.print(f"[bold red]conflict: {conflict['message']}[/]")
     counts = ", ".join(f"{n} {c}" for n, c in reply["drifted"].items())

@@ -169,16 +169,17 @@ def start_all(lab: Lab, rules: list[dict[str, Any]] | None = None, **overrides: 
 
 
 @contextlib.contextmanager
-def connected_lab(model: str, converge_timeout: float = 90) -> Iterator[Lab]:
+def connected_lab(model: str, converge_timeout: float = 90, **overrides: Any) -> Iterator[Lab]:
     """A fresh lab from a pool model given as YAML text, every node's connector
-    running and converged; torn down on leaving, also on error or Ctrl-C."""
+    running (``overrides``: connector.yml sections, as for ``start_all``) and
+    converged; torn down on leaving, also on error or Ctrl-C."""
     lab = Lab()
     with tempfile.TemporaryDirectory(prefix="multiall-lab-") as tmp:
         path = Path(tmp) / "pools.yml"
         path.write_text(model)
         try:
             lab.up(pools_file=str(path), force=True)
-            start_all(lab)
+            start_all(lab, **overrides)
             wait_converged(lab, timeout=converge_timeout)
             yield lab
         finally:

@@ -44,11 +44,12 @@ def drift(lab: Any, observer: str, pool: str) -> tuple[int, dict[str, Any]]:
 
 
 def package_ok(report: dict[str, Any], node: str, name: str) -> bool | None:
-    """Whether NODE's cell for package NAME is in sync (None: no such row or no facts)."""
+    """Whether NODE's cell for package NAME is in sync (None: no such row, no facts, or
+    only its last known facts, marked stale)."""
     for row in report.get("rows", []):
         if (row.get("kind"), row.get("name")) == ("packages", name):
             cell = row.get("cells", {}).get(node)
-            return None if cell is None else bool(cell.get("ok"))
+            return None if cell is None or cell.get("stale") else bool(cell.get("ok"))
     return None
 
 

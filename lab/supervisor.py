@@ -8,7 +8,8 @@ Started by ``lab.core`` as::
 It mounts /proc, /sys, /dev, a fresh /run and /tmp inside the overlay root,
 chroots into it, then serves JSON-line requests on ``/run/lab/supervisor.sock``
 (``CTLDIR/supervisor.sock`` seen from the host): ``start``, ``stop``,
-``status``, ``list``. Services run in their own session with output in
+``enable`` (``enabled``: whether it is restarted when it exits, the lab's
+``systemctl enable``), ``status``, ``list``. Services run in their own session with output in
 ``/run/lab/logs/NAME.log``; with ``restart`` they come back after exiting, with
 backoff. There is no systemd in the lab: this file is its stand-in, so it uses
 the standard library only (it runs under the node's /usr/bin/python3).
@@ -136,6 +137,15 @@ class Supervisor:
             self.services.pop(name, None)
         return {"ok": True}
 
+    def enable(self, name: str, enabled: bool) -> dict[str, Any]:
+        """Restart a running service when it exits (enabled) or not: ``systemctl enable``."""
+        with self.lock:
+            svc = self.services.get(name)
+            if svc is None:
+                return {"ok": False, "error": f"no service {name!r}"}
+            svc.restart = enabled
+            return {"ok": True, "service": svc.as_dict()}
+
     def status(self, name: str | None) -> dict[str, Any]:
         with self.lock:
             if name is None:
@@ -203,6 +213,8 @@ def serve(supervisor: Supervisor, path: str) -> None:
                         )
                     elif op == "stop":
                         resp = supervisor.stop(req["name"])
+                    elif op == "enable":
+                        resp = supervisor.enable(req["name"], bool(req["enabled"]))
                     elif op in ("status", "list"):
                         resp = supervisor.status(req.get("name"))
                     elif op == "ping":

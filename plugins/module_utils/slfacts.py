@@ -276,14 +276,20 @@ def drift_matrix(
     nodes: Iterable[str],
     facts: dict[str, dict[str, Any] | None],
     errors: dict[str, str] | None = None,
+    stale: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Rows = every package/service/library any of ``nodes`` must have; columns = nodes.
 
     A node whose facts are missing (down, no answer) has ``None`` cells and is
-    listed under ``unreachable``: unknown is not "in sync". Pools that disagree
-    on a key of a node (``multiall pools check``) make that cell a conflict.
+    listed under ``unreachable``: unknown is not "in sync". A node in ``stale``
+    (node -> why its fresh facts are missing) is shown from its last known facts:
+    its cells carry ``stale: true``, it is listed under ``stale`` with the reason
+    and the time those facts were collected, and the report is not "in sync".
+    Pools that disagree on a key of a node (``multiall pools check``) make that
+    cell a conflict.
     """
     nodes = list(nodes)
+    stale = {n: why for n, why in (stale or {}).items() if facts.get(n) is not None}
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     conflicts = []
     for node in nodes:
@@ -316,6 +322,8 @@ def drift_matrix(
             cells[node] = CELLS[kind](
                 spec if spec is None else (spec or {}), node_facts[kind].get(name)
             )
+            if node in stale:
+                cells[node]["stale"] = True
             if not cells[node]["ok"]:
                 drifted[node] = drifted.get(node, 0) + 1
     return {
@@ -328,7 +336,10 @@ def drift_matrix(
         "unreachable": {
             n: (errors or {}).get(n, "no facts") for n in nodes if facts.get(n) is None
         },
+        "stale": {
+            n: {"error": why, "at": (facts[n] or {}).get("at")} for n, why in sorted(stale.items())
+        },
         "conflicts": conflicts,
         "digests": {n: (facts.get(n) or {}).get("digest") for n in nodes},
-        "drift": any(drifted.values()) or any(facts.get(n) is None for n in nodes),
+        "drift": any(drifted.values()) or any(facts.get(n) is None for n in nodes) or bool(stale),
     }

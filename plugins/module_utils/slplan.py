@@ -142,7 +142,14 @@ def requests(
     settings: dict[str, Any], facts: dict[str, Any], runner: Runner, apt: list[str]
 ) -> dict[str, Any]:
     """What the model asks of this node that it does not have yet (no apt call yet)."""
-    want: dict[str, Any] = {"install": {}, "remove": [], "hold": [], "unhold": [], "services": {}}
+    want: dict[str, Any] = {
+        "install": {},
+        "remove": [],
+        "hold": [],
+        "unhold": [],
+        "services": {},
+        "enable": {},
+    }
     for name, spec in sorted((settings.get("packages") or {}).items()):
         spec = spec or {}
         have = facts["packages"].get(name)
@@ -166,6 +173,10 @@ def requests(
         target = spec.get("state") or "started"
         if (have[0] if have else "stopped") != target:
             want["services"][name] = target
+        # A manager that cannot say (None) is left alone, as the drift report does.
+        enabled = have[1] if have else False
+        if "enabled" in spec and enabled is not None and bool(spec["enabled"]) != enabled:
+            want["enable"][name] = bool(spec["enabled"])
     return want
 
 
@@ -305,7 +316,9 @@ def make_plan(
         if not plan["unsatisfiable"]:
             plan["abi"] = abi_breaks(sim, settings, facts, runner, apt)
     plan["refused"] = refusals(plan)
-    plan["changed"] = bool(plan["changes"] or want["hold"] or want["unhold"] or want["services"])
+    plan["changed"] = bool(
+        plan["changes"] or want["hold"] or want["unhold"] or want["services"] or want["enable"]
+    )
     return plan
 
 
@@ -364,6 +377,8 @@ def apply_plan(
         done.append(" ".join(step))
     for name, state in sorted(plan["services"].items()):
         done.append(set_service(name, state, runner))
+    for name, enabled in sorted(plan.get("enable", {}).items()):
+        done.append(enable_service(name, enabled, runner))
     return done
 
 
@@ -390,6 +405,31 @@ def set_service(name: str, state: str, runner: Runner) -> str:
     return f"systemctl {verb} {name}"
 
 
+def enable_service(name: str, enabled: bool, runner: Runner) -> str:
+    """Enable or disable one service (started at boot / restarted by the lab supervisor)."""
+    from .slfacts import LAB_SUPERVISOR
+
+    if os.path.exists(LAB_SUPERVISOR):
+        from ._control import exchange
+
+        reply = exchange(LAB_SUPERVISOR, {"op": "enable", "name": name, "enabled": enabled}, 5)
+        if not reply.get("ok"):
+            raise PlanError(
+                f"service {name}: the lab supervisor cannot "
+                f"{'enable' if enabled else 'disable'} it: {reply.get('error')}"
+            )
+        return f"lab supervisor: {'enable' if enabled else 'disable'} {name}"
+    verb = "enable" if enabled else "disable"
+    rc, out, err = runner(["systemctl", verb, name])
+    if rc != 0:
+        raise PlanError(f"systemctl {verb} {name} failed (exit {rc}): {(err or out).strip()}")
+    return f"systemctl {verb} {name}"
+
+
+def _service_text(state: str, enabled: bool | None) -> str:
+    return state + ("" if enabled is None else " enabled" if enabled else " disabled")
+
+
 def state_text(facts: dict[str, Any], plan: dict[str, Any], after: bool) -> str:
     """The diff's side: one line per package/hold/service the plan touches, sorted."""
     lines = {}
@@ -402,7 +442,12 @@ def state_text(facts: dict[str, Any], plan: dict[str, Any], after: bool) -> str:
             held = (held or name in plan["hold"]) and name not in plan["unhold"]
         text = version if version else "absent"
         lines[f"package {name}"] = text + (" (held)" if held and version else "")
-    for name, state in plan["services"].items():
+    enable = plan.get("enable", {})
+    for name in {*plan["services"], *enable}:
         have = facts["services"].get(name)
-        lines[f"service {name}"] = state if after else (have[0] if have else "stopped")
+        state, enabled = (have[0], have[1]) if have else ("stopped", None)
+        if after:
+            state = plan["services"].get(name, state)
+            enabled = enable.get(name, enabled)
+        lines[f"service {name}"] = _service_text(state, enabled if name in enable else None)
     return "".join(f"{k}: {v}\n" for k, v in sorted(lines.items()))

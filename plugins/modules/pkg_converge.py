@@ -21,8 +21,10 @@ description:
     refused with a report (RV(refused), RV(plan)) and nothing changes, unless O(force=true).
   - Pools that set different values for one package or service of the node (what
     C(multiall pools check) reports) are refused too, naming both pools.
-  - Services are started or stopped through systemd, or through the lab's supervisor inside a
-    MultiAll lab node.
+  - Services are started or stopped (C(state)) and enabled or disabled (C(enabled)) through
+    systemd, or through the lab's supervisor inside a MultiAll lab node (there, enabled means
+    restarted when it exits). A service whose manager cannot say whether it is enabled is left
+    as it is.
   - Debian-family nodes only (dpkg, apt).
 extends_documentation_fragment:
   - takelan.multiall.pools
@@ -56,7 +58,8 @@ attributes:
   diff_mode:
     support: full
     details:
-      - The diff lists package versions, holds and service states before and after the plan.
+      - The diff lists package versions, holds and service states (and whether they are enabled,
+        when that changes) before and after the plan.
 """
 
 EXAMPLES = r"""
@@ -97,6 +100,9 @@ plan:
       elements: str
     services:
       description: Services to start or stop, with the state wanted.
+      type: dict
+    enable:
+      description: Services to enable (true) or disable (false).
       type: dict
     changes:
       description: Every package apt would touch, with C(from) and C(to) versions (C(to) null = removed).

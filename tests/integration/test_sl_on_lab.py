@@ -103,7 +103,8 @@ def in_sync(lab, node: str = "n1") -> dict | None:
     return report if status == 0 else None
 
 
-def cell(report: dict, kind: str, name: str, node: str) -> dict:
+def cell(report: dict, kind: str, name: str, node: str) -> dict | None:
+    """One matrix cell; None while NODE's facts are unknown (not collected or not answered)."""
     return next(r for r in report["rows"] if (r["kind"], r["name"]) == (kind, name))["cells"][node]
 
 
@@ -139,7 +140,9 @@ def test_hand_change_is_drift_with_an_event_and_converge_fixes_it(sl_lab):
     def drifted():
         status, report = drift(sl_lab, "n3")  # any member answers for the pool
         got = cell(report, "packages", "sl-base", "n2")
-        return report if status == 1 and got["installed"] == "2.0" else None
+        # None: n2 not heard yet; stale: its last facts, from before the change. Not yet.
+        fresh = got is not None and not got.get("stale")
+        return report if status == 1 and fresh and got["installed"] == "2.0" else None
 
     report = wait_for(drifted, 20, "n2's hand change in the drift report")
     assert cell(report, "packages", "sl-base", "n2") == {
@@ -208,3 +211,23 @@ def test_two_pools_wanting_different_versions_on_one_node_are_refused(sl_lab):
         env={**os.environ},
     )
     assert check.returncode == 1 and "sl-base" in check.stdout + check.stderr
+
+
+def test_a_service_started_but_not_enabled_is_enabled_by_converge(sl_lab):
+    """The lab supervisor is n2's service manager: enabled = restarted when it exits."""
+    sl_lab.service_start("n2", "sl-demo", ["sleep", "86400"], restart=False)  # "started by hand"
+    try:
+        web = yaml.safe_load(MODEL.read_text())["pools"]["web"]
+        web["services"] = {"sl-demo": {"state": "started", "enabled": True}}
+        path = variant(sl_lab, "n2", "sl-services", {"web": web}, {})
+        checked = converge(sl_lab, "n2", check=True, pools_file=path)["n2"]
+        assert checked["changed"] and checked["plan"]["enable"] == {"sl-demo": True}, checked
+        assert checked["diff"]["before"] == "service sl-demo: started disabled\n"
+        assert checked["diff"]["after"] == "service sl-demo: started enabled\n"
+        assert sl_lab.service_status("n2", "sl-demo")["restart"] is False  # check mode
+        applied = converge(sl_lab, "n2", pools_file=path)["n2"]
+        assert applied["commands"] == ["lab supervisor: enable sl-demo"], applied
+        assert sl_lab.service_status("n2", "sl-demo")["restart"] is True
+        assert converge(sl_lab, "n2", pools_file=path)["n2"]["changed"] is False
+    finally:
+        sl_lab.service_stop("n2", "sl-demo")

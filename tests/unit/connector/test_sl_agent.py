@@ -60,19 +60,28 @@ class FakeRpc:
     def __init__(self, facts_of: dict[str, dict], garble: dict[str, int] | None = None) -> None:
         self.answers = {node: sl_agent.pack(f) for node, f in facts_of.items()}
         self.garble = dict(garble or {})  # node -> how many of its answers arrive garbled
+        self.silent: set[str] = set()  # nodes whose answers are lost
+        self.after_part0: dict[str, dict] = {}  # node -> facts it has once its part 0 is sent
         self.queries: list[tuple[int, list[str]]] = []
 
-    async def query(self, name, payload, nodes, timeout, expect):
+    async def query(self, name, payload, nodes, timeout, expect, on_answer=None):
         part = json.loads(payload)["part"]
         self.queries.append((part, list(nodes)))
         out = [{"from": "intruder", "payload": b"not asked"}]
         for node in nodes:
+            if node in self.silent:
+                continue
             answers = self.answers[node]
             data = answers[min(part, len(answers) - 1)]
+            if part == 0 and node in self.after_part0:  # it re-collects right after
+                self.answers[node] = sl_agent.pack(self.after_part0.pop(node))
             if self.garble.get(node):
                 self.garble[node] -= 1
                 data = b"\x00" + data[:30]
             out.append({"from": node, "payload": data})
+        for answer in out:
+            if on_answer is not None and on_answer(answer):
+                break
         return out
 
 
@@ -106,3 +115,104 @@ def test_an_answer_garbled_twice_is_an_error_that_shows_what_came():
     assert isinstance(got["n3"], dict)
     assert isinstance(got["n2"], ValueError)
     assert "n2 sent a malformed SL facts answer (31 bytes: b'\\x00{" in str(got["n2"])
+
+
+def test_a_member_that_recollects_while_being_read_is_read_again():
+    old, new = facts(400), facts(401) | {"digest": "1234567890abcdef"}
+    rpc = FakeRpc({"n2": old, "n3": facts(60)})
+    rpc.after_part0["n2"] = new
+    got = asyncio.run(agent_with(rpc).fetch_many(["n2", "n3"]))
+    assert got["n2"] == json.loads(json.dumps(new))  # not "did not answer"
+
+
+MODEL = """\
+nodes:
+  n1: {address: 198.18.0.11, pools: [web]}
+  n2: {address: 198.18.0.12, pools: [web]}
+  n3: {address: 198.18.0.13, pools: [web]}
+pools:
+  web:
+    packages: {package-number-1: "1.0-1+deb12u1"}
+"""
+
+
+def test_a_member_whose_answer_is_lost_is_shown_from_its_last_facts_marked_stale():
+    from ansible_collections.takelan.multiall.plugins.module_utils.pools import PoolModel
+
+    peers = {n: facts(20) | {"node": n, "at": 1764000000.0} for n in ("n2", "n3")}
+    rpc = FakeRpc(peers)
+    connector = SimpleNamespace(
+        node="n1", rpc=rpc, serf_members={}, model=PoolModel.from_text(MODEL), pools=["web"]
+    )
+    agent = sl_agent.SlAgent(connector, {})  # type: ignore[arg-type]
+    agent.facts = facts(20)
+    first = asyncio.run(agent.report("web"))
+    assert first["drift"] is False and first["stale"] == {}
+    rpc.silent.add("n3")
+    report = asyncio.run(agent.report("web"))
+    cell = report["rows"][0]["cells"]["n3"]
+    assert cell == {
+        "installed": "1.0-1+deb12u1",
+        "held": False,
+        "expected": "1.0-1+deb12u1",
+        "ok": True,
+        "stale": True,
+    }
+    assert report["stale"]["n3"]["at"] == 1764000000.0
+    assert "n3 did not answer" in report["stale"]["n3"]["error"]
+    assert report["unreachable"] == {}
+    assert report["drift"] is True  # last known is not "in sync"
+
+
+def test_with_the_connectors_16k_serf_limit_a_nodes_facts_are_one_answer():
+    # One answer per member: no further query per part, no further chance to lose one.
+    node = "web-frontend-eu-west-1-node-017.example.org"
+    chunk = sl_agent.chunk_size(16384)
+    answers = sl_agent.pack(facts(800) | {"digest": "f" * 16}, chunk)
+    assert len(answers) == 1
+    assert serf_message_size(node, answers[0]) <= 16384
+    assert sl_agent.chunk_size(1024) == sl_agent.CHUNK  # Serf's default: as before
+    big = sl_agent.pack(facts(6000), chunk)
+    assert all(serf_message_size(node, a) <= 16384 for a in big) and len(big) > 1
+
+
+def test_the_agent_cuts_its_answers_for_the_configured_serf_limit():
+    connector = SimpleNamespace(
+        node="n1",
+        rpc=None,
+        serf_members={},
+        cfg=SimpleNamespace(serf={"query_response_size_limit": 4096}),
+    )
+    agent = sl_agent.SlAgent(connector, {})  # type: ignore[arg-type]
+    assert agent.chunk == 4096 - sl_agent.OVERHEAD
+
+
+class LossyRpc(FakeRpc):
+    """The first answer of each node in ``lost`` never comes: Serf waits out the timeout."""
+
+    def __init__(self, facts_of: dict[str, dict], lost: set[str]) -> None:
+        super().__init__(facts_of)
+        self.lost, self.cancelled = set(lost), 0
+
+    async def query(self, name, payload, nodes, timeout, expect, on_answer=None):
+        dropped = self.silent = {n for n in nodes if n in self.lost}
+        self.lost -= dropped
+        out = await super().query(name, payload, nodes, timeout, expect, on_answer)
+        if dropped:
+            try:
+                await asyncio.sleep(timeout)  # Serf's "done" only at the end of the timeout
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
+        return out
+
+
+def test_a_lost_answer_is_asked_again_early_while_the_first_query_still_listens():
+    peers = {"n2": facts(50), "n3": facts(60)}
+    rpc = LossyRpc(peers, lost={"n3"})
+    connector = SimpleNamespace(node="n1", rpc=rpc, serf_members={})
+    agent = sl_agent.SlAgent(connector, {"timeout": 30, "retry_after": 0.05})  # type: ignore[arg-type]
+    got = asyncio.run(asyncio.wait_for(agent.fetch_many(["n2", "n3"]), 10))
+    assert got == json.loads(json.dumps(peers))
+    assert rpc.queries == [(0, ["n2", "n3"]), (0, ["n3"])]
+    assert rpc.cancelled == 1  # the first query was not waited out

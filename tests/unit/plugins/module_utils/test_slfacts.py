@@ -135,6 +135,21 @@ def test_pool_matrix_marks_drift_unreachable_nodes_and_pool_conflicts():
     assert matrix["drift"] is True
 
 
+def test_pool_matrix_shows_a_stale_member_from_its_last_facts_and_is_not_in_sync():
+    model = PoolModel.from_text(MODEL.replace("pools: [web, api]", "pools: [web]"))
+    good = {**FACTS, "packages": {"sl-base": ["1.0", 0]}, "digest": "d1", "at": 5.0}
+    old = {**good, "packages": {"sl-base": ["2.0", 0]}}
+    matrix = slfacts.drift_matrix(
+        model, ["n1", "n2", "n3"], {"n1": good, "n2": old, "n3": good}, {}, {"n2": "no answer"}
+    )
+    cells = matrix["rows"][0]["cells"]
+    assert cells["n2"]["stale"] is True and cells["n2"]["installed"] == "2.0"
+    assert "stale" not in cells["n1"]
+    assert matrix["stale"] == {"n2": {"error": "no answer", "at": 5.0}}
+    assert matrix["unreachable"] == {}
+    assert matrix["drift"] is True
+
+
 def test_libraries_in_the_model_are_validated_with_file_and_line():
     bad = MODEL.replace("libsldemo.so.1: libsldemo", "/usr/lib/libx.so.1: Libx")
     with pytest.raises(PoolModelError) as err:

@@ -148,3 +148,39 @@ def test_nothing_to_do_is_no_change_and_no_apt_call():
     runner, calls = fake_apt("")
     plan = slplan.make_plan({"packages": {"sl-base": {"version": "1.*"}}}, FACTS, runner)
     assert plan["changed"] is False and plan["refused"] == [] and calls == []
+
+
+def test_a_service_running_but_not_enabled_is_enabled_with_check_mode_diff(monkeypatch):
+    calls: list[list[str]] = []
+
+    def runner(argv: list[str]) -> tuple[int, str, str]:
+        calls.append(argv)
+        return 0, "", ""
+
+    monkeypatch.setattr(slplan.os.path, "exists", lambda _p: False)  # no lab supervisor
+    facts = {
+        **FACTS,
+        "services": {"web": ["started", False], "old": ["stopped", True], "odd": ["started", None]},
+    }
+    settings = {
+        "services": {
+            "web": {"state": "started", "enabled": True},
+            "old": {"state": "stopped", "enabled": False},
+            "odd": {"state": "started", "enabled": True},  # manager cannot say: left alone
+        }
+    }
+    plan = slplan.make_plan(settings, facts, runner)
+    assert plan["enable"] == {"web": True, "old": False}
+    assert plan["services"] == {} and plan["changed"] is True and not plan["refused"]
+    assert slplan.state_text(facts, plan, after=False) == (
+        "service old: stopped enabled\nservice web: started disabled\n"
+    )
+    assert slplan.state_text(facts, plan, after=True) == (
+        "service old: stopped disabled\nservice web: started enabled\n"
+    )
+    assert calls == []  # planning changes nothing
+    assert slplan.apply_plan(plan, runner) == ["systemctl disable old", "systemctl enable web"]
+    assert calls == [["systemctl", "disable", "old"], ["systemctl", "enable", "web"]]
+    converged = {**facts, "services": {**facts["services"], "web": ["started", True]}}
+    converged["services"]["old"] = ["stopped", False]
+    assert slplan.make_plan(settings, converged, runner)["changed"] is False
