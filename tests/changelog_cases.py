@@ -210,7 +210,7 @@ def test_bad_peer_data_is_a_clear_error() -> None:
     with pytest.raises(ChangelogError, match="magic"):
         decode_batch(b"garbage", TABLES)
     with pytest.raises(ChangelogError, match="undecodable"):
-        decode_batch(b"MADB1\xc1", TABLES)
+        decode_batch(b"MADB2\xc1", TABLES)
     bad_hlc = Change(1, "items", {"id": 1}, "D", None, "n1", "yesterday")
     with pytest.raises(ChangelogError, match="HLC"):
         decode_batch(encode_batch([bad_hlc]), TABLES)
