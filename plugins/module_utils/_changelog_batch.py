@@ -37,13 +37,17 @@ FIELDS = Change._fields  # seq, table, pk, op, row, origin, hlc, prev
 ANY_HLCS = re.compile(r"(?:\d{13}-\d{6}-[A-Za-z0-9][A-Za-z0-9_.-]*\n)*")
 
 
-def encode_batch(changes: list[Change]) -> bytes:
-    """Compact wire form of a batch: magic + msgpack map of columns."""
+def encode_columns(columns: dict[str, list]) -> bytes:
+    """Compact wire form of a batch: magic + msgpack map of the columns ``FIELDS``."""
     if not HAS_MSGPACK:
         raise ChangelogError("encoding a DB batch needs the Python msgpack package")
+    return BATCH_MAGIC + msgpack.packb({f: columns[f] for f in FIELDS}, use_bin_type=True)
+
+
+def encode_batch(changes: list[Change]) -> bytes:
+    """The same wire form from a list of changes."""
     columns = list(zip(*changes, strict=True)) if changes else [()] * len(FIELDS)
-    body = {name: list(values) for name, values in zip(FIELDS, columns, strict=True)}
-    return BATCH_MAGIC + msgpack.packb(body, use_bin_type=True)
+    return encode_columns({f: list(v) for f, v in zip(FIELDS, columns, strict=True)})
 
 
 def _bad(index: int, what: str) -> ChangelogError:

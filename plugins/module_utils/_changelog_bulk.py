@@ -27,6 +27,7 @@ failure rolls the stage back with the rest.
 
 from __future__ import annotations
 
+from collections import deque
 from itertools import groupby
 from typing import Any
 
@@ -43,11 +44,9 @@ def final_runs(todo: list[Any]) -> list[tuple[str, bool, int, int]]:
     """
     runs = []
     for (table, delete), group in groupby(todo, key=lambda c: (c.table, c.op == "D")):
-        first = next(group).seq
-        last = first
-        for last_change in group:
-            last = last_change.seq
-        runs.append((table, delete, first, last))
+        first = next(group)
+        rest = deque(group, maxlen=1)  # the run's last change, consumed in C
+        runs.append((table, delete, first.seq, (rest[0] if rest else first).seq))
     return runs
 
 

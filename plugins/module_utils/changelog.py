@@ -246,10 +246,27 @@ class DbHandle:
     # ---- reading the changelog
     def changes_after(self, seq: int, limit: int) -> list[Change]:
         """Own captured changes with seq > ``seq``, oldest first, at most ``limit``."""
+        columns = self.read_batch(seq, limit)
+        return list(map(Change._make, zip(*(columns[f] for f in Change._fields), strict=True)))
+
+    def read_batch(self, after: int, limit: int) -> dict[str, list]:
+        """Own changes with seq > ``after`` as columns (``encode_columns``' input), oldest
+        first, at most ``limit``: what the shipper sends, built by the database in one go."""
         if not self.engine.has_table("multiall_changelog"):
-            return []
-        rows = self.engine.fetch_changes(int(seq), self.node, int(limit))
-        return [Change(*r) for r in rows]
+            return {name: [] for name in Change._fields}
+        return self.engine.fetch_columns(int(after), self.node, int(limit))
+
+    def backlog(self, after: int) -> tuple[dict[str, int], Change | None]:
+        """Own changes after ``after``: a count per table, and the oldest of them."""
+        if not self.engine.has_table("multiall_changelog"):
+            return {}, None
+        ph, args = self.engine.ph, (int(after), self.node)
+        where = f"WHERE seq > {ph} AND origin = {ph}"
+        counts = self.engine.query(
+            f"SELECT tbl, count(*) FROM multiall_changelog {where} GROUP BY tbl", args
+        )
+        oldest = self.changes_after(int(after), 1)
+        return {t: int(n) for t, n in counts}, (oldest[0] if oldest else None)
 
     def max_seq(self) -> int:
         """Highest seq ever captured here (AUTOINCREMENT/identity: never reused after prune)."""
@@ -348,7 +365,7 @@ class DbHandle:
         # A batch has few shapes (table, key columns, row columns): check each once.
         images = [None if row is None else tuple(row) for row in map(itemgetter(4), changes)]
         keys = map(tuple, map(itemgetter(2), changes))
-        for table, pk, row in dict.fromkeys(zip(map(itemgetter(1), changes), keys, images)):
+        for table, pk, row in dict.fromkeys(zip(map(itemgetter(1), changes), keys, images, strict=True)):
             schema = cache.get(table)
             if schema is None:
                 schema = self.engine.table_schema(table)
@@ -449,6 +466,13 @@ def encode_batch(changes: list[Change]) -> bytes:
     from ._changelog_batch import encode_batch as encode
 
     return encode(changes)
+
+
+def encode_columns(columns: dict[str, list]) -> bytes:
+    """Wire form of a batch read by ``DbHandle.read_batch``."""
+    from ._changelog_batch import encode_columns as encode
+
+    return encode(columns)
 
 
 def decode_batch(data: bytes, tables: set[str]) -> list[Change]:
