@@ -44,9 +44,12 @@ def final_runs(todo: list[Any]) -> list[tuple[str, bool, int, int]]:
     """
     runs = []
     for (table, delete), group in groupby(todo, key=lambda c: (c.table, c.op == "D")):
-        first = next(group)
-        rest = deque(group, maxlen=1)  # the run's last change, consumed in C
-        runs.append((table, delete, first.seq, (rest[0] if rest else first).seq))
+        ends = deque(group, maxlen=1)  # consumed in C; keeps the run's last change
+        runs.append((table, delete, 0, ends[0].seq))
+    # A run starts right after the previous one ends.
+    for index in range(len(runs)):
+        start = runs[index - 1][3] + 1 if index else todo[0].seq
+        runs[index] = (*runs[index][:2], start, runs[index][3])
     return runs
 
 

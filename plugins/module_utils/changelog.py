@@ -365,7 +365,9 @@ class DbHandle:
         # A batch has few shapes (table, key columns, row columns): check each once.
         images = [None if row is None else tuple(row) for row in map(itemgetter(4), changes)]
         keys = map(tuple, map(itemgetter(2), changes))
-        for table, pk, row in dict.fromkeys(zip(map(itemgetter(1), changes), keys, images, strict=True)):
+        for table, pk, row in dict.fromkeys(
+            zip(map(itemgetter(1), changes), keys, images, strict=True)
+        ):
             schema = cache.get(table)
             if schema is None:
                 schema = self.engine.table_schema(table)
