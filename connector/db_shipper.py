@@ -116,6 +116,8 @@ class DbSync:
         self.last_applied: dict[str, float] = {}
         self.batches: dict[int, tuple[int, bytes, int, set[str]]] = {}  # after -> batch
         self.synced = asyncio.Condition()
+        # (ack, local seq) -> (backlog per table, oldest change): db status's last scans
+        self.scans: dict[tuple[int, int], tuple[dict[str, int], Any]] = {}
 
     def _pool_of(self, peer: str) -> str:
         """The pool whose peer key reaches PEER for this database (first shared pool)."""
@@ -410,13 +412,15 @@ class DbSync:
             t: {"backlog": {p: 0 for p in self.peer}, "last_applied": self.last_applied.get(t)}
             for t in self.tables
         }
-        scans: dict[int, tuple[dict[str, int], Any]] = {}
+        # Committed changes in (acked, local] never change (prune only drops what
+        # every peer acked), so a scan is reused until its ack or the sequence moves.
+        scans = {k: v for k, v in self.scans.items() if k[1] == local}
         peers = {}
         for peer, info in self.peer.items():
             acked = info["acked"]
-            if acked not in scans:
-                scans[acked] = handle.backlog(acked) if local > acked else ({}, None)
-            counts, oldest = scans[acked]
+            if (acked, local) not in scans:
+                scans[(acked, local)] = handle.backlog(acked) if local > acked else ({}, None)
+            counts, oldest = scans[(acked, local)]
             for table, count in counts.items():
                 tables.setdefault(table, {"backlog": {}, "last_applied": None})
                 tables[table]["backlog"][peer] = count
@@ -429,6 +433,9 @@ class DbSync:
                 if oldest
                 else None,
             }
+        self.scans = {
+            k: v for k, v in scans.items() if k[0] in {i["acked"] for i in peers.values()}
+        }
         for (peer, table), block in self.blocked.items():
             tables.setdefault(table, {"backlog": {}, "last_applied": None})
             tables[table].setdefault("blocked", {})[peer] = block["error"]
