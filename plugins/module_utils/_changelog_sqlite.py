@@ -24,7 +24,10 @@ from typing import Any
 
 from .changelog import ChangelogError, EngineBase, check_ident
 
-NOW_MS = "(CAST(strftime('%s','now') AS INTEGER) * 1000 + CAST(substr(strftime('%f','now'), 4) AS INTEGER))"
+# Wall-clock milliseconds: one julianday() call (SQLite's 'now' has millisecond resolution;
+# ROUND undoes the double's error) instead of two strftime() calls and a substr - this
+# runs twice for every captured row.
+NOW_MS = "CAST(ROUND((julianday('now') - 2440587.5) * 86400000) AS INTEGER)"
 
 TABLES_DDL = {
     "multiall_changelog": (
