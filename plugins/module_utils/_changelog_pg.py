@@ -93,22 +93,23 @@ BEGIN
       n := n + 1;
     END IF;
   END IF;
-  -- dynamic SQL on purpose: planned per call. A cached generic plan made while the
-  -- table was small scans it whole, and a 100 000-row insert turns quadratic.
-  EXECUTE 'SELECT v.hlc FROM multiall_rowver v WHERE v.tbl = $1 AND v.pk = $2' INTO p USING t, k;
   h := lpad(w::text, 13, '0') || '-' || lpad(n::text, 6, '0') || '-' || org;
+  -- One statement records the new version and returns the one it replaced (prev):
+  -- ON CONFLICT finds the row through the primary key index whatever plan is cached.
+  INSERT INTO multiall_rowver AS v (tbl, pk, hlc, prev, deleted) VALUES (t, k, h, NULL, o = 'D')
+    ON CONFLICT (tbl, pk) DO UPDATE SET prev = v.hlc, hlc = EXCLUDED.hlc,
+    deleted = EXCLUDED.deleted RETURNING v.prev INTO p;
   IF p IS NOT NULL AND h <= p THEN
-    -- the row's version came from a faster clock: sort just after it
+    -- the row's version came from a faster clock: sort just after it (rare; dynamic SQL
+    -- is planned per call, a cached generic plan could scan multiall_rowver whole)
     w := split_part(p, '-', 1)::bigint;
     n := split_part(p, '-', 2)::int + 1;
     h := lpad(w::text, 13, '0') || '-' || lpad(n::text, 6, '0') || '-' || org;
+    EXECUTE 'UPDATE multiall_rowver SET hlc = $3 WHERE tbl = $1 AND pk = $2' USING t, k, h;
   END IF;
   PERFORM set_config('multiall.hlc', w || ' ' || n || ' ' || org, true);
   INSERT INTO multiall_changelog (tbl, pk, op, row, origin, hlc, prev)
     VALUES (t, k, o, r, org, h, p);
-  INSERT INTO multiall_rowver (tbl, pk, hlc, prev, deleted) VALUES (t, k, h, p, o = 'D')
-    ON CONFLICT (tbl, pk) DO UPDATE SET hlc = EXCLUDED.hlc, prev = EXCLUDED.prev,
-    deleted = EXCLUDED.deleted;
 END
 """
 
@@ -117,16 +118,25 @@ DECLARE
   old_pk jsonb;
   new_pk jsonb;
   new_row jsonb;
+  img jsonb;
 BEGIN
   IF current_setting('multiall.applying', true) = 'on' THEN
     RETURN NULL;
   END IF;
+  -- keys built by plain expressions: a SELECT over unnest(TG_ARGV) ran a query per row
   IF TG_OP <> 'INSERT' THEN
-    SELECT jsonb_object_agg(a, to_jsonb(OLD) -> a) INTO old_pk FROM unnest(TG_ARGV) AS a;
+    img := to_jsonb(OLD);
+    old_pk := '{}';
+    FOR i IN 0 .. TG_NARGS - 1 LOOP
+      old_pk := old_pk || jsonb_build_object(TG_ARGV[i], img -> TG_ARGV[i]);
+    END LOOP;
   END IF;
   IF TG_OP <> 'DELETE' THEN
     new_row := to_jsonb(NEW);
-    SELECT jsonb_object_agg(a, new_row -> a) INTO new_pk FROM unnest(TG_ARGV) AS a;
+    new_pk := '{}';
+    FOR i IN 0 .. TG_NARGS - 1 LOOP
+      new_pk := new_pk || jsonb_build_object(TG_ARGV[i], new_row -> TG_ARGV[i]);
+    END LOOP;
   END IF;
   -- a key change is a delete of the old key and a write of the new one
   IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND old_pk IS DISTINCT FROM new_pk) THEN
