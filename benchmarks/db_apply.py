@@ -39,6 +39,7 @@ from ansible_collections.takelan.multiall.plugins.module_utils.changelog import 
     encode_batch,
     open_db,
 )
+from db_replay import timed_insert  # benchmarks/ is the script's directory
 
 SCHEMA = (
     "CREATE TABLE items (id TEXT PRIMARY KEY, node TEXT NOT NULL, val INTEGER NOT NULL);"
@@ -69,16 +70,7 @@ class Conn:
 
     def insert(self, table: str, rows: list[tuple], per_txn: int) -> float:
         """Seconds to insert ROWS in transactions of PER_TXN (executemany)."""
-        start = time.perf_counter()
-        cur = self.conn.cursor()
-        for i in range(0, len(rows), per_txn):
-            cur.execute("BEGIN")
-            cur.executemany(
-                f"INSERT INTO {table} VALUES ({self.ph}, {self.ph}, {self.ph})",
-                rows[i : i + per_txn],
-            )
-            cur.execute("COMMIT")
-        return time.perf_counter() - start
+        return timed_insert(self.conn, self.ph, table, rows, per_txn)
 
     def close(self) -> None:
         self.conn.close()
