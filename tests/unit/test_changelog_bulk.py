@@ -32,7 +32,7 @@ def make(tmp_path: Path, name: str, node: str) -> dict:
 def scribble(spec: dict, rng: random.Random, writes: int) -> None:
     """Random inserts, updates, key changes and deletes on a few keys, as an application."""
     conn = sqlite3.connect(spec["path"], isolation_level=None)
-    for _ in range(writes):
+    for _write in range(writes):
         key, qty = rng.randint(1, 6), rng.randint(0, 99)
         exists = conn.execute("SELECT 1 FROM items WHERE id = ?", (key,)).fetchone()
         roll = rng.random()
@@ -78,7 +78,7 @@ def test_a_batch_applies_like_its_changes_one_by_one(tmp_path: Path) -> None:
         a = make(tmp_path, f"a{round_}", "n1")
         b = make(tmp_path, f"b{round_}", "n2")
         # Both sides write the same few keys, in turns, so versions interleave.
-        for _ in range(3):
+        for _turn in range(3):
             scribble(b, rng, 8)
             scribble(a, rng, 12)
         copy = dict(b, path=str(tmp_path / f"b{round_}-copy.db"))
