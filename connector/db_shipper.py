@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ansible_collections.takelan.multiall.plugins.module_utils.changelog import (
-    encode_batch,
+    encode_columns,
     open_db,
 )
 
@@ -116,6 +116,8 @@ class DbSync:
         self.last_applied: dict[str, float] = {}
         self.batches: dict[int, tuple[int, bytes, int, set[str]]] = {}  # after -> batch
         self.synced = asyncio.Condition()
+        # (ack, local seq) -> (backlog per table, oldest change): db status's last scans
+        self.scans: dict[tuple[int, int], tuple[dict[str, int], Any]] = {}
 
     def _pool_of(self, peer: str) -> str:
         """The pool whose peer key reaches PEER for this database (first shared pool)."""
@@ -151,15 +153,16 @@ class DbSync:
         blocked = {t for (p, t), b in self.blocked.items() if p == peer and now < b["retry_at"]}
         if not blocked and after in self.batches:
             return self.batches[after]
-        changes = handle.changes_after(after, self.batch)
-        for index, change in enumerate(changes):
-            if change.table in blocked:
-                changes = changes[:index]
+        columns = handle.read_batch(after, self.batch)
+        for index, table in enumerate(columns["table"]):
+            if table in blocked:
+                columns = {name: values[:index] for name, values in columns.items()}
                 break
-        if not changes:
+        count = len(columns["seq"])
+        if not count:
             return 0, b"", after, set()
-        batch = len(changes), encode_batch(changes), changes[-1].seq, {c.table for c in changes}
-        if not blocked and len(changes) == self.batch:  # a full batch never changes
+        batch = count, encode_columns(columns), columns["seq"][-1], set(columns["table"])
+        if not blocked and count == self.batch:  # a full batch never changes
             self.batches[after] = batch
             while len(self.batches) > BATCH_CACHE:
                 self.batches.pop(next(iter(self.batches)))
@@ -397,42 +400,48 @@ class DbSync:
 
     # ----------------------------------------------------------------- status
     def _scan(self, handle: Any) -> dict[str, Any]:
-        """Backlog per peer and table, lag, and the oldest unacknowledged change."""
+        """Backlog per peer and table, lag, and the oldest unacknowledged change.
+
+        Counted in SQL per distinct ack (peers replaying together share one): a
+        status poll during a 100 000-row replay must not read the backlog's rows
+        in the thread that ships them.
+        """
         local = handle.max_seq()
-        low = min((i["acked"] for i in self.peer.values()), default=local)
-        pending = handle.changes_after(low, 20000) if local > low else []
         now = time.time()
         tables: dict[str, dict[str, Any]] = {
             t: {"backlog": {p: 0 for p in self.peer}, "last_applied": self.last_applied.get(t)}
             for t in self.tables
         }
-        first: dict[str, Any] = {}
-        for change in pending:
-            for peer, info in self.peer.items():
-                if change.seq > info["acked"]:
-                    tables.setdefault(change.table, {"backlog": {}, "last_applied": None})
-                    backlog = tables[change.table]["backlog"]
-                    backlog[peer] = backlog.get(peer, 0) + 1
-                    first.setdefault(peer, change)
+        # Committed changes in (acked, local] never change (prune only drops what
+        # every peer acked), so a scan is reused until its ack or the sequence moves.
+        scans = {k: v for k, v in self.scans.items() if k[1] == local}
         peers = {}
         for peer, info in self.peer.items():
-            oldest = first.get(peer)
+            acked = info["acked"]
+            if (acked, local) not in scans:
+                scans[(acked, local)] = handle.backlog(acked) if local > acked else ({}, None)
+            counts, oldest = scans[(acked, local)]
+            for table, count in counts.items():
+                tables.setdefault(table, {"backlog": {}, "last_applied": None})
+                tables[table]["backlog"][peer] = count
             wall = hlc_wall(oldest.hlc) if oldest else None
             peers[peer] = {
                 **info,
-                "backlog": max(local - info["acked"], 0),
+                "backlog": max(local - acked, 0),
                 "lag_s": round(max(now - wall, 0.0), 3) if wall else 0.0,
                 "oldest_unacked": {"seq": oldest.seq, "table": oldest.table, "hlc": oldest.hlc}
                 if oldest
                 else None,
             }
+        self.scans = {
+            k: v for k, v in scans.items() if k[0] in {i["acked"] for i in peers.values()}
+        }
         for (peer, table), block in self.blocked.items():
             tables.setdefault(table, {"backlog": {}, "last_applied": None})
             tables[table].setdefault("blocked", {})[peer] = block["error"]
         return {
             "local_seq": local,
             "pruned_upto": self.pruned,
-            "scan_truncated": len(pending) >= 20000,
             "peers": peers,
             "tables": tables,
         }

@@ -7,6 +7,7 @@ tests/integration/test_changelog_pg.py against a real PostgreSQL; each defines a
 
 from __future__ import annotations
 
+import time
 from typing import Protocol
 
 import pytest
@@ -174,6 +175,72 @@ def test_tombstone_beats_late_older_update(backend: Backend, pair: tuple[dict, d
     assert backend.rows(a) == backend.rows(b) == []
 
 
+def test_same_row_several_times_in_one_batch_ends_at_its_last_version(
+    backend: Backend, pair: tuple[dict, dict]
+) -> None:
+    a, b = pair
+    backend.sql(
+        a,
+        "INSERT INTO items VALUES (1, 'bolt', 5); UPDATE items SET qty = 6 WHERE id = 1;"
+        "INSERT INTO items VALUES (2, 'nut', 1); UPDATE items SET qty = 7 WHERE id = 1;"
+        "DELETE FROM items WHERE id = 2; INSERT INTO items VALUES (2, 'nut', 3);",
+    )
+    result = ship(a, "n1", b, "n2")
+    assert (result.applied, result.lost, result.conflicts) == (6, 0, 0)
+    assert backend.rows(b) == backend.rows(a) == [(1, "bolt", 7), (2, "nut", 3)]
+    with open_db("app", b, "n2") as db:
+        assert db.conflicts() == [] and db.changes_after(0, 100) == []
+    # The receiver's versions are the last ones: a sequential update is no conflict.
+    backend.sql(b, "UPDATE items SET qty = 8 WHERE id = 1")
+    ship(b, "n2", a, "n1")
+    assert backend.rows(a) == [(1, "bolt", 8), (2, "nut", 3)]
+    with open_db("app", a, "n1") as db:
+        assert db.conflicts() == []
+
+
+def test_older_versions_in_a_batch_lose_to_a_newer_local_one_as_conflicts(
+    backend: Backend, pair: tuple[dict, dict]
+) -> None:
+    a, b = pair
+    backend.sql(a, "INSERT INTO items VALUES (1, 'a', 1); UPDATE items SET qty = 2 WHERE id = 1;")
+    backend.sql(a, "INSERT INTO items VALUES (3, 'a', 3)")
+    time.sleep(0.01)  # a later millisecond: b's HLC is above a's whatever the counters
+    backend.sql(b, "INSERT INTO items VALUES (1, 'b', 9)")  # later: wins over both of a's
+    result = ship(a, "n1", b, "n2")
+    assert (result.applied, result.lost, result.conflicts) == (1, 2, 2)
+    assert backend.rows(b) == [(1, "b", 9), (3, "a", 3)]
+    with open_db("app", b, "n2") as db:
+        lost = sorted((c["loser_origin"], c["loser_row"]["qty"]) for c in db.conflicts())
+    assert lost == [("n1", 1), ("n1", 2)]
+    ship(b, "n2", a, "n1")  # the other way: b's version overwrites a's last one
+    assert backend.rows(a) == backend.rows(b)
+    with open_db("app", a, "n1") as db:
+        (conflict,) = db.conflicts()
+    assert conflict["loser_row"]["qty"] == 2 and conflict["winner_origin"] == "n2"
+
+
+def test_update_then_delete_in_one_batch_beats_an_older_concurrent_update(
+    backend: Backend, pair: tuple[dict, dict]
+) -> None:
+    a, b = pair
+    backend.sql(
+        a, "INSERT INTO items VALUES (1, 'bolt', 5); INSERT INTO tags VALUES (1, 't', 'x');"
+    )
+    ship(a, "n1", b, "n2")
+    backend.sql(b, "UPDATE items SET qty = 6 WHERE id = 1; UPDATE tags SET note = 'y';")  # older
+    time.sleep(0.01)
+    backend.sql(
+        a,
+        "UPDATE items SET qty = 7 WHERE id = 1; DELETE FROM tags; DELETE FROM items WHERE id = 1;"
+        "INSERT INTO items VALUES (4, 'new', 1);",
+    )
+    result = ship(a, "n1", b, "n2", after=2)
+    assert result.conflicts == 2  # b's two updates were overwritten (kept as conflicts)
+    assert backend.rows(b) == [(4, "new", 1)] and backend.rows(b, "tags") == []
+    ship(b, "n2", a, "n1")  # the late, older updates do not resurrect the rows
+    assert backend.rows(a) == [(4, "new", 1)] and backend.rows(a, "tags") == []
+
+
 def test_undeclared_table_is_refused_and_nothing_applied(
     backend: Backend, pair: tuple[dict, dict]
 ) -> None:
@@ -210,7 +277,7 @@ def test_bad_peer_data_is_a_clear_error() -> None:
     with pytest.raises(ChangelogError, match="magic"):
         decode_batch(b"garbage", TABLES)
     with pytest.raises(ChangelogError, match="undecodable"):
-        decode_batch(b"MADB1\xc1", TABLES)
+        decode_batch(b"MADB2\xc1", TABLES)
     bad_hlc = Change(1, "items", {"id": 1}, "D", None, "n1", "yesterday")
     with pytest.raises(ChangelogError, match="HLC"):
         decode_batch(encode_batch([bad_hlc]), TABLES)

@@ -3,11 +3,12 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Which changes of a peer's batch win, decided in memory before anything is written.
 
-Pure logic (no database): ``DbHandle.apply_batch`` reads the current version
-of every row the batch touches in one query per table, calls ``resolve`` and
-then writes only the final state of each row in bulk. That is what makes a
-replay of 100 000 rows fast: LWW means only the last winning version of a row
-matters, so a row changed ten times during a partition is written once.
+Pure logic (no database): ``_changelog_bulk.apply_staged`` stages a batch in
+SQL and hands ``resolve`` only the *hot* changes (a key with a version here, or
+seen more than once in the batch), with their current versions; every other
+change wins without a conflict. Only the final state of each row is written:
+LWW means only the last winning version of a row matters, so a row changed ten
+times during a partition is written once.
 
 Rules, per primary key, walking the batch in seq order from the local version:
 - a change whose HLC is not above the current version loses (LWW; the HLC text
@@ -90,21 +91,3 @@ def resolve(
         res.applied += 1
         res.tables[ch.table] = res.tables.get(ch.table, 0) + 1
     return res
-
-
-def write_runs(final: dict[tuple[str, tuple], Any]) -> list[tuple[str, str, tuple, list]]:
-    """Group the final changes into runs for bulk writes, keeping their order.
-
-    A run is consecutive changes of one table and kind ('D' delete, 'W' write
-    with the same columns); keeping the order keeps parents before children
-    for foreign keys as the origin wrote them.
-    """
-    runs: list[tuple[str, str, tuple, list]] = []
-    for ch in final.values():
-        kind = "D" if ch.op == "D" else "W"
-        cols = () if kind == "D" else tuple(ch.row)
-        if runs and runs[-1][:3] == (ch.table, kind, cols):
-            runs[-1][3].append(ch)
-        else:
-            runs.append((ch.table, kind, cols, [ch]))
-    return runs

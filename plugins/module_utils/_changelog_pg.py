@@ -31,6 +31,7 @@ ends with the transaction, so no other session ever sees it.
 from __future__ import annotations
 
 import json
+from operator import itemgetter
 from typing import Any
 
 from .changelog import ChangelogError, EngineBase, read_password_file
@@ -92,22 +93,23 @@ BEGIN
       n := n + 1;
     END IF;
   END IF;
-  -- dynamic SQL on purpose: planned per call. A cached generic plan made while the
-  -- table was small scans it whole, and a 100 000-row insert turns quadratic.
-  EXECUTE 'SELECT v.hlc FROM multiall_rowver v WHERE v.tbl = $1 AND v.pk = $2' INTO p USING t, k;
   h := lpad(w::text, 13, '0') || '-' || lpad(n::text, 6, '0') || '-' || org;
+  -- One statement records the new version and returns the one it replaced (prev):
+  -- ON CONFLICT finds the row through the primary key index whatever plan is cached.
+  INSERT INTO multiall_rowver AS v (tbl, pk, hlc, prev, deleted) VALUES (t, k, h, NULL, o = 'D')
+    ON CONFLICT (tbl, pk) DO UPDATE SET prev = v.hlc, hlc = EXCLUDED.hlc,
+    deleted = EXCLUDED.deleted RETURNING v.prev INTO p;
   IF p IS NOT NULL AND h <= p THEN
-    -- the row's version came from a faster clock: sort just after it
+    -- the row's version came from a faster clock: sort just after it (rare; dynamic SQL
+    -- is planned per call, a cached generic plan could scan multiall_rowver whole)
     w := split_part(p, '-', 1)::bigint;
     n := split_part(p, '-', 2)::int + 1;
     h := lpad(w::text, 13, '0') || '-' || lpad(n::text, 6, '0') || '-' || org;
+    EXECUTE 'UPDATE multiall_rowver SET hlc = $3 WHERE tbl = $1 AND pk = $2' USING t, k, h;
   END IF;
   PERFORM set_config('multiall.hlc', w || ' ' || n || ' ' || org, true);
   INSERT INTO multiall_changelog (tbl, pk, op, row, origin, hlc, prev)
     VALUES (t, k, o, r, org, h, p);
-  INSERT INTO multiall_rowver (tbl, pk, hlc, prev, deleted) VALUES (t, k, h, p, o = 'D')
-    ON CONFLICT (tbl, pk) DO UPDATE SET hlc = EXCLUDED.hlc, prev = EXCLUDED.prev,
-    deleted = EXCLUDED.deleted;
 END
 """
 
@@ -116,16 +118,25 @@ DECLARE
   old_pk jsonb;
   new_pk jsonb;
   new_row jsonb;
+  img jsonb;
 BEGIN
   IF current_setting('multiall.applying', true) = 'on' THEN
     RETURN NULL;
   END IF;
+  -- keys built by plain expressions: a SELECT over unnest(TG_ARGV) ran a query per row
   IF TG_OP <> 'INSERT' THEN
-    SELECT jsonb_object_agg(a, to_jsonb(OLD) -> a) INTO old_pk FROM unnest(TG_ARGV) AS a;
+    img := to_jsonb(OLD);
+    old_pk := '{}';
+    FOR i IN 0 .. TG_NARGS - 1 LOOP
+      old_pk := old_pk || jsonb_build_object(TG_ARGV[i], img -> TG_ARGV[i]);
+    END LOOP;
   END IF;
   IF TG_OP <> 'DELETE' THEN
     new_row := to_jsonb(NEW);
-    SELECT jsonb_object_agg(a, new_row -> a) INTO new_pk FROM unnest(TG_ARGV) AS a;
+    new_pk := '{}';
+    FOR i IN 0 .. TG_NARGS - 1 LOOP
+      new_pk := new_pk || jsonb_build_object(TG_ARGV[i], new_row -> TG_ARGV[i]);
+    END LOOP;
   END IF;
   -- a key change is a delete of the old key and a write of the new one
   IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND old_pk IS DISTINCT FROM new_pk) THEN
@@ -152,6 +163,7 @@ FUNCTIONS = {
     ),
 }
 TRIGGER = "multiall_capture"
+STAGED = itemgetter(0, 3, 6, 7, 2, 4)  # seq, op, hlc, prev, pk, row of a Change
 
 
 def q(name: str) -> str:
@@ -187,13 +199,24 @@ class PgEngine(EngineBase):
         """psycopg already turns jsonb into Python values."""
         return json.loads(value) if isinstance(value, str) else value
 
-    def fetch_changes(self, seq: int, origin: str, limit: int) -> list[tuple]:
-        """Changelog rows as 8-field tuples (psycopg parses jsonb itself)."""
-        return self.query(
-            "SELECT seq, tbl, pk, op, row, origin, hlc, prev FROM multiall_changelog "
-            "WHERE seq > %s AND origin = %s ORDER BY seq LIMIT %s",
+    def fetch_columns(self, seq: int, origin: str, limit: int) -> dict[str, list]:
+        """Changelog rows after SEQ as columns, built by the server as one JSON text
+        (parsed in one C call here, instead of a jsonb conversion per value)."""
+        (text,) = self.query(
+            "SELECT json_build_object("
+            "'seq', coalesce(json_agg(seq ORDER BY seq), '[]'), "
+            "'table', coalesce(json_agg(tbl ORDER BY seq), '[]'), "
+            "'pk', coalesce(json_agg(pk ORDER BY seq), '[]'), "
+            "'op', coalesce(json_agg(op ORDER BY seq), '[]'), "
+            "'row', coalesce(json_agg(row ORDER BY seq), '[]'), "
+            "'origin', coalesce(json_agg(origin ORDER BY seq), '[]'), "
+            "'hlc', coalesce(json_agg(hlc ORDER BY seq), '[]'), "
+            "'prev', coalesce(json_agg(prev ORDER BY seq), '[]')"
+            ")::text FROM (SELECT * FROM multiall_changelog WHERE seq > %s AND origin = %s "
+            "ORDER BY seq LIMIT %s) c",
             (seq, origin, limit),
-        )
+        )[0]
+        return json.loads(text)
 
     def has_table(self, table: str) -> bool:
         """Does a table of that name exist in the search path?"""
@@ -343,32 +366,6 @@ class PgEngine(EngineBase):
             (origin, seq),
         )
 
-    def row_versions(self, table: str, pk_cols: list[str], pks: list[dict]) -> dict:
-        """``{key tuple: (hlc, prev, deleted)}`` for the rows of ``pks`` that have a version."""
-        out: dict[tuple, tuple] = {}
-        rows = self.query(
-            "SELECT pk, hlc, prev, deleted FROM multiall_rowver "
-            "WHERE tbl = %s AND pk = ANY (%s::jsonb[])",
-            (table, [json.dumps(pk) for pk in pks]),
-        )
-        for pk, hlc, prev, deleted in rows:
-            out[tuple(pk[c] for c in pk_cols)] = (hlc, prev, bool(deleted))
-        return out
-
-    def set_row_versions(self, items: list[tuple]) -> None:
-        """Remember applied versions (tombstones too): one statement for the whole batch."""
-        if not items:
-            return
-        data = [{"tbl": t, "pk": pk, "hlc": h, "prev": p, "deleted": d} for t, pk, h, p, d in items]
-        self.conn.execute(
-            "INSERT INTO multiall_rowver (tbl, pk, hlc, prev, deleted) "
-            "SELECT tbl, pk, hlc, prev, deleted FROM jsonb_to_recordset(%s::jsonb) "
-            "AS x(tbl text, pk jsonb, hlc text, prev text, deleted boolean) "
-            "ON CONFLICT (tbl, pk) DO UPDATE SET hlc = EXCLUDED.hlc, prev = EXCLUDED.prev, "
-            "deleted = EXCLUDED.deleted",
-            (json.dumps(data),),
-        )
-
     @staticmethod
     def _match(pk_cols: list[str] | dict) -> str:
         # The key values are typed by the table itself (jsonb_populate_record), so a
@@ -384,25 +381,83 @@ class PgEngine(EngineBase):
         )
         return rows[0][0] if rows else None
 
-    def delete_rows(self, table: str, pk_cols: list[str], pks: list[dict]) -> None:
-        """Delete by primary key, the whole run in one statement."""
+    # ---- the stage of a batch (see _changelog_bulk.py)
+    def stage(self, table: str, schema: dict, changes: list) -> None:
+        """The batch's changes of TABLE into the session's TEMP stage, in one statement.
+
+        The whole table's changes travel as one JSON text parameter (one C call to
+        build); ON COMMIT DELETE ROWS empties the stage at the end of every batch.
+        """
         self.conn.execute(
-            f"DELETE FROM {q(table)} t USING "
-            f"jsonb_populate_recordset(NULL::{q(table)}, %s::jsonb) k WHERE {self._match(pk_cols)}",
-            (json.dumps(pks),),
+            "CREATE TEMP TABLE IF NOT EXISTS multiall_stage (seq bigint PRIMARY KEY, "
+            "tbl text NOT NULL, op text NOT NULL, hlc text NOT NULL, prev text, "
+            "pk jsonb NOT NULL, row jsonb) ON COMMIT DELETE ROWS"
+        )
+        self.conn.execute(
+            "INSERT INTO multiall_stage (seq, tbl, op, hlc, prev, pk, row) "
+            "SELECT (e->>0)::bigint, %s, e->>1, e->>2, e->>3, e->4, NULLIF(e->5, 'null') "
+            "FROM jsonb_array_elements(%s::jsonb) e",
+            (table, json.dumps(list(map(STAGED, changes)))),
         )
 
-    def write_rows(self, table: str, pk_cols: list[str], cols: list[str], rows: list[dict]) -> None:
-        """Insert or overwrite rows with the peers' images, typed by jsonb_populate_recordset."""
-        sets = ", ".join(f"{q(c)} = EXCLUDED.{q(c)}" for c in cols if c not in pk_cols)
-        conflict = f"DO UPDATE SET {sets}" if sets else "DO NOTHING"
-        names = ", ".join(q(c) for c in cols)
+    def staged_hot(self, table: str, schema: dict) -> list[tuple]:
+        """``(seq, hlc, prev, deleted)`` of staged rows whose key has a version here
+        (else hlc is None) or appears more than once in the batch."""
+        hot = {
+            r[0]: r
+            for r in self.query(
+                "SELECT s.seq, v.hlc, v.prev, v.deleted FROM multiall_stage s "
+                "JOIN multiall_rowver v ON v.tbl = s.tbl AND v.pk = s.pk WHERE s.tbl = %s",
+                (table,),
+            )
+        }
+        for (seq,) in self.query(
+            "SELECT seq FROM multiall_stage WHERE tbl = %(t)s AND pk IN (SELECT pk FROM "
+            "multiall_stage WHERE tbl = %(t)s GROUP BY pk HAVING count(*) > 1)",
+            {"t": table},
+        ):
+            hot.setdefault(seq, (seq, None, None, None))
+        return list(hot.values())
+
+    def unstage(self, table: str, seqs: list[int]) -> None:
+        """Drop staged versions that LWW did not make final."""
+        self.conn.execute("DELETE FROM multiall_stage WHERE seq = ANY (%s)", (seqs,))
+
+    def write_staged(self, table: str, schema: dict, delete: bool, first: int, last: int) -> None:
+        """Write (or delete) the staged rows with seq in [first, last], typed by the table."""
+        pk, span = schema["pk"], (table, first, last)
+        where = "s.tbl = %s AND s.seq BETWEEN %s AND %s"
+        if delete:
+            self.conn.execute(
+                f"DELETE FROM {q(table)} t USING multiall_stage s, "
+                f"jsonb_populate_record(NULL::{q(table)}, s.pk) k "
+                f"WHERE {where} AND s.op = 'D' AND {self._match(pk)}",
+                span,
+            )
+            return
+        names = ", ".join(q(c) for c in schema["order"])
+        sets = ", ".join(f"{q(c)} = EXCLUDED.{q(c)}" for c in schema["order"] if c not in pk)
         self.conn.execute(
-            f"INSERT INTO {q(table)} ({names}) SELECT {names} FROM "
-            f"jsonb_populate_recordset(NULL::{q(table)}, %s::jsonb) "
-            f"ON CONFLICT ({', '.join(q(c) for c in pk_cols)}) {conflict}",
-            (json.dumps(rows),),
+            f"INSERT INTO {q(table)} ({names}) SELECT {', '.join(f'r.{q(c)}' for c in schema['order'])} "
+            f"FROM multiall_stage s, jsonb_populate_record(NULL::{q(table)}, s.row) r "
+            f"WHERE {where} AND s.op <> 'D' ORDER BY s.seq "
+            f"ON CONFLICT ({', '.join(q(c) for c in pk)}) "
+            f"{f'DO UPDATE SET {sets}' if sets else 'DO NOTHING'}",
+            span,
         )
+
+    def version_staged(self, table: str, schema: dict) -> None:
+        """Every staged (final) version becomes the row's version here, tombstones too."""
+        self.conn.execute(
+            "INSERT INTO multiall_rowver (tbl, pk, hlc, prev, deleted) "
+            "SELECT tbl, pk, hlc, prev, op = 'D' FROM multiall_stage WHERE tbl = %s "
+            "ON CONFLICT (tbl, pk) DO UPDATE SET hlc = EXCLUDED.hlc, prev = EXCLUDED.prev, "
+            "deleted = EXCLUDED.deleted",
+            (table,),
+        )
+
+    def unstage_all(self, tables: list[str]) -> None:
+        """Nothing to do: the stage empties itself at commit (ON COMMIT DELETE ROWS)."""
 
     def add_conflict(
         self, table: str, pk: dict, w_origin: str, w_hlc: str, l_origin: str, l_hlc: str,

@@ -19,11 +19,15 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from operator import add, itemgetter
 from typing import Any
 
 from .changelog import ChangelogError, EngineBase, check_ident
 
-NOW_MS = "(CAST(strftime('%s','now') AS INTEGER) * 1000 + CAST(substr(strftime('%f','now'), 4) AS INTEGER))"
+# Wall-clock milliseconds: one julianday() call (SQLite's 'now' has millisecond resolution;
+# ROUND undoes the double's error) instead of two strftime() calls and a substr - this
+# runs twice for every captured row.
+NOW_MS = "CAST(ROUND((julianday('now') - 2440587.5) * 86400000) AS INTEGER)"
 
 TABLES_DDL = {
     "multiall_changelog": (
@@ -52,6 +56,7 @@ TABLES_DDL = {
     ),
 }
 TRIGGER_SUFFIX = {"I": "ins", "U": "upd", "D": "del"}
+ROW = itemgetter(4)  # the row image of a Change
 
 
 def q(name: str) -> str:
@@ -141,12 +146,15 @@ class SqliteEngine(EngineBase):
         """JSON columns are TEXT in SQLite."""
         return None if value is None else json.loads(value)
 
-    def fetch_changes(self, seq: int, origin: str, limit: int) -> list[list]:
-        """Changelog rows as 8-field lists; SQLite builds one JSON array for the whole batch,
-        so Python parses it in one C call instead of two json.loads per change."""
+    def fetch_columns(self, seq: int, origin: str, limit: int) -> dict[str, list]:
+        """Changelog rows after SEQ as columns: SQLite builds one JSON object for the
+        whole batch, so Python parses it in one C call (no per-change work at all)."""
         (text,) = self.conn.execute(
-            "SELECT json_group_array(json_array(seq, tbl, json(pk), op, json(row), origin, hlc, "
-            "prev)) FROM (SELECT * FROM multiall_changelog WHERE seq > ? AND origin = ? "
+            "SELECT json_object('seq', json_group_array(seq), 'table', json_group_array(tbl), "
+            "'pk', json_group_array(json(pk)), 'op', json_group_array(op), "
+            "'row', json_group_array(json(row)), 'origin', json_group_array(origin), "
+            "'hlc', json_group_array(hlc), 'prev', json_group_array(prev)) "
+            "FROM (SELECT * FROM multiall_changelog WHERE seq > ? AND origin = ? "
             "ORDER BY seq LIMIT ?)",
             (seq, origin, limit),
         ).fetchone()
@@ -290,38 +298,6 @@ class SqliteEngine(EngineBase):
         # The same json_object() text the triggers write, so keys compare equal.
         return "json_object(" + ", ".join(f"'{c}', ?" for c in cols) + ")"
 
-    def row_versions(self, table: str, pk_cols: list[str], pks: list[dict]) -> dict:
-        """``{key tuple: (hlc, prev, deleted)}`` for the rows of ``pks`` that have a version."""
-        out: dict[tuple, tuple] = {}
-        step = max(1, 900 // len(pk_cols))  # stay under SQLite's bound-parameter limit
-        for i in range(0, len(pks), step):
-            chunk = pks[i : i + step]
-            keys = ", ".join([self._pk_sql(pk_cols)] * len(chunk))
-            params = [table] + [pk[c] for pk in chunk for c in pk_cols]
-            for pk, hlc, prev, deleted in self.conn.execute(
-                f"SELECT pk, hlc, prev, deleted FROM multiall_rowver WHERE tbl = ? AND pk IN ({keys})",
-                params,
-            ):
-                value = json.loads(pk)
-                out[tuple(value[c] for c in pk_cols)] = (hlc, prev, bool(deleted))
-        return out
-
-    def set_row_versions(self, items: list[tuple]) -> None:
-        """Remember applied versions ``(table, pk, hlc, prev, deleted)`` (tombstones too)."""
-        by_shape: dict[tuple, list] = {}
-        for table, pk, hlc, prev, deleted in items:
-            by_shape.setdefault(tuple(pk), []).append(
-                [table, *pk.values(), hlc, prev, 1 if deleted else 0]
-            )
-        for cols, rows in by_shape.items():
-            self.conn.executemany(
-                f"INSERT INTO multiall_rowver (tbl, pk, hlc, prev, deleted) "
-                f"VALUES (?, {self._pk_sql(list(cols))}, ?, ?, ?) "
-                "ON CONFLICT (tbl, pk) DO UPDATE SET hlc = excluded.hlc, prev = excluded.prev, "
-                "deleted = excluded.deleted",
-                rows,
-            )
-
     @staticmethod
     def _where(pk_cols: list[str] | dict) -> str:
         return " AND ".join(f"{q(c)} = ?" for c in pk_cols)
@@ -334,23 +310,111 @@ class SqliteEngine(EngineBase):
         r = cur.fetchone()
         return None if r is None else dict(zip([d[0] for d in cur.description], r, strict=True))
 
-    def delete_rows(self, table: str, pk_cols: list[str], pks: list[dict]) -> None:
-        """Delete by primary key."""
+    # ---- the stage of a batch (see _changelog_bulk.py)
+    @staticmethod
+    def _stage(table: str) -> str:
+        return q(f"multiall_stage_{table}")
+
+    def stage(self, table: str, schema: dict, changes: list) -> None:
+        """One TEMP table per batch and table, its columns typed like the table's own.
+
+        The same declared types give the same affinity, so a staged key turns into
+        the same ``json_object`` text as the one the triggers wrote. The stage's own
+        columns start with ``multiall_``, which no captured column may.
+        """
+        cols = schema["order"]
+        stage = self._stage(table)
+        self.conn.execute(f"DROP TABLE IF EXISTS temp.{stage}")
+        typed = ", ".join(f"{q(c)} {schema['types'][c]}" for c in cols)
+        self.conn.execute(
+            f"CREATE TEMP TABLE {stage} (multiall_seq INTEGER PRIMARY KEY, multiall_op TEXT, "
+            f"multiall_hlc TEXT, multiall_prev TEXT, {typed})"
+        )
+        sql = f"INSERT INTO {stage} VALUES ({', '.join(['?'] * (4 + len(cols)))})"
+        meta = itemgetter(0, 3, 6, 7)  # seq, op, hlc, prev of a Change
+        values = itemgetter(*cols) if len(cols) > 1 else (lambda row: (row[cols[0]],))
+        writes = [ch for ch in changes if ch.row is not None]
+        # (meta + row values) tuples built by map() in C: this runs for every replayed row
+        self.conn.executemany(sql, map(add, map(meta, writes), map(values, map(ROW, writes))))
+        if len(writes) < len(changes):
+            at = {c: i for i, c in enumerate(cols)}
+            deletes = []
+            for ch in changes:
+                if ch.row is None:
+                    image = [None] * len(cols)
+                    for name, value in ch.pk.items():
+                        image[at[name]] = value
+                    deletes.append(meta(ch) + tuple(image))
+            self.conn.executemany(sql, deletes)
+
+    def _staged_key(self, pk_cols: list[str], alias: str = "") -> str:
+        prefix = f"{alias}." if alias else ""
+        return "json_object(" + ", ".join(f"'{c}', {prefix}{q(c)}" for c in pk_cols) + ")"
+
+    def staged_hot(self, table: str, schema: dict) -> list[tuple]:
+        """``(seq, hlc, prev, deleted)`` of staged rows whose key has a version here
+        (else hlc is None) or appears more than once in the batch.
+
+        Two plain queries: a window function over the stage cost three times both.
+        """
+        stage, keys = self._stage(table), ", ".join(q(c) for c in schema["pk"])
+        hot = {
+            r[0]: r
+            for r in self.conn.execute(
+                f"SELECT s.multiall_seq, v.hlc, v.prev, v.deleted FROM {stage} s "
+                "JOIN multiall_rowver v ON v.tbl = ? AND v.pk = "
+                f"{self._staged_key(schema['pk'], 's')}",
+                (table,),
+            )
+        }
+        for (seq,) in self.conn.execute(
+            f"SELECT multiall_seq FROM {stage} WHERE ({keys}) IN "
+            f"(SELECT {keys} FROM {stage} GROUP BY {keys} HAVING count(*) > 1)"
+        ):
+            hot.setdefault(seq, (seq, None, None, None))
+        return list(hot.values())
+
+    def unstage(self, table: str, seqs: list[int]) -> None:
+        """Drop staged versions that LWW did not make final."""
         self.conn.executemany(
-            f"DELETE FROM {q(table)} WHERE {self._where(pk_cols)}",
-            [[pk[c] for c in pk_cols] for pk in pks],
+            f"DELETE FROM {self._stage(table)} WHERE multiall_seq = ?", [(s,) for s in seqs]
         )
 
-    def write_rows(self, table: str, pk_cols: list[str], cols: list[str], rows: list[dict]) -> None:
-        """Insert or overwrite rows with the peers' images (all with the same columns)."""
-        sets = ", ".join(f"{q(c)} = excluded.{q(c)}" for c in cols if c not in pk_cols)
-        conflict = f"DO UPDATE SET {sets}" if sets else "DO NOTHING"
-        self.conn.executemany(
-            f"INSERT INTO {q(table)} ({', '.join(q(c) for c in cols)}) "
-            f"VALUES ({', '.join(['?'] * len(cols))}) "
-            f"ON CONFLICT ({', '.join(q(c) for c in pk_cols)}) {conflict}",
-            [[row[c] for c in cols] for row in rows],
+    def write_staged(self, table: str, schema: dict, delete: bool, first: int, last: int) -> None:
+        """Write (or delete) the staged rows with seq in [first, last], in seq order."""
+        stage, pk = self._stage(table), schema["pk"]
+        keys = ", ".join(q(c) for c in pk)
+        if delete:
+            self.conn.execute(
+                f"DELETE FROM {q(table)} WHERE ({keys}) IN (SELECT {keys} FROM {stage} "
+                "WHERE multiall_op = 'D' AND multiall_seq BETWEEN ? AND ?)",
+                (first, last),
+            )
+            return
+        names = ", ".join(q(c) for c in schema["order"])
+        sets = ", ".join(f"{q(c)} = excluded.{q(c)}" for c in schema["order"] if c not in pk)
+        self.conn.execute(
+            f"INSERT INTO {q(table)} ({names}) SELECT {names} FROM {stage} "
+            "WHERE multiall_op <> 'D' AND multiall_seq BETWEEN ? AND ? ORDER BY multiall_seq "
+            f"ON CONFLICT ({keys}) {f'DO UPDATE SET {sets}' if sets else 'DO NOTHING'}",
+            (first, last),
         )
+
+    def version_staged(self, table: str, schema: dict) -> None:
+        """Every staged (final) version becomes the row's version here, tombstones too."""
+        self.conn.execute(
+            "INSERT INTO multiall_rowver (tbl, pk, hlc, prev, deleted) "
+            f"SELECT ?, {self._staged_key(schema['pk'])}, multiall_hlc, multiall_prev, "
+            f"multiall_op = 'D' FROM {self._stage(table)} WHERE true "
+            "ON CONFLICT (tbl, pk) DO UPDATE SET hlc = excluded.hlc, prev = excluded.prev, "
+            "deleted = excluded.deleted",
+            (table,),
+        )
+
+    def unstage_all(self, tables: list[str]) -> None:
+        """Drop the batch's stage tables."""
+        for table in tables:
+            self.conn.execute(f"DROP TABLE IF EXISTS temp.{self._stage(table)}")
 
     def add_conflict(
         self, table: str, pk: dict, w_origin: str, w_hlc: str, l_origin: str, l_hlc: str,

@@ -130,6 +130,30 @@ def test_concurrent_writers_get_seqs_in_commit_order(backend: PgBackend) -> None
     first.close()
 
 
+def test_a_version_from_a_later_transaction_sorts_after_the_one_it_replaces(
+    backend: PgBackend,
+) -> None:
+    # The clock row keeps only each transaction's first HLC; the transaction's later
+    # captures count on in a local setting. So the next transaction may start below a
+    # row's version: its new version must still sort after it (LWW compares per row).
+    spec = backend.make("n1")
+    # an hour ahead: every capture of the test falls in the same (future) millisecond
+    backend.sql(
+        spec,
+        "UPDATE multiall_clock SET wall = (extract(epoch FROM now()) * 1000)::bigint + 3600000",
+    )
+    backend.sql(spec, "BEGIN; INSERT INTO items VALUES (1, 'a', 1); INSERT INTO items "
+                      "VALUES (2, 'b', 1); UPDATE items SET qty = 2 WHERE id = 2; COMMIT;")  # fmt: skip
+    backend.sql(spec, "UPDATE items SET qty = 3 WHERE id = 2")
+    with open_db("app", spec, "n1") as db:
+        changes = db.changes_after(0, 10)
+    assert [c.prev for c in changes] == [None, None, changes[1].hlc, changes[2].hlc]
+    assert all(c.hlc > c.prev for c in changes if c.prev)
+    with backend.connect(spec["dsn"]) as conn:
+        versions = dict(conn.execute("SELECT pk->>'id', hlc FROM multiall_rowver").fetchall())
+    assert versions == {"1": changes[0].hlc, "2": changes[3].hlc}
+
+
 def test_password_file_must_be_private(backend: PgBackend, tmp_path: Path) -> None:
     spec = backend.make("n1")
     loose = tmp_path / "loose.pass"
