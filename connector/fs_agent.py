@@ -54,7 +54,7 @@ log = logging.getLogger("multiall.fs")
 
 DEFAULTS: dict[str, Any] = {
     "debounce": 0.05,
-    "rescan": 300.0,
+    "rescan": 3600.0,
     # Paths per push: 20 000 held ~25 MB per pusher (entries as dicts, inline data,
     # the JSON), four pushers at once; 5 000 keeps a 10 000-file burst to 2 runs.
     "batch": 5_000,
@@ -198,30 +198,45 @@ class FsAgent:
         return False
 
     async def _offer(self, tree: str, peer: str) -> tuple[int, int]:
-        """Offer the index to PEER slice by slice; (paths it wants, paths it queued for us).
+        """Compare indexes with PEER; (paths it wants, paths it queued for us).
 
-        Why slices: the whole index of 100 000 files as one message cost ~150 MB of
-        RSS; a slice of ``OFFER_SLICE`` entries covers the paths after the previous
-        slice up to its own last one (the last slice: to the end), so the peer still
-        finds every path this node lacks.
+        Digests first: both sides sum a per-row number over the same path slices
+        of ``OFFER_SLICE`` entries (one round trip, no entry sent), and only the
+        slices whose sums differ are offered entry by entry. A peer that merely
+        flapped in TNS (the usual case under load) costs two indexed sums, not a
+        serialisation of the whole index. Why slices at all: the whole index of
+        100 000 files as one message cost ~150 MB of RSS; a slice covers the paths
+        after the previous slice up to its own last one (the last: to the end), so
+        the peer still finds every path this node lacks.
         """
-        index, after, sent, got = self.indexes[tree], None, 0, 0
-        while True:
+        index, sent, got = self.indexes[tree], 0, 0
+        slices = await self._do(index.digest_slices, OFFER_SLICE)
+        uptos = [upto for upto, _count, _sum in slices]
+        try:
+            reply = await self.link.ask(tree, peer, "digest", {"uptos": uptos})
+            theirs = [tuple(d) for d in reply.get("digests", [])]
+        except PeerError as exc:
+            if "unknown request" not in str(exc):
+                raise
+            theirs = []  # a peer without digests: offer every slice
+        after: str | None = None
+        for i, (upto, count, total) in enumerate(slices):
+            if i < len(theirs) and theirs[i] == (count, total):
+                after = upto
+                continue
             rows = await self._do(
-                lambda a=after: [e.as_dict() for e in index.entries_range(a, None, OFFER_SLICE)]
+                lambda a=after, u=upto: [e.as_dict() for e in index.entries_range(a, u)]
             )
-            last = len(rows) < OFFER_SLICE
-            upto = None if last else rows[-1]["path"]
             data = {"entries": rows, "after": after, "upto": upto}
             reply = await self.link.ask(tree, peer, "offer", data)
             wanted = [str(p) for p in reply.get("send_me", [])]
             if wanted:
                 await self._do(self._enqueue, tree, wanted, peer)
             sent, got = sent + len(wanted), got + int(reply.get("queued") or 0)
-            if last:
-                await self._do(trim_heap)
-                return sent, got
             after = upto
+        if sent or got:
+            await self._do(trim_heap)
+        return sent, got
 
     def _enqueue(self, tree: str, paths: list[str], peer: str) -> None:
         index = self.indexes[tree]

@@ -9,6 +9,9 @@ every request whose first word is ``multiall-fs`` to :func:`serve`. Requests:
 ``multiall-fs offer TREE``  stdin ``{"from": NODE, "entries": [...]}`` (its whole
     index): queue for it what we hold newer; reply what it holds newer.
 ``multiall-fs want TREE``   stdin ``{"from": NODE, "paths": [...]}``: queue those for it.
+``multiall-fs digest TREE`` stdin ``{"from": NODE, "uptos": [PATH|null, ...]}``: reply
+    ``{"digests": [[count, sum], ...]}`` of our index over those path slices, so a
+    returning node sends only the slices where our indexes differ.
 ``multiall-fs index TREE``  reply our entries (for ``multiall fs`` diagnostics).
 ``multiall-fs session TREE`` the same requests as JSON lines (``"op"`` in each), kept
     open by the sender: no process start per push.
@@ -45,7 +48,9 @@ from .peer_receive import PeerRequest, Refused
 DEFAULT_STATE_DIR = "/var/lib/multiall"
 # A peer's request is JSON on stdin: bounded so that a broken peer cannot eat memory.
 MAX_REQUEST = 256 * 1024 * 1024
-OPS = ("apply", "offer", "want", "index")
+OPS = ("apply", "offer", "want", "digest", "index")
+# Slices one ``digest`` request may name (100 000 paths are 20 slices of 5 000).
+MAX_SLICES = 10_000
 
 
 def state_dir(config_path: str = CONFIG_PATH) -> str:
@@ -109,6 +114,15 @@ def answer(
             if not all(b is None or isinstance(b, str) for b in bounds):
                 raise Refused("offer: 'after' and 'upto' must be paths (strings) or null")
             return offer(index, sender, list(data.get("entries") or []), *bounds)
+        if op == "digest":
+            uptos = data.get("uptos")
+            if (
+                not isinstance(uptos, list)
+                or len(uptos) > MAX_SLICES
+                or not all(u is None or isinstance(u, str) for u in uptos)
+            ):
+                raise Refused(f"digest: 'uptos' must be a list of at most {MAX_SLICES} paths")
+            return {"digests": index.range_digests(uptos)}
         if op == "want":
             return {"queued": want(index, sender, list(data.get("paths") or []))}
         return {"entries": [e.as_dict() for e in index.entries()]}
