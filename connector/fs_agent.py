@@ -120,7 +120,10 @@ class FsAgent:
         self.kicks: dict[tuple[str, str], asyncio.Event] = {
             (t, p): asyncio.Event() for t in self.trees for p in self.peers[t]
         }
-        self.alive: set[str] = set()
+        # Who is alive, per pool: a tree's peers are judged by its own pool's view only
+        # (a node in two pools could be alive in one view and not in the other; one
+        # shared set would flip between them and start a comparison at every view).
+        self.alive: dict[str, set[str]] = {}
         self.catching_up: set[tuple[str, str]] = set()
         self.caught_up: dict[tuple[str, str], float] = {}
         self.peer_state: dict[tuple[str, str], dict[str, Any]] = {
@@ -137,20 +140,21 @@ class FsAgent:
 
     # -------------------------------------------------------------- topology
     def observe(self, pool: str, topo: Any) -> None:
-        """Called with every new view of a pool: who is alive to receive now."""
-        alive = set(self.alive)
-        for name, member in topo.members.items():
-            if name == self.node:
-                continue
-            if member.state == "alive":
-                if name not in alive:
-                    alive.add(name)
-                    self._returned(name)
-            else:
-                alive.discard(name)
-        self.alive = alive
+        """Called with every new view of a pool: who is alive to receive now.
 
-    def _returned(self, peer: str) -> None:
+        Only a real transition (not alive -> alive in this pool's view) starts an
+        index comparison; the same view seen again costs a set comparison.
+        """
+        before = self.alive.get(pool, set())
+        alive = {n for n, m in topo.members.items() if n != self.node and m.state == "alive"}
+        self.alive[pool] = alive
+        for name in sorted(alive - before):
+            self._returned(name, pool)
+
+    def _is_alive(self, tree: str, peer: str) -> bool:
+        return peer in self.alive.get(self.trees[tree]["pool"], ())
+
+    def _returned(self, peer: str, pool: str) -> None:
         """PEER is reachable again (or for the first time): compare indexes, then push.
 
         A peer that flaps (a loaded machine, a lossy link) would otherwise make
@@ -161,7 +165,7 @@ class FsAgent:
         now = time.monotonic()
         for tree, peers in self.peers.items():
             key = (tree, peer)
-            if peer not in peers or key in self.catching_up:
+            if peer not in peers or key in self.catching_up or self.trees[tree]["pool"] != pool:
                 continue
             if now - self.caught_up.get(key, -1e9) < float(self.cfg["catch_up_every"]):
                 self.kicks[key].set()
@@ -180,7 +184,7 @@ class FsAgent:
         state = self.peer_state[(tree, peer)]
         await self.ready.wait()
         for attempt in range(5):
-            if peer not in self.alive:
+            if not self._is_alive(tree, peer):
                 return False
             try:
                 sent, got = await self._offer(tree, peer)
@@ -296,7 +300,7 @@ class FsAgent:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(kick.wait(), POLL)
             kick.clear()
-            if peer not in self.alive:
+            if not self._is_alive(tree, peer):
                 continue  # queued on disk until TNS sees it alive again
             items = await self._do(self.indexes[tree].pending, peer, int(self.cfg["batch"]))
             if self.metrics is not None:
@@ -435,7 +439,7 @@ class FsAgent:
                 "peers": {
                     p: {
                         "pending": pending.get(p, 0),
-                        "alive": p in self.alive,
+                        "alive": self._is_alive(tree, p),
                         **self.peer_state[(tree, p)],
                     }
                     for p in self.peers[tree]

@@ -32,3 +32,45 @@ def test_a_node_without_live_trees_keeps_the_task_running(tmp_path) -> None:
         return still_running
 
     assert asyncio.run(scenario())
+
+
+TWO_POOLS = """\
+nodes:
+  n1: {{address: 198.18.0.11, pools: [web, db]}}
+  n2: {{address: 198.18.0.12, pools: [web, db]}}
+pools:
+  web: {{files: {{{tree}/web: {{}}}}}}
+  db: {{files: {{{tree}/db: {{}}}}}}
+"""
+
+
+def test_only_a_real_return_in_the_trees_own_pool_starts_a_comparison(tmp_path) -> None:
+    """A peer seen alive again and again (every TNS view) is compared with once, and a
+    peer alive in one pool's view but failed in the other's never flips between them."""
+    from types import SimpleNamespace as NS
+
+    path = tmp_path / "pools.yml"
+    path.write_text(TWO_POOLS.format(tree=tmp_path))
+    agent = FsAgent("n1", load(str(path)), str(tmp_path / "state"))
+    started: list[tuple[str, str]] = []
+
+    async def catch_up(tree: str, peer: str) -> bool:
+        started.append((tree, peer))
+        return True
+
+    agent._catch_up = catch_up  # type: ignore[method-assign]
+
+    def view(state: str) -> NS:
+        return NS(members={"n1": NS(state="alive"), "n2": NS(state=state)})
+
+    async def scenario() -> None:
+        for _ in range(5):
+            agent.observe("web", view("alive"))
+            agent.observe("db", view("failed"))
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.05)
+
+    asyncio.run(scenario())
+    assert started == [(f"{tmp_path}/web", "n2")]
+    assert agent._is_alive(f"{tmp_path}/web", "n2")
+    assert not agent._is_alive(f"{tmp_path}/db", "n2")
