@@ -245,7 +245,7 @@ class FsAgent:
     def _enqueue(self, tree: str, paths: list[str], peer: str) -> None:
         index = self.indexes[tree]
         with index.tx() as db:
-            index.enqueue(db, [p for p in paths if index.get(p)], [peer])
+            index.enqueue(db, [p for p in paths if index.get(p)], [peer], requeue=False)
 
     # ---------------------------------------------------------------- local
     def on_paths(self, tree: str, paths: set[str]) -> None:

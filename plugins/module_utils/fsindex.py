@@ -241,13 +241,30 @@ class Index:
             ),
         )
 
-    def enqueue(self, db: sqlite3.Connection, paths: Iterable[str], peers: Iterable[str]) -> None:
-        """Queue PATHS for every peer in PEERS (a later change of a queued path re-queues it)."""
+    def enqueue(
+        self,
+        db: sqlite3.Connection,
+        paths: Iterable[str],
+        peers: Iterable[str],
+        requeue: bool = True,
+    ) -> None:
+        """Queue PATHS for every peer in PEERS (a later change of a queued path re-queues it).
+
+        ``requeue=False`` (an index comparison or a peer asking) leaves a path that is
+        queued already where it is: a new sequence number would keep the push in
+        flight from acknowledging it and send it a second time.
+        """
         seq = time.time_ns()
+        verb = "REPLACE" if requeue else "IGNORE"
         db.executemany(
-            "INSERT OR REPLACE INTO pending (peer, path, seq) VALUES (?,?,?)",
+            f"INSERT OR {verb} INTO pending (peer, path, seq) VALUES (?,?,?)",
             [(peer, rel, seq) for rel in paths for peer in peers],
         )
+
+    def incoming(self, rel: str) -> bool:
+        """Whether REL's entry is a peer's version whose transfer has not landed yet."""
+        row = self.db.execute("SELECT incoming FROM files WHERE path=?", (rel,)).fetchone()
+        return bool(row and row[0])
 
     # ------------------------------------------------------ local changes
     def _disk_entry(self, rel: str, old: Entry | None) -> Entry | None:
@@ -306,9 +323,7 @@ class Index:
             if excluded(rel, self.exclude):
                 continue
             old = self.get(rel)
-            incoming = bool(old) and bool(
-                db.execute("SELECT incoming FROM files WHERE path=?", (rel,)).fetchone()[0]
-            )
+            incoming = bool(old) and self.incoming(rel)
             new = self._disk_entry(rel, old)
             if new is None or new is old:
                 if new is old and incoming:

@@ -280,3 +280,29 @@ def test_rescan_of_an_unchanged_tree_reads_no_file(tmp_path: Path, monkeypatch) 
     Path(a.tree, "d", "f4").unlink()
     assert a.rescan(["b"]) == ["d/f3", "d/f4"]
     assert a.get("d/f4").deleted and sorted(a.under("d")) == ["d", "d/f0", "d/f1", "d/f2", "d/f3"]
+
+
+def test_a_version_already_here_is_not_landed_twice(tmp_path: Path) -> None:
+    """Peer b relays what a sent; c has it already (or has it in flight)."""
+    a, b, c = make(tmp_path, "a"), make(tmp_path, "b"), make(tmp_path, "c")
+    peers = ["a", "b", "c"]
+    Path(a.tree, "f").write_text("from a")
+    a.rescan(["b", "c"])
+    sync(a, b, peers)
+    entry = b.get("f").as_dict()
+    in_flight = apply_incoming(c, "a", [a.get("f").as_dict()], peers)
+    assert in_flight["accept"] == ["f"]
+    assert apply_incoming(c, "b", [entry], peers)["accept"] == ["f"]  # not landed yet: again
+    land(a, c, ["f"])
+    c.observe(["f"], ["a", "b"])
+    assert apply_incoming(c, "b", [entry], peers)["accept"] == []  # here: nothing travels
+
+
+def test_an_index_comparison_keeps_a_queued_path_in_its_place(tmp_path: Path) -> None:
+    a, b = make(tmp_path, "a"), make(tmp_path, "b")
+    Path(a.tree, "f").write_text("x")
+    a.rescan(["b"])
+    items = a.pending("b")
+    offer(a, "b", [])  # b lacks f: a queues it again for b
+    a.ack("b", items)  # the push that was in flight acknowledges it
+    assert a.pending("b") == []
