@@ -299,7 +299,7 @@ def test_a_version_already_here_is_not_landed_twice(tmp_path: Path) -> None:
 
 
 def test_an_index_comparison_keeps_a_queued_path_in_its_place(tmp_path: Path) -> None:
-    a, b = make(tmp_path, "a"), make(tmp_path, "b")
+    a = make(tmp_path, "a")
     Path(a.tree, "f").write_text("x")
     a.rescan(["b"])
     items = a.pending("b")
