@@ -220,6 +220,15 @@ def idle(lab: Lab, seconds: float = 10.0) -> tuple[float, float]:
 STAGES = ("one", "burst", "ten", "byte", "idle")
 
 
+def keep_logs(lab: Lab, where: Path) -> None:
+    """Copy each node's connector log to WHERE (the lab's own copies go with it)."""
+    where.mkdir(parents=True, exist_ok=True)
+    for node in lab.nodes:
+        log = lab.ctl_path(node) / "logs" / "connector.log"
+        if log.exists():
+            (where / f"{node}-connector.log").write_bytes(log.read_bytes())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller trees (under ~2 minutes)")
@@ -230,6 +239,7 @@ def main() -> int:
     parser.add_argument(
         "--stages", default=",".join(STAGES), help=f"comma-separated subset of {STAGES}"
     )
+    parser.add_argument("--keep-logs", help="copy every node's connector log here at the end")
     args = parser.parse_args()
     samples = args.samples or (20 if args.quick else 100)
     big = args.files or (20_000 if args.quick else 100_000)
@@ -278,6 +288,8 @@ def main() -> int:
                 )
             fig["load_average"] = [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
         finally:
+            if args.keep_logs:
+                keep_logs(lab, Path(args.keep_logs))
             lab.down()
     goals = {
         "one": fig.get("one_file_p50_s", 1e9) <= 0.5 and fig.get("one_file_p99_s", 1e9) <= 1.5,

@@ -63,6 +63,11 @@ DEFAULTS: dict[str, Any] = {
     "control_dir": CONTROL_DIR,
     "catch_up_every": 60.0,
 }
+# TNS states a peer is pushed to. ``suspect`` (probes late, not declared failed) as
+# for DNS-SA: on a loaded machine peers go suspect every few seconds, and holding
+# their pushes (then comparing indexes on the way back) made 10 changes take
+# seconds; a push to a peer that really is gone fails and stays queued.
+PUSHABLE = frozenset({"alive", "suspect"})
 # How often a pusher looks at its queue without a kick: rows the receiving
 # process queued for us (a conflict's winner, an offer) are found this way.
 POLL = 2.0
@@ -142,11 +147,12 @@ class FsAgent:
     def observe(self, pool: str, topo: Any) -> None:
         """Called with every new view of a pool: who is alive to receive now.
 
-        Only a real transition (not alive -> alive in this pool's view) starts an
-        index comparison; the same view seen again costs a set comparison.
+        Only a real transition (failed, in maintenance or unknown -> alive or
+        suspect in this pool's view) starts an index comparison; the same view
+        seen again costs a set comparison.
         """
         before = self.alive.get(pool, set())
-        alive = {n for n, m in topo.members.items() if n != self.node and m.state == "alive"}
+        alive = {n for n, m in topo.members.items() if n != self.node and m.state in PUSHABLE}
         self.alive[pool] = alive
         for name in sorted(alive - before):
             self._returned(name, pool)

@@ -45,8 +45,8 @@ pools:
 
 
 def test_only_a_real_return_in_the_trees_own_pool_starts_a_comparison(tmp_path) -> None:
-    """A peer seen alive again and again (every TNS view) is compared with once, and a
-    peer alive in one pool's view but failed in the other's never flips between them."""
+    """A peer seen alive (or suspect) again and again is compared with once, and a peer
+    alive in one pool's view but failed in the other's never flips between them."""
     from types import SimpleNamespace as NS
 
     path = tmp_path / "pools.yml"
@@ -64,8 +64,8 @@ def test_only_a_real_return_in_the_trees_own_pool_starts_a_comparison(tmp_path) 
         return NS(members={"n1": NS(state="alive"), "n2": NS(state=state)})
 
     async def scenario() -> None:
-        for _ in range(5):
-            agent.observe("web", view("alive"))
+        for state in ("alive", "suspect", "alive", "suspect", "alive"):
+            agent.observe("web", view(state))  # late probes on a loaded machine
             agent.observe("db", view("failed"))
             await asyncio.sleep(0)
         await asyncio.sleep(0.05)
@@ -74,3 +74,7 @@ def test_only_a_real_return_in_the_trees_own_pool_starts_a_comparison(tmp_path) 
     assert started == [(f"{tmp_path}/web", "n2")]
     assert agent._is_alive(f"{tmp_path}/web", "n2")
     assert not agent._is_alive(f"{tmp_path}/db", "n2")
+    agent.observe("web", view("suspect"))
+    assert agent._is_alive(f"{tmp_path}/web", "n2")  # still pushed to: a push tells
+    agent.observe("web", view("maintenance"))
+    assert not agent._is_alive(f"{tmp_path}/web", "n2")
