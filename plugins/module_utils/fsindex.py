@@ -92,6 +92,10 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
 
 
+# Paths per write transaction when recording what the disk holds (see Index.observe).
+OBSERVE_CHUNK = 500
+
+
 def index_path(state_dir: str, tree: str) -> str:
     """Where the index of TREE lives: one file per tree, named after its path."""
     slug = tree.strip("/").replace("/", "_") or "root"
@@ -310,9 +314,18 @@ class Index:
         A path whose disk state equals its entry (for instance a file a peer just
         sent, indexed before it landed) is no change: that is what keeps received
         files from echoing back. Returns the paths that changed.
+
+        One transaction per ``OBSERVE_CHUNK`` paths (each records and queues its
+        changes together): a node indexing thousands of files it just received
+        would otherwise hold the write lock for seconds, and a peer's push of a
+        few changes (its own transaction) would wait behind it.
         """
-        with self.tx() as db:
-            return self.record(db, paths, peers)
+        paths, peers = list(paths), list(peers)
+        changed: list[str] = []
+        for i in range(0, len(paths), OBSERVE_CHUNK):
+            with self.tx() as db:
+                changed += self.record(db, paths[i : i + OBSERVE_CHUNK], peers)
+        return changed
 
     def record(
         self, db: sqlite3.Connection, paths: Iterable[str], peers: Iterable[str]
