@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from ansible_collections.takelan.multiall.plugins.module_utils import fsindex as fsindex_module
 from ansible_collections.takelan.multiall.plugins.module_utils._fs_apply import (
     apply_incoming,
     offer,
@@ -268,12 +269,11 @@ def test_rescan_of_an_unchanged_tree_reads_no_file(tmp_path: Path, monkeypatch) 
     for i in range(5):
         Path(a.tree, "d", f"f{i}").write_text(str(i))
     a.rescan(["b"])
-    import ansible_collections.takelan.multiall.plugins.module_utils.fsindex as fsindex
 
     def no_read(*_a: object) -> str:
         raise AssertionError("an unchanged file was hashed")
 
-    monkeypatch.setattr(fsindex, "hash_path", no_read)
+    monkeypatch.setattr(fsindex_module, "hash_path", no_read)
     assert a.rescan(["b"]) == []
     monkeypatch.undo()
     Path(a.tree, "d", "f3").write_text("changed")  # size differs: found by stat
