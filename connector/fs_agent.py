@@ -34,6 +34,7 @@ from ansible_collections.takelan.multiall.plugins.module_utils._fs_apply import 
     attach_inline,
     resolve_lost,
 )
+from ansible_collections.takelan.multiall.plugins.module_utils._fs_digest import digest_slices
 from ansible_collections.takelan.multiall.plugins.module_utils._pools_files import (
     tree_peers,
     trees_for,
@@ -220,7 +221,7 @@ class FsAgent:
         the peer still finds every path this node lacks.
         """
         index, sent, got = self.indexes[tree], 0, 0
-        slices = await self._do(index.digest_slices, OFFER_SLICE)
+        slices = await self._do(digest_slices, index, OFFER_SLICE)
         uptos = [upto for upto, _count, _sum in slices]
         try:
             reply = await self.link.ask(tree, peer, "digest", {"uptos": uptos})

@@ -33,6 +33,7 @@ from ansible_collections.takelan.multiall.plugins.module_utils._fs_apply import 
     offer,
     want,
 )
+from ansible_collections.takelan.multiall.plugins.module_utils._fs_digest import range_digests
 from ansible_collections.takelan.multiall.plugins.module_utils._pools_files import tree_peers
 from ansible_collections.takelan.multiall.plugins.module_utils.fsindex import (
     FsIndexError,
@@ -122,7 +123,7 @@ def answer(
                 or not all(u is None or isinstance(u, str) for u in uptos)
             ):
                 raise Refused(f"digest: 'uptos' must be a list of at most {MAX_SLICES} paths")
-            return {"digests": index.range_digests(uptos)}
+            return {"digests": range_digests(index, uptos)}
         if op == "want":
             return {"queued": want(index, sender, list(data.get("paths") or []))}
         return {"entries": [e.as_dict() for e in index.entries()]}

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from ansible_collections.takelan.multiall.plugins.module_utils._fs_digest import digest_slices
 from ansible_collections.takelan.multiall.plugins.module_utils.fsindex import Index, index_path
 
 from connector.fs_protocol import handle
@@ -126,7 +127,7 @@ def test_digest_answers_sums_over_the_slices_the_sender_names(site) -> None:
         (site["tree"] / name).write_text(name)
     index = Index(index_path(str(site["state"]), tree), tree, "n2")
     index.rescan([])
-    mine = index.digest_slices(2)
+    mine = digest_slices(index, 2)
     reply = ask(site, ["multiall-fs", "digest", tree], {"from": "n1", "uptos": ["b", None]})
     assert [tuple(d) for d in reply["digests"]] == [(c, s) for _u, c, s in mine]
     with pytest.raises(Refused, match="'uptos' must be a list"):

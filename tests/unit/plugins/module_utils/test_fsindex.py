@@ -13,6 +13,10 @@ from ansible_collections.takelan.multiall.plugins.module_utils._fs_apply import 
     offer,
     resolve_lost,
 )
+from ansible_collections.takelan.multiall.plugins.module_utils._fs_digest import (
+    digest_slices,
+    range_digests,
+)
 from ansible_collections.takelan.multiall.plugins.module_utils.fsindex import (
     Entry,
     FsPathError,
@@ -231,8 +235,8 @@ def test_newest_policy_keeps_the_winner_only_and_still_reports(tmp_path: Path) -
 
 def slice_digests_match(a: Index, b: Index, size: int) -> list[bool]:
     """Per slice of A's index: whether B's index sums the same over it."""
-    mine = a.digest_slices(size)
-    theirs = b.range_digests([upto for upto, _c, _s in mine])
+    mine = digest_slices(a, size)
+    theirs = range_digests(b, [upto for upto, _c, _s in mine])
     return [(c, s) == t for (_u, c, s), t in zip(mine, theirs, strict=True)]
 
 
@@ -256,11 +260,11 @@ def test_an_index_from_before_digests_gets_them_on_open(tmp_path: Path) -> None:
     a = make(tmp_path, "a")
     Path(a.tree, "x").write_text("x")
     a.rescan([])
-    expected = a.digest_slices(10)
+    expected = digest_slices(a, 10)
     a.db.executescript("ALTER TABLE files DROP COLUMN dg;")
     a.close()
     again = Index(a.path, a.tree, "a")
-    assert again.digest_slices(10) == expected
+    assert digest_slices(again, 10) == expected
 
 
 def test_rescan_of_an_unchanged_tree_reads_no_file(tmp_path: Path, monkeypatch) -> None:
