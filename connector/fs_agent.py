@@ -25,6 +25,7 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -203,7 +204,7 @@ class FsAgent:
                 )
                 self.kicks[(tree, peer)].set()
                 return True
-            except (PeerError, OSError) as exc:
+            except (PeerError, OSError, sqlite3.Error) as exc:
                 state["error"] = str(exc)
                 await asyncio.sleep(min(2**attempt, 10))
         return False
@@ -277,10 +278,20 @@ class FsAgent:
             self.changed.clear()
             for tree in self.trees:
                 paths, self.dirty[tree] = self.dirty[tree], set()
-                if paths:
+                if not paths:
+                    continue
+                try:
                     changed = await self._do(self._observe_local, tree, paths)
-                    if changed:
-                        self._kick(tree)
+                except sqlite3.Error as exc:
+                    # The index stayed locked past the busy timeout (a receiver's long
+                    # transaction on a loaded machine): keep the paths, try again.
+                    log.warning("fs %s: index busy (%s): %d paths retried", tree, exc, len(paths))
+                    self.dirty[tree] |= paths
+                    self.changed.set()
+                    await asyncio.sleep(1)
+                    continue
+                if changed:
+                    self._kick(tree)
 
     def _kick(self, tree: str) -> None:
         for peer in self.peers[tree]:
@@ -293,7 +304,12 @@ class FsAgent:
                 await asyncio.wait_for(self.rescan_now.wait(), every if every > 0 else None)
             self.rescan_now.clear()
             for tree in self.trees:
-                changed = await self._do(self.indexes[tree].rescan, self.peers[tree])
+                try:
+                    changed = await self._do(self.indexes[tree].rescan, self.peers[tree])
+                except sqlite3.Error as exc:
+                    log.warning("fs %s: rescan put off, index busy (%s)", tree, exc)
+                    asyncio.get_running_loop().call_later(30, self.rescan_now.set)
+                    continue
                 if changed:
                     log.info("fs %s: rescan found %d changes", tree, len(changed))
                     self._kick(tree)
@@ -309,14 +325,14 @@ class FsAgent:
             kick.clear()
             if not self._is_alive(tree, peer):
                 continue  # queued on disk until TNS sees it alive again
-            items = await self._do(self.indexes[tree].pending, peer, int(self.cfg["batch"]))
-            if self.metrics is not None:
-                self.metrics.fs_queue(tree, peer, len(items))
-            if not items:
-                continue
             try:
+                items = await self._do(self.indexes[tree].pending, peer, int(self.cfg["batch"]))
+                if self.metrics is not None:
+                    self.metrics.fs_queue(tree, peer, len(items))
+                if not items:
+                    continue
                 await self._push(tree, peer, items)
-            except (PeerError, OSError) as exc:
+            except (PeerError, OSError, sqlite3.Error) as exc:
                 state["error"] = str(exc)
                 log.warning("fs %s: push to %s failed: %s (kept queued)", tree, peer, exc)
                 await asyncio.sleep(backoff)
@@ -362,7 +378,11 @@ class FsAgent:
         while True:
             await asyncio.sleep(POLL)
             for tree in self.trees:
-                rows = await self._do(self._new_conflicts, tree)
+                try:
+                    rows = await self._do(self._new_conflicts, tree)
+                except sqlite3.Error as exc:
+                    log.warning("fs %s: conflicts not read, index busy (%s)", tree, exc)
+                    continue
                 for row in rows:
                     event = {
                         "type": "fs_conflict",

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 from typing import Any
 
@@ -145,7 +146,8 @@ def session(request: PeerRequest, states: str) -> int:
             if not isinstance(data, dict):
                 raise Refused("a request must be a JSON object")
             reply = {"ok": True, **answer(request, str(data.get("op")), tree, data, states)}
-        except (Refused, FsPathError, FsIndexError, ValueError) as exc:
+        except (Refused, FsPathError, FsIndexError, ValueError, sqlite3.Error) as exc:
+            # sqlite3: the index stayed locked past the busy timeout; the sender retries.
             reply = {"ok": False, "error": str(exc)}
         sys.stdout.write(json.dumps(reply) + "\n")
         sys.stdout.flush()

@@ -78,3 +78,34 @@ def test_only_a_real_return_in_the_trees_own_pool_starts_a_comparison(tmp_path) 
     assert agent._is_alive(f"{tmp_path}/web", "n2")  # still pushed to: a push tells
     agent.observe("web", view("maintenance"))
     assert not agent._is_alive(f"{tmp_path}/web", "n2")
+
+
+def test_a_locked_index_delays_recording_and_never_stops_the_agent(tmp_path) -> None:
+    """SQLite's busy timeout ran out (a long receiver transaction on a loaded node):
+    the changed paths are recorded on the next try, the core task keeps running."""
+    import sqlite3
+
+    path = tmp_path / "pools.yml"
+    path.write_text(TWO_POOLS.format(tree=tmp_path))
+    agent = FsAgent("n1", load(str(path)), str(tmp_path / "state"), {"debounce": 0.01})
+    tree = f"{tmp_path}/web"
+    seen: list[set[str]] = []
+
+    def observe(tree_: str, paths: set[str]) -> list[str]:
+        seen.append(set(paths))
+        if len(seen) == 1:
+            raise sqlite3.OperationalError("database is locked")
+        return []
+
+    agent._observe_local = observe  # type: ignore[method-assign]
+
+    async def scenario() -> bool:
+        task = asyncio.create_task(agent._debounce())
+        agent.on_paths(tree, {"a"})
+        await asyncio.sleep(1.5)
+        running = not task.done()
+        task.cancel()
+        return running
+
+    assert asyncio.run(scenario())
+    assert seen == [{"a"}, {"a"}]
