@@ -25,6 +25,7 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,7 @@ from ansible_collections.takelan.multiall.plugins.module_utils._fs_apply import 
     attach_inline,
     resolve_lost,
 )
+from ansible_collections.takelan.multiall.plugins.module_utils._fs_digest import digest_slices
 from ansible_collections.takelan.multiall.plugins.module_utils._pools_files import (
     tree_peers,
     trees_for,
@@ -54,7 +56,7 @@ log = logging.getLogger("multiall.fs")
 
 DEFAULTS: dict[str, Any] = {
     "debounce": 0.05,
-    "rescan": 300.0,
+    "rescan": 3600.0,
     # Paths per push: 20 000 held ~25 MB per pusher (entries as dicts, inline data,
     # the JSON), four pushers at once; 5 000 keeps a 10 000-file burst to 2 runs.
     "batch": 5_000,
@@ -63,6 +65,11 @@ DEFAULTS: dict[str, Any] = {
     "control_dir": CONTROL_DIR,
     "catch_up_every": 60.0,
 }
+# TNS states a peer is pushed to. ``suspect`` (probes late, not declared failed) as
+# for DNS-SA: on a loaded machine peers go suspect every few seconds, and holding
+# their pushes (then comparing indexes on the way back) made 10 changes take
+# seconds; a push to a peer that really is gone fails and stays queued.
+PUSHABLE = frozenset({"alive", "suspect"})
 # How often a pusher looks at its queue without a kick: rows the receiving
 # process queued for us (a conflict's winner, an offer) are found this way.
 POLL = 2.0
@@ -120,7 +127,10 @@ class FsAgent:
         self.kicks: dict[tuple[str, str], asyncio.Event] = {
             (t, p): asyncio.Event() for t in self.trees for p in self.peers[t]
         }
-        self.alive: set[str] = set()
+        # Who is alive, per pool: a tree's peers are judged by its own pool's view only
+        # (a node in two pools could be alive in one view and not in the other; one
+        # shared set would flip between them and start a comparison at every view).
+        self.alive: dict[str, set[str]] = {}
         self.catching_up: set[tuple[str, str]] = set()
         self.caught_up: dict[tuple[str, str], float] = {}
         self.peer_state: dict[tuple[str, str], dict[str, Any]] = {
@@ -137,20 +147,22 @@ class FsAgent:
 
     # -------------------------------------------------------------- topology
     def observe(self, pool: str, topo: Any) -> None:
-        """Called with every new view of a pool: who is alive to receive now."""
-        alive = set(self.alive)
-        for name, member in topo.members.items():
-            if name == self.node:
-                continue
-            if member.state == "alive":
-                if name not in alive:
-                    alive.add(name)
-                    self._returned(name)
-            else:
-                alive.discard(name)
-        self.alive = alive
+        """Called with every new view of a pool: who is alive to receive now.
 
-    def _returned(self, peer: str) -> None:
+        Only a real transition (failed, in maintenance or unknown -> alive or
+        suspect in this pool's view) starts an index comparison; the same view
+        seen again costs a set comparison.
+        """
+        before = self.alive.get(pool, set())
+        alive = {n for n, m in topo.members.items() if n != self.node and m.state in PUSHABLE}
+        self.alive[pool] = alive
+        for name in sorted(alive - before):
+            self._returned(name, pool)
+
+    def _is_alive(self, tree: str, peer: str) -> bool:
+        return peer in self.alive.get(self.trees[tree]["pool"], ())
+
+    def _returned(self, peer: str, pool: str) -> None:
         """PEER is reachable again (or for the first time): compare indexes, then push.
 
         A peer that flaps (a loaded machine, a lossy link) would otherwise make
@@ -161,7 +173,7 @@ class FsAgent:
         now = time.monotonic()
         for tree, peers in self.peers.items():
             key = (tree, peer)
-            if peer not in peers or key in self.catching_up:
+            if peer not in peers or key in self.catching_up or self.trees[tree]["pool"] != pool:
                 continue
             if now - self.caught_up.get(key, -1e9) < float(self.cfg["catch_up_every"]):
                 self.kicks[key].set()
@@ -180,7 +192,7 @@ class FsAgent:
         state = self.peer_state[(tree, peer)]
         await self.ready.wait()
         for attempt in range(5):
-            if peer not in self.alive:
+            if not self._is_alive(tree, peer):
                 return False
             try:
                 sent, got = await self._offer(tree, peer)
@@ -192,41 +204,56 @@ class FsAgent:
                 )
                 self.kicks[(tree, peer)].set()
                 return True
-            except (PeerError, OSError) as exc:
+            except (PeerError, OSError, sqlite3.Error) as exc:
                 state["error"] = str(exc)
                 await asyncio.sleep(min(2**attempt, 10))
         return False
 
     async def _offer(self, tree: str, peer: str) -> tuple[int, int]:
-        """Offer the index to PEER slice by slice; (paths it wants, paths it queued for us).
+        """Compare indexes with PEER; (paths it wants, paths it queued for us).
 
-        Why slices: the whole index of 100 000 files as one message cost ~150 MB of
-        RSS; a slice of ``OFFER_SLICE`` entries covers the paths after the previous
-        slice up to its own last one (the last slice: to the end), so the peer still
-        finds every path this node lacks.
+        Digests first: both sides sum a per-row number over the same path slices
+        of ``OFFER_SLICE`` entries (one round trip, no entry sent), and only the
+        slices whose sums differ are offered entry by entry. A peer that merely
+        flapped in TNS (the usual case under load) costs two indexed sums, not a
+        serialisation of the whole index. Why slices at all: the whole index of
+        100 000 files as one message cost ~150 MB of RSS; a slice covers the paths
+        after the previous slice up to its own last one (the last: to the end), so
+        the peer still finds every path this node lacks.
         """
-        index, after, sent, got = self.indexes[tree], None, 0, 0
-        while True:
+        index, sent, got = self.indexes[tree], 0, 0
+        slices = await self._do(digest_slices, index, OFFER_SLICE)
+        uptos = [upto for upto, _count, _sum in slices]
+        try:
+            reply = await self.link.ask(tree, peer, "digest", {"uptos": uptos})
+            theirs = [tuple(d) for d in reply.get("digests", [])]
+        except PeerError as exc:
+            if "unknown request" not in str(exc):
+                raise
+            theirs = []  # a peer without digests: offer every slice
+        after: str | None = None
+        for i, (upto, count, total) in enumerate(slices):
+            if i < len(theirs) and theirs[i] == (count, total):
+                after = upto
+                continue
             rows = await self._do(
-                lambda a=after: [e.as_dict() for e in index.entries_range(a, None, OFFER_SLICE)]
+                lambda a=after, u=upto: [e.as_dict() for e in index.entries_range(a, u)]
             )
-            last = len(rows) < OFFER_SLICE
-            upto = None if last else rows[-1]["path"]
             data = {"entries": rows, "after": after, "upto": upto}
             reply = await self.link.ask(tree, peer, "offer", data)
             wanted = [str(p) for p in reply.get("send_me", [])]
             if wanted:
                 await self._do(self._enqueue, tree, wanted, peer)
             sent, got = sent + len(wanted), got + int(reply.get("queued") or 0)
-            if last:
-                await self._do(trim_heap)
-                return sent, got
             after = upto
+        if sent or got:
+            await self._do(trim_heap)
+        return sent, got
 
     def _enqueue(self, tree: str, paths: list[str], peer: str) -> None:
         index = self.indexes[tree]
         with index.tx() as db:
-            index.enqueue(db, [p for p in paths if index.get(p)], [peer])
+            index.enqueue(db, [p for p in paths if index.get(p)], [peer], requeue=False)
 
     # ---------------------------------------------------------------- local
     def on_paths(self, tree: str, paths: set[str]) -> None:
@@ -251,10 +278,20 @@ class FsAgent:
             self.changed.clear()
             for tree in self.trees:
                 paths, self.dirty[tree] = self.dirty[tree], set()
-                if paths:
+                if not paths:
+                    continue
+                try:
                     changed = await self._do(self._observe_local, tree, paths)
-                    if changed:
-                        self._kick(tree)
+                except sqlite3.Error as exc:
+                    # The index stayed locked past the busy timeout (a receiver's long
+                    # transaction on a loaded machine): keep the paths, try again.
+                    log.warning("fs %s: index busy (%s): %d paths retried", tree, exc, len(paths))
+                    self.dirty[tree] |= paths
+                    self.changed.set()
+                    await asyncio.sleep(1)
+                    continue
+                if changed:
+                    self._kick(tree)
 
     def _kick(self, tree: str) -> None:
         for peer in self.peers[tree]:
@@ -267,7 +304,12 @@ class FsAgent:
                 await asyncio.wait_for(self.rescan_now.wait(), every if every > 0 else None)
             self.rescan_now.clear()
             for tree in self.trees:
-                changed = await self._do(self.indexes[tree].rescan, self.peers[tree])
+                try:
+                    changed = await self._do(self.indexes[tree].rescan, self.peers[tree])
+                except sqlite3.Error as exc:
+                    log.warning("fs %s: rescan put off, index busy (%s)", tree, exc)
+                    asyncio.get_running_loop().call_later(30, self.rescan_now.set)
+                    continue
                 if changed:
                     log.info("fs %s: rescan found %d changes", tree, len(changed))
                     self._kick(tree)
@@ -281,16 +323,16 @@ class FsAgent:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(kick.wait(), POLL)
             kick.clear()
-            if peer not in self.alive:
+            if not self._is_alive(tree, peer):
                 continue  # queued on disk until TNS sees it alive again
-            items = await self._do(self.indexes[tree].pending, peer, int(self.cfg["batch"]))
-            if self.metrics is not None:
-                self.metrics.fs_queue(tree, peer, len(items))
-            if not items:
-                continue
             try:
+                items = await self._do(self.indexes[tree].pending, peer, int(self.cfg["batch"]))
+                if self.metrics is not None:
+                    self.metrics.fs_queue(tree, peer, len(items))
+                if not items:
+                    continue
                 await self._push(tree, peer, items)
-            except (PeerError, OSError) as exc:
+            except (PeerError, OSError, sqlite3.Error) as exc:
                 state["error"] = str(exc)
                 log.warning("fs %s: push to %s failed: %s (kept queued)", tree, peer, exc)
                 await asyncio.sleep(backoff)
@@ -336,7 +378,11 @@ class FsAgent:
         while True:
             await asyncio.sleep(POLL)
             for tree in self.trees:
-                rows = await self._do(self._new_conflicts, tree)
+                try:
+                    rows = await self._do(self._new_conflicts, tree)
+                except sqlite3.Error as exc:
+                    log.warning("fs %s: conflicts not read, index busy (%s)", tree, exc)
+                    continue
                 for row in rows:
                     event = {
                         "type": "fs_conflict",
@@ -420,7 +466,7 @@ class FsAgent:
                 "peers": {
                     p: {
                         "pending": pending.get(p, 0),
-                        "alive": p in self.alive,
+                        "alive": self._is_alive(tree, p),
                         **self.peer_state[(tree, p)],
                     }
                     for p in self.peers[tree]

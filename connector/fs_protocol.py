@@ -9,9 +9,12 @@ every request whose first word is ``multiall-fs`` to :func:`serve`. Requests:
 ``multiall-fs offer TREE``  stdin ``{"from": NODE, "entries": [...]}`` (its whole
     index): queue for it what we hold newer; reply what it holds newer.
 ``multiall-fs want TREE``   stdin ``{"from": NODE, "paths": [...]}``: queue those for it.
+``multiall-fs digest TREE`` stdin ``{"from": NODE, "uptos": [PATH|null, ...]}``: reply
+    ``{"digests": [[count, sum], ...]}`` of our index over those path slices, so a
+    returning node sends only the slices where our indexes differ.
 ``multiall-fs index TREE``  reply our entries (for ``multiall fs`` diagnostics).
-``multiall-fs digest TREE`` reply one digest of the tree as it is on disk (``fs_sync
-    from=consensus`` votes with it; no index, no connector needed).
+``multiall-fs disk-digest TREE`` reply one digest of the tree as it is on disk
+    (``fs_sync from=consensus`` votes with it; no index, no connector needed).
 ``multiall-fs session TREE`` the same requests as JSON lines (``"op"`` in each), kept
     open by the sender: no process start per push.
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 from typing import Any
 
@@ -32,6 +36,7 @@ from ansible_collections.takelan.multiall.plugins.module_utils._fs_apply import 
     offer,
     want,
 )
+from ansible_collections.takelan.multiall.plugins.module_utils._fs_digest import range_digests
 from ansible_collections.takelan.multiall.plugins.module_utils._fs_entry import tree_digest
 from ansible_collections.takelan.multiall.plugins.module_utils._pools_files import tree_peers
 from ansible_collections.takelan.multiall.plugins.module_utils.fsindex import (
@@ -48,7 +53,9 @@ from .peer_receive import PeerRequest, Refused
 DEFAULT_STATE_DIR = "/var/lib/multiall"
 # A peer's request is JSON on stdin: bounded so that a broken peer cannot eat memory.
 MAX_REQUEST = 256 * 1024 * 1024
-OPS = ("apply", "offer", "want", "index", "digest")
+OPS = ("apply", "offer", "want", "digest", "index", "disk-digest")
+# Slices one ``digest`` request may name (100 000 paths are 20 slices of 5 000).
+MAX_SLICES = 10_000
 
 
 def state_dir(config_path: str = CONFIG_PATH) -> str:
@@ -99,7 +106,7 @@ def answer(
     spec = trees[tree]
     peers = tree_peers(request.model, request.node, tree)
     sender = str(data.get("from", ""))
-    if op == "digest":
+    if op == "disk-digest":
         return tree_digest(tree, spec["exclude"])
     if op != "index" and sender not in peers:
         raise Refused(f"{sender!r} is not a peer of {request.node} for tree {tree}")
@@ -114,6 +121,15 @@ def answer(
             if not all(b is None or isinstance(b, str) for b in bounds):
                 raise Refused("offer: 'after' and 'upto' must be paths (strings) or null")
             return offer(index, sender, list(data.get("entries") or []), *bounds)
+        if op == "digest":
+            uptos = data.get("uptos")
+            if (
+                not isinstance(uptos, list)
+                or len(uptos) > MAX_SLICES
+                or not all(u is None or isinstance(u, str) for u in uptos)
+            ):
+                raise Refused(f"digest: 'uptos' must be a list of at most {MAX_SLICES} paths")
+            return {"digests": range_digests(index, uptos)}
         if op == "want":
             return {"queued": want(index, sender, list(data.get("paths") or []))}
         return {"entries": [e.as_dict() for e in index.entries()]}
@@ -135,7 +151,8 @@ def session(request: PeerRequest, states: str) -> int:
             if not isinstance(data, dict):
                 raise Refused("a request must be a JSON object")
             reply = {"ok": True, **answer(request, str(data.get("op")), tree, data, states)}
-        except (Refused, FsPathError, FsIndexError, ValueError) as exc:
+        except (Refused, FsPathError, FsIndexError, ValueError, sqlite3.Error) as exc:
+            # sqlite3: the index stayed locked past the busy timeout; the sender retries.
             reply = {"ok": False, "error": str(exc)}
         sys.stdout.write(json.dumps(reply) + "\n")
         sys.stdout.flush()

@@ -219,6 +219,18 @@ def apply_incoming(
                 out["conflicts"].append({"path": entry.path, "copy": copy})
             if verdict in ("same", "win") and local is not None:
                 entry.vv = vv_merge(local.vv, entry.vv)
+            if (
+                verdict == "same"
+                and local is not None
+                and local.same_content(entry)
+                and not index.incoming(entry.path)
+            ):
+                # Already here (another peer brought it, or a push repeated after a
+                # lost reply): learn the merged vector, land nothing again. A path
+                # still marked incoming is accepted: its other transfer may fail.
+                if entry.vv != local.vv:
+                    index.put(db, Entry(**{**local.as_dict(), "vv": entry.vv}))
+                continue
             if entry.deleted:
                 index.put(db, entry)
                 if local is not None and not local.deleted:
@@ -288,7 +300,7 @@ def offer(
     remote = [Entry.from_peer(e, index.tree) for e in raw_entries]
     steps = plan(index.entries_range(after, upto), remote)
     with index.tx() as db:
-        index.enqueue(db, steps["send"] + steps["conflicts"], [peer])
+        index.enqueue(db, steps["send"] + steps["conflicts"], [peer], requeue=False)
     return {"send_me": steps["fetch"] + steps["conflicts"], "queued": len(steps["send"])}
 
 
@@ -296,5 +308,5 @@ def want(index: Index, peer: str, paths: list[Any]) -> int:
     """Queue PATHS for PEER (it asks for what it lacks); returns how many were queued."""
     rels = [p for p in (str(x) for x in paths) if index.get(p) is not None]
     with index.tx() as db:
-        index.enqueue(db, rels, [peer])
+        index.enqueue(db, rels, [peer], requeue=False)
     return len(rels)

@@ -155,7 +155,7 @@ def consensus(
     """The holder whose copy of tree PATH most holders share: the source of ``from=consensus``.
 
     Every holder's digest of the tree as it is on its disk (this node's by a
-    local walk, each peer's with ``multiall-fs digest`` over the peer
+    local walk, each peer's with ``multiall-fs disk-digest`` over the peer
     transport). The largest group of identical copies wins; a tie goes to the
     group with the lowest-named node, and the source is that group's
     lowest-named node, so every node of a play picks the same one. A peer that
@@ -175,7 +175,7 @@ def consensus(
             control_dir=control_dir,
             port=view.connection.get("ansible_port"),
         )
-        rc, out, err = run([*argv, "multiall-fs", "digest", path])
+        rc, out, err = run([*argv, "multiall-fs", "disk-digest", path])
         try:
             votes[peer] = str(json.loads(out)["digest"]) if rc == 0 else ""
         except (ValueError, KeyError, TypeError):

@@ -83,7 +83,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY, type TEXT, size INTEGER, mtime_ns INTEGER, mode INTEGER,
     uid INTEGER, gid INTEGER, hash TEXT, vv TEXT, origin TEXT, deleted INTEGER,
-    incoming INTEGER DEFAULT 0);
+    incoming INTEGER DEFAULT 0, dg INTEGER);
 CREATE TABLE IF NOT EXISTS pending (
     peer TEXT, path TEXT, seq INTEGER, PRIMARY KEY (peer, path));
 CREATE TABLE IF NOT EXISTS conflicts (
@@ -91,6 +91,10 @@ CREATE TABLE IF NOT EXISTS conflicts (
     policy TEXT);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
+
+
+# Paths per write transaction when recording what the disk holds (see Index.observe).
+OBSERVE_CHUNK = 500
 
 
 def index_path(state_dir: str, tree: str) -> str:
@@ -119,6 +123,7 @@ class Index:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(_SCHEMA)
+            self._migrate()
         except sqlite3.Error as exc:
             raise FsIndexError(f"fs index {path}: {exc}") from None
         with contextlib.suppress(OSError):
@@ -127,6 +132,20 @@ class Index:
     def close(self) -> None:
         """Close the database."""
         self.db.close()
+
+    def _migrate(self) -> None:
+        """Give an index written before range digests its ``dg`` column (once)."""
+        if "dg" in {r[1] for r in self.db.execute("PRAGMA table_info(files)")}:
+            return
+        with self.tx() as db:
+            if "dg" in {r[1] for r in db.execute("PRAGMA table_info(files)")}:
+                return  # the other process (connector or receiver) was first
+            db.execute("ALTER TABLE files ADD COLUMN dg INTEGER")
+            rows = db.execute(f"SELECT {self._COLS} FROM files").fetchall()
+            db.executemany(
+                "UPDATE files SET dg=? WHERE path=?",
+                [(e.digest(), e.path) for e in map(self._row, rows)],
+            )
 
     @contextlib.contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
@@ -197,17 +216,19 @@ class Index:
 
     def under(self, rel_dir: str) -> list[str]:
         """Live paths indexed below directory REL_DIR (it moved or was deleted)."""
-        prefix = rel_dir.rstrip("/") + "/"
+        # A range on the primary key ('/' + 1 is '0'): no walk of the whole index.
+        base = rel_dir.rstrip("/")
         rows = self.db.execute(
-            "SELECT path FROM files WHERE deleted=0 AND substr(path, 1, ?)=?",
-            (len(prefix), prefix),
+            "SELECT path FROM files WHERE path > ? AND path < ? AND deleted=0",
+            (base + "/", base + "0"),
         )
         return [rel_dir, *(r[0] for r in rows)]
 
     def put(self, db: sqlite3.Connection, entry: Entry, incoming: bool = False) -> None:
         """Write ENTRY inside an open transaction."""
         db.execute(
-            f"INSERT OR REPLACE INTO files ({self._COLS}, incoming) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT OR REPLACE INTO files ({self._COLS}, incoming, dg)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 entry.path,
                 entry.type,
@@ -221,16 +242,34 @@ class Index:
                 entry.origin,
                 int(entry.deleted),
                 int(incoming),
+                entry.digest(),
             ),
         )
 
-    def enqueue(self, db: sqlite3.Connection, paths: Iterable[str], peers: Iterable[str]) -> None:
-        """Queue PATHS for every peer in PEERS (a later change of a queued path re-queues it)."""
+    def enqueue(
+        self,
+        db: sqlite3.Connection,
+        paths: Iterable[str],
+        peers: Iterable[str],
+        requeue: bool = True,
+    ) -> None:
+        """Queue PATHS for every peer in PEERS (a later change of a queued path re-queues it).
+
+        ``requeue=False`` (an index comparison or a peer asking) leaves a path that is
+        queued already where it is: a new sequence number would keep the push in
+        flight from acknowledging it and send it a second time.
+        """
         seq = time.time_ns()
+        verb = "REPLACE" if requeue else "IGNORE"
         db.executemany(
-            "INSERT OR REPLACE INTO pending (peer, path, seq) VALUES (?,?,?)",
+            f"INSERT OR {verb} INTO pending (peer, path, seq) VALUES (?,?,?)",
             [(peer, rel, seq) for rel in paths for peer in peers],
         )
+
+    def incoming(self, rel: str) -> bool:
+        """Whether REL's entry is a peer's version whose transfer has not landed yet."""
+        row = self.db.execute("SELECT incoming FROM files WHERE path=?", (rel,)).fetchone()
+        return bool(row and row[0])
 
     # ------------------------------------------------------ local changes
     def _disk_entry(self, rel: str, old: Entry | None) -> Entry | None:
@@ -276,9 +315,18 @@ class Index:
         A path whose disk state equals its entry (for instance a file a peer just
         sent, indexed before it landed) is no change: that is what keeps received
         files from echoing back. Returns the paths that changed.
+
+        One transaction per ``OBSERVE_CHUNK`` paths (each records and queues its
+        changes together): a node indexing thousands of files it just received
+        would otherwise hold the write lock for seconds, and a peer's push of a
+        few changes (its own transaction) would wait behind it.
         """
-        with self.tx() as db:
-            return self.record(db, paths, peers)
+        paths, peers = list(paths), list(peers)
+        changed: list[str] = []
+        for i in range(0, len(paths), OBSERVE_CHUNK):
+            with self.tx() as db:
+                changed += self.record(db, paths[i : i + OBSERVE_CHUNK], peers)
+        return changed
 
     def record(
         self, db: sqlite3.Connection, paths: Iterable[str], peers: Iterable[str]
@@ -289,9 +337,7 @@ class Index:
             if excluded(rel, self.exclude):
                 continue
             old = self.get(rel)
-            incoming = bool(old) and bool(
-                db.execute("SELECT incoming FROM files WHERE path=?", (rel,)).fetchone()[0]
-            )
+            incoming = bool(old) and self.incoming(rel)
             new = self._disk_entry(rel, old)
             if new is None or new is old:
                 if new is old and incoming:
@@ -317,10 +363,34 @@ class Index:
         return walk_tree(self.tree, self.exclude)
 
     def rescan(self, peers: Iterable[str]) -> list[str]:
-        """Compare the whole tree with the index: catches what inotify missed."""
-        seen = set(self.walk())
-        known = {r[0] for r in self.db.execute("SELECT path FROM files WHERE deleted=0")}
-        return self.observe(sorted(seen | known), peers)
+        """Compare the whole tree with the index: catches what inotify missed.
+
+        Stat only: the index is read once, each path on disk is ``lstat``-ed and
+        compared with its row, and only paths whose stat differs (or that are new,
+        gone, or still marked incoming) go through ``observe``, which hashes. An
+        unchanged 100 000-file tree costs a walk, not 100 000 lookups in one long
+        write transaction that would hold off every peer's push meanwhile.
+        """
+        known = {
+            r[0]: r[1:]
+            for r in self.db.execute(
+                "SELECT path, type, size, mtime_ns, mode, uid, gid, incoming"
+                " FROM files WHERE deleted=0"
+            )
+        }
+        suspects = []
+        for rel in self.walk():
+            row = known.pop(rel, None)
+            try:
+                st = os.lstat(os.path.join(self.tree, rel))
+            except OSError:
+                st = None
+            if row is None or row[-1] or st is None or not same_stat(Entry(rel, *row[:-1]), st):
+                suspects.append(rel)
+        suspects.extend(known)  # indexed but no longer on disk
+        if not suspects:
+            return []
+        return self.observe(sorted(suspects), peers)
 
     # ------------------------------------------------------------- queues
     def pending(self, peer: str, limit: int = 50_000) -> list[tuple[str, int]]:

@@ -43,7 +43,7 @@ options:
       - C(consensus) takes the copy most holders share, so that one node changed by hand is
         put back instead of spreading its change. Each holder's copy is digested as it is on
         its disk (paths, types, contents, modes, owners; not mtimes), the peers' over the
-        peer transport (C(multiall-fs digest)). The largest group of identical copies wins, a
+        peer transport (C(multiall-fs disk-digest)). The largest group of identical copies wins, a
         tie goes to the group with the lowest-named node, and that group's lowest-named node
         is the source, so every node of a play agrees. Peers that do not answer have no
         vote (RV(trees[].consensus.unreachable)).

@@ -122,7 +122,7 @@ def test_consensus_puts_back_the_copy_one_node_changed_by_hand(lab) -> None:
     for node in ("n1", "n2", "n3"):
         assert lab.exec(node, ["cat", f"{TREE}/index.html"]).stdout == "v2\n"
     # The digests come through each peer's forced command, as the pool key allows.
-    proc = lab.exec("n1", [*ssh_argv("web", "198.18.0.13"), f"multiall-fs digest {TREE}"])
+    proc = lab.exec("n1", [*ssh_argv("web", "198.18.0.13"), f"multiall-fs disk-digest {TREE}"])
     assert '"digest"' in proc.stdout and '"files": 2' in proc.stdout
     assert changed(playbook(lab, "-e", "fs_from=consensus")) == {"n1": 0, "n2": 0, "n3": 0}
 

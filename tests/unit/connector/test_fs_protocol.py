@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from ansible_collections.takelan.multiall.plugins.module_utils._fs_digest import digest_slices
 from ansible_collections.takelan.multiall.plugins.module_utils.fsindex import Index, index_path
 
 from connector.fs_protocol import handle
@@ -118,3 +119,16 @@ def test_session_answers_each_line_and_survives_a_refusal(site, monkeypatch, cap
     assert first["ok"] and first["accept"] == ["a"]
     assert not refused["ok"] and "absolute paths are not accepted" in refused["error"]
     assert [e["path"] for e in index["entries"]] == ["a"]
+
+
+def test_digest_answers_sums_over_the_slices_the_sender_names(site) -> None:
+    tree = str(site["tree"])
+    for name in ("a", "b", "c"):
+        (site["tree"] / name).write_text(name)
+    index = Index(index_path(str(site["state"]), tree), tree, "n2")
+    index.rescan([])
+    mine = digest_slices(index, 2)
+    reply = ask(site, ["multiall-fs", "digest", tree], {"from": "n1", "uptos": ["b", None]})
+    assert [tuple(d) for d in reply["digests"]] == [(c, s) for _u, c, s in mine]
+    with pytest.raises(Refused, match="'uptos' must be a list"):
+        ask(site, ["multiall-fs", "digest", tree], {"from": "n1", "uptos": [1]})

@@ -7,10 +7,15 @@ import shutil
 from pathlib import Path
 
 import pytest
+from ansible_collections.takelan.multiall.plugins.module_utils import fsindex as fsindex_module
 from ansible_collections.takelan.multiall.plugins.module_utils._fs_apply import (
     apply_incoming,
     offer,
     resolve_lost,
+)
+from ansible_collections.takelan.multiall.plugins.module_utils._fs_digest import (
+    digest_slices,
+    range_digests,
 )
 from ansible_collections.takelan.multiall.plugins.module_utils.fsindex import (
     Entry,
@@ -226,3 +231,82 @@ def test_newest_policy_keeps_the_winner_only_and_still_reports(tmp_path: Path) -
     assert reply["accept"] == ["f"] and reply["conflicts"] == [{"path": "f", "copy": None}]
     assert b.conflicts() == []
     assert b.db.execute("SELECT path, policy FROM conflicts").fetchall() == [("f", "newest")]
+
+
+def slice_digests_match(a: Index, b: Index, size: int) -> list[bool]:
+    """Per slice of A's index: whether B's index sums the same over it."""
+    mine = digest_slices(a, size)
+    theirs = range_digests(b, [upto for upto, _c, _s in mine])
+    return [(c, s) == t for (_u, c, s), t in zip(mine, theirs, strict=True)]
+
+
+def test_range_digests_find_exactly_the_slices_that_differ(tmp_path: Path) -> None:
+    a, b = make(tmp_path, "a"), make(tmp_path, "b")
+    for i in range(30):
+        Path(a.tree, f"f{i:02d}").write_text(str(i))
+    a.rescan(["b"])
+    sync(a, b, ["a", "b"])
+    assert slice_digests_match(a, b, 10) == [True, True, True]  # in sync: nothing to offer
+    Path(a.tree, "f15").write_text("changed")
+    a.observe(["f15"], ["b"])
+    assert slice_digests_match(a, b, 10) == [True, False, True]  # only f10..f19 is offered
+    Path(b.tree, "f29").unlink()
+    b.observe(["f29"], ["a"])  # a tombstone differs too
+    assert slice_digests_match(a, b, 10) == [True, False, False]
+    assert slice_digests_match(make(tmp_path, "c"), a, 10) == [False]  # empty vs 30 paths
+
+
+def test_an_index_from_before_digests_gets_them_on_open(tmp_path: Path) -> None:
+    a = make(tmp_path, "a")
+    Path(a.tree, "x").write_text("x")
+    a.rescan([])
+    expected = digest_slices(a, 10)
+    a.db.executescript("ALTER TABLE files DROP COLUMN dg;")
+    a.close()
+    again = Index(a.path, a.tree, "a")
+    assert digest_slices(again, 10) == expected
+
+
+def test_rescan_of_an_unchanged_tree_reads_no_file(tmp_path: Path, monkeypatch) -> None:
+    a = make(tmp_path, "a")
+    Path(a.tree, "d").mkdir()
+    for i in range(5):
+        Path(a.tree, "d", f"f{i}").write_text(str(i))
+    a.rescan(["b"])
+
+    def no_read(*_a: object) -> str:
+        raise AssertionError("an unchanged file was hashed")
+
+    monkeypatch.setattr(fsindex_module, "hash_path", no_read)
+    assert a.rescan(["b"]) == []
+    monkeypatch.undo()
+    Path(a.tree, "d", "f3").write_text("changed")  # size differs: found by stat
+    Path(a.tree, "d", "f4").unlink()
+    assert a.rescan(["b"]) == ["d/f3", "d/f4"]
+    assert a.get("d/f4").deleted and sorted(a.under("d")) == ["d", "d/f0", "d/f1", "d/f2", "d/f3"]
+
+
+def test_a_version_already_here_is_not_landed_twice(tmp_path: Path) -> None:
+    """Peer b relays what a sent; c has it already (or has it in flight)."""
+    a, b, c = make(tmp_path, "a"), make(tmp_path, "b"), make(tmp_path, "c")
+    peers = ["a", "b", "c"]
+    Path(a.tree, "f").write_text("from a")
+    a.rescan(["b", "c"])
+    sync(a, b, peers)
+    entry = b.get("f").as_dict()
+    in_flight = apply_incoming(c, "a", [a.get("f").as_dict()], peers)
+    assert in_flight["accept"] == ["f"]
+    assert apply_incoming(c, "b", [entry], peers)["accept"] == ["f"]  # not landed yet: again
+    land(a, c, ["f"])
+    c.observe(["f"], ["a", "b"])
+    assert apply_incoming(c, "b", [entry], peers)["accept"] == []  # here: nothing travels
+
+
+def test_an_index_comparison_keeps_a_queued_path_in_its_place(tmp_path: Path) -> None:
+    a = make(tmp_path, "a")
+    Path(a.tree, "f").write_text("x")
+    a.rescan(["b"])
+    items = a.pending("b")
+    offer(a, "b", [])  # b lacks f: a queues it again for b
+    a.ack("b", items)  # the push that was in flight acknowledges it
+    assert a.pending("b") == []

@@ -155,7 +155,7 @@ def test_a_missing_source_tree_is_refused(run_module, site) -> None:
 
 
 FAKE_FS = """#!/bin/sh
-# multiall-fs digest TREE, as the peer's forced command answers it (TREE already moved under PEERS)
+# multiall-fs disk-digest TREE, as the peer's forced command answers it (TREE already moved under PEERS)
 exec "$FS_PYTHON" -c 'import json, sys
 from ansible_collections.takelan.multiall.plugins.module_utils._fs_entry import tree_digest
 print(json.dumps(tree_digest(sys.argv[2])))' "$@"
@@ -164,7 +164,7 @@ print(json.dumps(tree_digest(sys.argv[2])))' "$@"
 
 @pytest.fixture
 def voters(site, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
-    """Peers that answer ``multiall-fs digest`` like the real forced command."""
+    """Peers that answer ``multiall-fs disk-digest`` like the real forced command."""
     import sys
 
     fake = site["tree"].parent / "bin" / "multiall-fs"
