@@ -25,7 +25,6 @@ import signal
 import socket
 import sys
 import time
-from collections import deque
 from typing import Any
 
 from ansible_collections.takelan.multiall.plugins.module_utils.pools import PoolModel, load
@@ -38,7 +37,7 @@ from ansible_collections.takelan.multiall.plugins.module_utils.tns import (
     topology_events,
 )
 
-from . import __version__, sbm_answer
+from . import __version__
 from .config import ConnectorConfig, require_secrets
 from .control import ControlServer
 from .db_agent import DbAgent
@@ -48,27 +47,20 @@ from .health import Fault
 from .journal import Journal, JournalError
 from .metrics import Metrics
 from .probe import Prober, next_epoch
+from .profiling import profiled
 from .sbm_scheduler import SbmScheduler
-from .serf import SerfClient, SerfError, join_targets, rtt_ms
+from .serf import SerfClient, SerfError, rtt_ms
+from .serf_link import SERF_START_GRACE, SerfLink, serf_log
 from .sl_agent import SlAgent
 from .watcher import Watcher
 
 log = logging.getLogger("multiall.connector")
-COORDS_PER_REFRESH = 8  # Vivaldi coordinates fetched per 10 s, in rotation
-serf_log = logging.getLogger("multiall.serf")
 
 # How long an event waits for its journal row before it is published without
 # one: a hung disk must not hold up the topology loop (and DNS failover).
 JOURNAL_WAIT = 2.0
-# Lines of the Serf agent's stderr kept for the "agent exited" message.
-SERF_STDERR_TAIL = 20
-# An agent just (re)started refuses RPC until it listens: no warning for that.
-SERF_START_GRACE = 5.0
 # After a topology pass of C CPU seconds, wait C x this before the next (at least 20 ms).
 RECOMPUTE_SHARE = 9
-# Seconds between Serf joins while some pool peer is not alive in Serf (else poll_interval).
-JOIN_RETRY = 0.5
-JOIN_TIMEOUT = 30.0
 
 
 class JsonFormatter(logging.Formatter):
@@ -85,7 +77,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data)
 
 
-class Connector:
+class Connector(SerfLink):
     """One node's daemon."""
 
     def __init__(self, cfg: ConnectorConfig) -> None:
@@ -187,277 +179,6 @@ class Connector:
             metrics=bool(cfg.metrics),
         )
         self.control.ops.update(self.db.control_ops())
-
-    # ------------------------------------------------------------------ serf
-    def _tns_ip(self, node: str) -> str:
-        """The IPv4 address TNS uses for NODE (the model guarantees one per pool member)."""
-        view = self.model.effective(node)
-        return view.ip or view.address
-
-    def _serf_argv(self) -> list[str]:
-        os.makedirs(self.cfg.state_dir, exist_ok=True)
-        conf = {
-            "rpc_auth": self.cfg.serf.get("rpc_auth", ""),
-            "query_response_size_limit": self.cfg.serf["query_response_size_limit"],
-        }
-        if self.cfg.serf.get("encrypt_key"):
-            conf["encrypt_key"] = self.cfg.serf["encrypt_key"]
-        path = os.path.join(self.cfg.state_dir, "serf.json")
-        fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(conf, handle)
-        os.replace(path + ".tmp", path)
-        return [
-            self.cfg.serf["binary"],
-            "agent",
-            "-node",
-            self.node,
-            "-bind",
-            f"{self.address}:{self.cfg.serf['port']}",
-            "-rpc-addr",
-            f"127.0.0.1:{self.cfg.serf['rpc_port']}",
-            "-profile",
-            self.cfg.serf["profile"],
-            "-config-file",
-            path,
-            "-log-level",
-            "warn",
-            "-tag",
-            f"pools={','.join(self.pools)}",
-            "-tag",
-            f"maint={self.maint_tag}",
-            "-tag",
-            f"sbm={self.sbm_tag}",
-            "-tag",
-            f"ver={__version__}",
-        ]
-
-    async def supervise_serf(self) -> None:
-        """Run the Serf agent; restart it (with backoff) whenever it dies."""
-        backoff = 0.5
-        while not self.stopping:
-            self.serf_proc = await asyncio.create_subprocess_exec(
-                *self._serf_argv(),
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE,
-            )
-            log.info("serf agent started", extra={"fields": {"pid": self.serf_proc.pid}})
-            started = self.serf_started = time.monotonic()
-            assert self.serf_proc.stderr is not None
-            tail = await _log_lines(self.serf_proc.stderr, self.serf_proc.pid)
-            await self.serf_proc.wait()
-            if self.stopping:
-                return
-            log.warning(
-                "serf agent exited; restarting",
-                extra={"fields": {"rc": self.serf_proc.returncode, "stderr": "\n".join(tail)}},
-            )
-            if self.rpc:
-                await self.rpc.close()
-                self.rpc = None
-            backoff = 0.5 if time.monotonic() - started > 30 else min(backoff * 2, 10)
-            await asyncio.sleep(backoff)
-
-    async def follow_serf(self) -> None:
-        """Keep an RPC connection, the member table and the event stream alive."""
-        while not self.stopping:
-            rpc = SerfClient(
-                "127.0.0.1", int(self.cfg.serf["rpc_port"]), self.cfg.serf.get("rpc_auth")
-            )
-            try:
-                await rpc.connect(timeout=2)
-                self.rpc = rpc
-                await rpc.set_tags(
-                    {"maint": self.maint_tag, "sbm": self.sbm_tag, "sl": self.sl.digest[:8]}
-                )
-                await self._refresh_members()
-                # Joining waits on peers' agents (seconds, under load): the member
-                # table and the event stream must not wait for it.
-                self._join_soon()
-                self.serf_rpc.ok()
-                poll = asyncio.create_task(self._poll_members(), name="serf-poll")
-                try:
-                    types = (
-                        "member-join,member-leave,member-failed,member-update,member-reap,"
-                        "query:multiall-sbm,query:multiall-sl"
-                    )
-                    async for event in rpc.stream(types):
-                        if event.get("Event") == "query" and event.get("Name") == "multiall-sl":
-                            await self.sl.answer(rpc, event)
-                        elif event.get("Event") == "query":
-                            await self._answer_query(rpc, event)
-                        else:
-                            self._apply_member_event(event)
-                finally:
-                    poll.cancel()
-            except (SerfError, OSError) as exc:
-                # The agent is restarting, or refuses us (a wrong rpc_auth): say so
-                # (once, then every 30 s), and retry.
-                if time.monotonic() - self.serf_started < SERF_START_GRACE:
-                    log.debug("serf rpc (agent starting): %s", exc)
-                else:
-                    self.serf_rpc.failed(
-                        f"serf rpc at 127.0.0.1:{self.cfg.serf['rpc_port']}: {exc}"
-                        " (is the agent running, and is serf.rpc_auth the agent's?)"
-                    )
-            finally:
-                # Every attempt's connection is closed, whatever failed: no socket leaks per retry.
-                if self.rpc is rpc:
-                    self.rpc = None
-                await rpc.close()
-            await asyncio.sleep(0.3)
-
-    def _join_soon(self) -> None:
-        """Start a join in the background unless one is under way."""
-        if self._joining is None or self._joining.done():
-            self._joining = asyncio.create_task(self._join(), name="serf-join")
-
-    async def _join(self) -> None:
-        """Ask Serf to join a few missing peers, over a connection of its own.
-
-        Serf answers one RPC connection's requests in order and a join waits on
-        the peers' agents (10 s and more at a busy start of many nodes): on the
-        main connection it held up the member polls and the event stream.
-        """
-        if not self.rpc or not self.peers:
-            return
-        alive = {n for n, m in self.serf_members.items() if m.status == "alive"}
-        targets = [f"{a}:{self.cfg.serf['port']}" for a in join_targets(self.peers, alive)]
-        if not targets:
-            return
-        rpc = SerfClient("127.0.0.1", int(self.cfg.serf["rpc_port"]), self.cfg.serf.get("rpc_auth"))
-        try:  # on failure the next poll tries again
-            await rpc.connect(timeout=2)
-            await rpc.join(targets, timeout=JOIN_TIMEOUT)
-        except (SerfError, OSError) as exc:
-            log.debug("serf join %s: %s", targets, exc)
-        finally:
-            await rpc.close()
-
-    async def _poll_members(self) -> None:
-        """Belt and braces: the stream may coalesce; poll members every ``poll_interval``.
-
-        A failed poll is reported and the next one tried: this task is nobody's
-        to watch, so it must not end on the first error.
-        """
-        missing = True
-        while True:
-            # While peers are missing (start-up, a partition) join again sooner.
-            await asyncio.sleep(
-                min(self.poll_interval, JOIN_RETRY) if missing else self.poll_interval
-            )
-            try:
-                await self._refresh_members()
-                alive = [
-                    n
-                    for n, m in self.serf_members.items()
-                    if m.status == "alive" and n != self.node
-                ]
-                missing = len(alive) < len(self.peers)
-                if missing:
-                    self._join_soon()
-            except (SerfError, OSError) as exc:
-                self.serf_rpc.failed(f"serf rpc: polling members failed: {exc}")
-            else:
-                self.serf_rpc.ok()
-
-    def _apply_member_event(self, event: dict[str, Any]) -> None:
-        """Apply a member event's members to the table, without asking Serf for all of them.
-
-        An event carries the members it is about, with status and tags. Asking
-        for the whole member list on each one made a start of N nodes cost every
-        node N events x N members (O(N^2) per node, O(N^3) for the pool); the
-        poll every ``poll_interval`` still catches anything a stream missed.
-        """
-        reaped = event.get("Event") == "member-reap"
-        changes = {}
-        for m in event.get("Members") or []:
-            new = None if reaped else SerfMember(m.name, m.address, m.status, m.tags)
-            if self.serf_members.get(m.name) != new:
-                changes[m.name] = new
-        if changes:
-            # Replaced, never changed in place (_maint_seen keys its cache on the object).
-            table = dict(self.serf_members)
-            for name, member in changes.items():
-                if member is None:
-                    table.pop(name, None)
-                else:
-                    table[name] = member
-            self.serf_members = table
-            self.dirty.set()
-
-    async def _refresh_members(self) -> None:
-        if not self.rpc:
-            return
-        members = await self.rpc.members()
-        fresh = {m.name: SerfMember(m.name, m.address, m.status, m.tags) for m in members}
-        if time.monotonic() - self._coords_at > 10:
-            # Vivaldi coordinates move slowly: refresh them every 10 s only.
-            self._coords_at = time.monotonic()
-            # A few peers per refresh, in rotation: the cost stays flat as pools grow.
-            names = sorted(self.peers)
-            start = self._coords_next % max(1, len(names))
-            self._coords_next = start + COORDS_PER_REFRESH
-            for name in [*(names[start:] + names[:start])[:COORDS_PER_REFRESH], self.node]:
-                with contextlib.suppress(SerfError):
-                    self.coords[name] = await self.rpc.coordinate(name)
-        if fresh != self.serf_members:
-            self.serf_members = fresh
-            self.dirty.set()
-
-    async def _answer_query(self, rpc: SerfClient, event: dict[str, Any]) -> None:
-        """``multiall-sbm``: any node may ask for this node's per-rule SBM detail."""
-        data = sbm_answer.pack(self.node, self.sbm.report())
-        with contextlib.suppress(SerfError):
-            await rpc.respond(event["ID"], data)
-
-    async def query_sbm(self, node: str, timeout: float = 2.0) -> dict[str, Any]:
-        """Another node's SBM detail through a Serf query."""
-        if node == self.node:
-            return {"ok": True, "node": self.node, **self.sbm.report()}
-        if node not in self.model.nodes:
-            raise ValueError(f"no node {node!r} in the pool model")
-        if not self.rpc:
-            raise SerfError("the Serf agent is not connected yet")
-        answers: list = []
-        for _attempt in range(2):  # a query is one UDP exchange: one lost packet is no verdict
-            answers = await self.rpc.query("multiall-sbm", b"", nodes=[node], timeout=timeout)
-            if answers:
-                break
-        if not answers:
-            raise SerfError(
-                f"{node} did not answer twice within {timeout:g} s (down or partitioned?)"
-            )
-        try:
-            data = sbm_answer.unpack(node, answers[0]["payload"])
-        except ValueError as exc:
-            raise SerfError(str(exc)) from None
-        return {"ok": True, **data}
-
-    async def set_tag(self, name: str, value: str) -> None:
-        """Set one Serf tag now (when connected; the next connection sets it anyway)."""
-        if self.rpc:
-            with contextlib.suppress(SerfError):
-                await self.rpc.set_tags({name: value})
-
-    async def _publish_sbm(self, code: str) -> None:
-        """Publish the node's SBM status as the Serf tag ``sbm`` (peers see it by gossip)."""
-        self.sbm_tag = code  # also carried by the next probe packets (within one interval)
-        if self.rpc:
-            with contextlib.suppress(SerfError):
-                await self.rpc.set_tags({"sbm": code})
-        self.dirty.set()
-
-    def _maint_seen(self) -> dict[str, str]:
-        """The ``maint`` tag of every member as this node's topology last applied it
-        (carried in probe packets: the acknowledgement ``maintenance`` waits for).
-
-        Taken from the last recompute, not from Serf's live member list: a peer that
-        echoed a tag before its own topology applied it would let ``maintenance``
-        return while that peer still showed (and served DNS for) the member as alive.
-        Built once per recompute, not once per packet.
-        """
-        return self._maint
 
     # ------------------------------------------------------------- topology
     async def recompute(self) -> None:
@@ -721,28 +442,6 @@ class Connector:
             os.unlink(sock_path)
 
 
-async def _log_lines(stream: asyncio.StreamReader, pid: int) -> list[str]:
-    """Log each line the Serf agent writes to stderr as it comes; return the last few.
-
-    Serf runs with ``-log-level warn``: what it writes matters now (a bad key,
-    a port in use), not when it exits, and a long-lived agent must not grow a
-    buffer in memory.
-    """
-    tail: deque[str] = deque(maxlen=SERF_STDERR_TAIL)
-    while True:
-        try:
-            raw = await stream.readline()
-        except ValueError:  # asyncio drops a line longer than its limit (64 KiB): say so
-            serf_log.warning("serf agent: (a stderr line over 64 KiB was dropped)")
-            continue
-        if not raw:
-            return list(tail)
-        line = raw.decode(errors="replace").rstrip()
-        if line:
-            tail.append(line[:1000])
-            serf_log.warning("serf agent: %s", line[:4000], extra={"fields": {"pid": pid}})
-
-
 def main(config_path: str) -> int:
     """Entry point of ``multiall daemon``."""
     from ansible_collections.takelan.multiall.plugins.module_utils.pools import PoolModelError
@@ -758,41 +457,6 @@ def main(config_path: str) -> int:
     except PoolModelError as exc:
         print(exc, file=sys.stderr)
         return 1
-    with _profiled(os.environ.get("MULTIALL_PROFILE")):
+    with profiled(os.environ.get("MULTIALL_PROFILE")):
         asyncio.run(connector.run())
     return connector.exit_code
-
-
-@contextlib.contextmanager
-def _profiled(path: str | None) -> Any:
-    """With ``MULTIALL_PROFILE=PATH``, profile the daemon's loop with cProfile.
-
-    Where a connector spends its CPU at start-up and idle (benchmarks/tns_scale.py
-    ``--profile``): every SIGUSR1 writes the statistics gathered since the last one
-    to ``PATH.<n>`` (n = 1, 2, ...) and starts afresh, so start-up and idle are
-    apart. Off (and free) without the variable.
-    """
-    if not path:
-        yield
-        return
-    import cProfile
-
-    # CPU time, not wall time: on a loaded machine the wall clock would charge
-    # the time a process waits for a core to whatever it was doing.
-    def profile() -> cProfile.Profile:
-        return cProfile.Profile(time.process_time)
-
-    state = {"profile": profile(), "n": 0}
-
-    def dump(_signum: int, _frame: Any) -> None:
-        state["n"] += 1
-        state["profile"].dump_stats(f"{path}.{state['n']}")  # also stops it
-        state["profile"] = profile()
-        state["profile"].enable()
-
-    signal.signal(signal.SIGUSR1, dump)
-    state["profile"].enable()
-    try:
-        yield
-    finally:
-        state["profile"].disable()
