@@ -23,7 +23,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,8 +33,22 @@ from typing import Any
 
 import yaml
 from ansible_collections.takelan.multiall.plugins.module_utils._control import exchange
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from .faults import LabFaults
+from .procs import (
+    SUPERVISOR,
+    LabError,
+    child_of,
+    cmdline,
+    host_key,
+    is_lab_supervisor,
+    mounts_under,
+    pid_alive,
+    sh,
+    ssh_banner,
+    supervisors_under,
+    wait_gone,
+)
 
 LAB_NET = ipaddress.ip_network("198.18.0.0/24")
 CONTROLLER = "198.18.0.1"
@@ -57,7 +70,6 @@ def _prefix() -> str:
 PREFIX = _prefix()
 BRIDGE = f"{PREFIX}br0"
 DEFAULT_STATE = "/run/multiall-lab"
-SUPERVISOR = Path(__file__).resolve().parent / "supervisor.py"
 BOOT_WORKERS = 24
 NODE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -93,24 +105,6 @@ def raise_neighbour_limits() -> None:
             print(f"lab: cannot raise {key} to {wanted}: {exc}", file=sys.stderr)
 
 
-class LabError(Exception):
-    """A lab operation failed; the message says what and how to fix it."""
-
-
-def sh(
-    argv: Sequence[str], check: bool = True, input: str | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess:
-    """Run a host command; failures become LabError with the command's stderr."""
-    proc = subprocess.run(
-        list(argv), input=input, capture_output=True, text=True, timeout=timeout, check=False
-    )
-    if check and proc.returncode != 0:
-        raise LabError(
-            f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}"
-        )
-    return proc
-
-
 def nodes_from_pools(path: str) -> dict[str, str]:
     """Node name -> address from a pools file; addresses must be lab addresses."""
     try:
@@ -138,7 +132,7 @@ def nodes_from_pools(path: str) -> dict[str, str]:
     return out
 
 
-class Lab:
+class Lab(LabFaults):
     """Python API of the lab (the ``lab`` CLI is a thin shell over it)."""
 
     def __init__(self, state_dir: str | None = None) -> None:
@@ -327,7 +321,7 @@ class Lab:
         ssh_dir = root / "etc" / "ssh"
         for old in ssh_dir.glob("ssh_host_*"):
             old.unlink()  # the machine's own host keys must not leak into nodes
-        _host_key(ssh_dir / "ssh_host_ed25519_key", f"root@{name}")
+        host_key(ssh_dir / "ssh_host_ed25519_key", f"root@{name}")
         lab_dir = root / "etc" / "multiall-lab"
         lab_dir.mkdir(parents=True, exist_ok=True)
         (lab_dir / "sshd_config").write_text(
@@ -409,7 +403,7 @@ class Lab:
                 tail = (ndir / "boot.log").read_text()[-1500:]
                 raise LabError(f"node {name} did not boot:\n{tail}")
             time.sleep(0.02)
-        node["pid"] = _child_of(proc.pid)
+        node["pid"] = child_of(proc.pid)
         node["alive"] = True
 
     def _wait_ssh(self, names: Iterable[str], timeout: float = 60) -> None:
@@ -483,7 +477,7 @@ class Lab:
     ) -> subprocess.CompletedProcess:
         """Run a command inside a node (all its namespaces and its root)."""
         info = self._node(node)
-        if not info.get("alive") or not info.get("pid") or not _pid_alive(info["pid"]):
+        if not info.get("alive") or not info.get("pid") or not pid_alive(info["pid"]):
             raise LabError(f"node {node} is not running (lab revive {node})")
         proc = subprocess.run(
             ["nsenter", "-t", str(info["pid"]), "-n", "-m", "-u", "-p", "-r", "-w", "--", *argv],
@@ -526,7 +520,7 @@ class Lab:
     def revive(self, node: str) -> None:
         """The server boots again: link up, same disk, same host key, sshd back."""
         info = self._node(node)
-        if info.get("alive") and info.get("pid") and _pid_alive(info["pid"]):
+        if info.get("alive") and info.get("pid") and pid_alive(info["pid"]):
             sh(["ip", "link", "set", info["host_if"], "up"])
             return
         sh(["ip", "link", "set", info["host_if"], "up"])
@@ -536,95 +530,22 @@ class Lab:
 
     def _stop_processes(self, info: dict[str, Any]) -> None:
         pid = info.get("pid")
-        if pid and _is_our_supervisor(pid):
+        if pid and is_lab_supervisor(pid):
             # SIGKILL to a PID namespace's init kills every process in it; its
             # parent (unshare) then reaps it and exits by itself.
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            _wait_gone(pid)
+            wait_gone(pid)
         unshare_pid = info.get("unshare_pid")
-        if unshare_pid and b"unshare" in _cmdline(unshare_pid):
-            _wait_gone(unshare_pid, timeout=2)
-            if _pid_alive(unshare_pid):
+        if unshare_pid and b"unshare" in cmdline(unshare_pid):
+            wait_gone(unshare_pid, timeout=2)
+            if pid_alive(unshare_pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(unshare_pid, signal.SIGKILL)
-                _wait_gone(unshare_pid)
+                wait_gone(unshare_pid)
         if unshare_pid:
             with contextlib.suppress(ChildProcessError, OSError):
                 os.waitpid(unshare_pid, os.WNOHANG)  # our own child when up() ran in this process
-
-    def _nft(self, node: str, script: str) -> None:
-        sh(["ip", "netns", "exec", self._node(node)["netns"], "nft", "-f", "-"], input=script)
-
-    def partition(self, *groups: Sequence[str]) -> None:
-        """Cut the lab into groups that cannot reach each other (the controller reaches all)."""
-        groups = [list(g) for g in groups if g]
-        named = [n for g in groups for n in g]
-        for n in named:
-            self._node(n)
-        if len(set(named)) != len(named):
-            raise LabError("a node appears in two partition groups")
-        rest = [n for n in self.nodes if n not in named]
-        if rest:
-            groups.append(rest)
-        self.heal()
-        for group in groups:
-            others = [self.nodes[n] for g in groups if g is not group for n in g]
-            if not others:
-                continue
-            addrs = ", ".join(others)
-            for n in group:
-                self._nft(
-                    n,
-                    "table inet ma_partition {\n"
-                    f"  chain input {{ type filter hook input priority 0; ip saddr {{ {addrs} }} drop; }}\n"
-                    f"  chain output {{ type filter hook output priority 0; ip daddr {{ {addrs} }} drop; }}\n"
-                    "}\n",
-                )
-        self.state["partition"] = groups
-        self._write_state()
-
-    def heal(self) -> None:
-        """Undo any partition."""
-        for n in self.nodes:
-            self._nft_delete(n, "ma_partition")
-        self.state.pop("partition", None)
-        self._write_state()
-
-    def loss(self, node: str, percent: float) -> None:
-        """Drop ``percent`` % of the node's packets at random (0 clears)."""
-        if not 0 <= percent <= 100:
-            raise LabError(f"loss must be 0-100 %, got {percent}")
-        self._nft_delete(node, "ma_loss")
-        if percent > 0:
-            pct = round(percent)
-            # numgen's range is 0-99: "< 100" is invalid, and 100 % means drop all.
-            rule = "drop" if pct >= 100 else f"numgen random mod 100 < {pct} drop"
-            self._nft(
-                node,
-                "table inet ma_loss {\n"
-                f"  chain input {{ type filter hook input priority -10; ip saddr != 127.0.0.0/8 {rule}; }}\n"
-                f"  chain output {{ type filter hook output priority -10; ip daddr != 127.0.0.0/8 {rule}; }}\n"
-                "}\n",
-            )
-        self._node(node)["loss"] = percent
-        self._write_state()
-
-    def _nft_delete(self, node: str, table: str) -> None:
-        sh(
-            [
-                "ip",
-                "netns",
-                "exec",
-                self._node(node)["netns"],
-                "nft",
-                "delete",
-                "table",
-                "inet",
-                table,
-            ],
-            check=False,
-        )
 
     # ------------------------------------------------------------- services
     def _control(self, node: str, request: dict[str, Any]) -> dict[str, Any]:
@@ -674,7 +595,7 @@ class Lab:
         """Machine-readable state of every node."""
         out = {}
         for name, info in sorted(self.state.get("nodes", {}).items()):
-            running = bool(info.get("alive") and info.get("pid") and _pid_alive(info["pid"]))
+            running = bool(info.get("alive") and info.get("pid") and pid_alive(info["pid"]))
             out[name] = {
                 "address": info["address"],
                 "running": running,
@@ -701,18 +622,18 @@ class Lab:
         nodes = list(self.state.get("nodes", {}).values())
         for info in nodes:
             pid = info.get("pid")
-            if pid and _is_our_supervisor(pid):
+            if pid and is_lab_supervisor(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         for info in nodes:
             self._stop_processes(info)
-        left = _supervisors_under(self.state_dir)
+        left = supervisors_under(self.state_dir)
         for pid in left:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         for pid in left:
-            _wait_gone(pid)
-        mounts = _mounts_under(self.state_dir)
+            wait_gone(pid)
+        mounts = mounts_under(self.state_dir)
         for start in range(0, len(mounts), 200):
             sh(["umount", "-l", *mounts[start : start + 200]], check=False)
         batch = [f"netns del {netns}" for netns in self._leftovers()]
@@ -734,98 +655,3 @@ class Lab:
                 else:
                     child.unlink(missing_ok=True)
         self.state = {}
-
-
-def _host_key(path: Path, comment: str) -> None:
-    """A new ed25519 host key at PATH (OpenSSH format), without a process per node."""
-    key = Ed25519PrivateKey.generate()
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.OpenSSH,
-        serialization.NoEncryption(),
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-    )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(private)
-    path.with_suffix(".pub").write_bytes(public + b" " + comment.encode() + b"\n")
-
-
-def ssh_banner(address: str, timeout: float = 0.5) -> bool:
-    """True when an sshd answers on address:22."""
-    try:
-        with socket.create_connection((address, 22), timeout=timeout) as sock:
-            sock.settimeout(timeout)
-            return sock.recv(4) == b"SSH-"
-    except OSError:
-        return False
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    status = Path(f"/proc/{pid}/stat")
-    try:
-        return status.read_text().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def _is_our_supervisor(pid: int) -> bool:
-    return str(SUPERVISOR).encode() in _cmdline(pid)
-
-
-def _child_of(parent: int, timeout: float = 5) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-        except OSError:
-            children = []
-        if children:
-            return int(children[0])
-        time.sleep(0.01)
-    raise LabError(f"no child of unshare pid {parent}")
-
-
-def _wait_gone(pid: int, timeout: float = 5) -> None:
-    deadline = time.monotonic() + timeout
-    while _pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.01)
-
-
-def _supervisors_under(state_dir: Path) -> list[int]:
-    """Supervisor processes of this lab still running (found by their command line)."""
-    marker = f"--ctl\x00{state_dir}/nodes/".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            cmd = _cmdline(int(entry.name))
-            if str(SUPERVISOR).encode() in cmd and marker in cmd:
-                found.append(int(entry.name))
-    return found
-
-
-def _mounts_under(state_dir: Path) -> list[str]:
-    """Mount points below the state dir, deepest first."""
-    prefix = str(state_dir) + "/"
-    points = []
-    with open("/proc/mounts") as handle:
-        for line in handle:
-            point = line.split()[1].replace("\\040", " ")
-            if point.startswith(prefix):
-                points.append(point)
-    return sorted(set(points), key=len, reverse=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.core import PREFIX, _pid_alive, ssh_banner
+from lab.core import PREFIX, pid_alive, ssh_banner
 
 pytestmark = pytest.mark.lab
 BIN = Path(sys.executable).parent
@@ -84,7 +84,7 @@ def test_kill_stops_every_process_and_revive_keeps_host_key_and_disk(lab3):
     old_pid = lab3.state["nodes"]["n2"]["pid"]
     lab3.kill("n2")
     assert not ssh_banner(lab3.nodes["n2"])
-    assert not _pid_alive(old_pid)  # gone, or at most a zombie awaiting its reaper
+    assert not pid_alive(old_pid)  # gone, or at most a zombie awaiting its reaper
     assert lab3.status()["nodes"]["n2"]["running"] is False
     lab3.revive("n2")
     # StrictHostKeyChecking=yes against the pinned key: same host key after the "reboot".
