@@ -32,8 +32,25 @@ from .fsindex import (
     decide,
     excluded,
     safe_join,
+    same_stat,
     vv_merge,
 )
+
+
+def on_disk(index: Index, entry: Entry) -> bool:
+    """Whether the disk really holds ENTRY (type, size, mtime, mode, owner).
+
+    The index records a peer's version before rsync lands it; a node killed
+    in between restarts with entries whose files never arrived. Only what the
+    disk holds may be called "already here".
+    """
+    try:
+        full = safe_join(index.tree, entry.path)
+        if entry.deleted:
+            return not os.path.lexists(full)
+        return same_stat(entry, os.lstat(full))
+    except (OSError, FsPathError):
+        return False
 
 
 def keep_loser(
@@ -224,10 +241,12 @@ def apply_incoming(
                 and local is not None
                 and local.same_content(entry)
                 and not index.incoming(entry.path)
+                and on_disk(index, local)
             ):
                 # Already here (another peer brought it, or a push repeated after a
                 # lost reply): learn the merged vector, land nothing again. A path
-                # still marked incoming is accepted: its other transfer may fail.
+                # still marked incoming is accepted: its other transfer may fail;
+                # so is one the disk does not hold (a landing cut by a crash).
                 if entry.vv != local.vv:
                     index.put(db, Entry(**{**local.as_dict(), "vv": entry.vv}))
                 continue

@@ -8,6 +8,7 @@ nodes' indexes say must travel). Stdlib only.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import os
@@ -65,10 +66,13 @@ def safe_join(tree: str, rel: str) -> str:
 
 
 def excluded(rel: str, patterns: Iterable[str]) -> bool:
+    """Whether REL is not synced: rsync's temporary files, and the tree's exclude patterns."""
+    return bool(RSYNC_TEMP.match(rel.rsplit("/", 1)[-1])) or pattern_excluded(rel, patterns)
+
+
+def pattern_excluded(rel: str, patterns: Iterable[str]) -> bool:
     """Whether REL matches one of the tree's exclude patterns (whole path or any name)."""
     name = rel.rsplit("/", 1)[-1]
-    if RSYNC_TEMP.match(name):
-        return True
     for pattern in patterns:
         pat = pattern.strip("/")
         if fnmatch.fnmatch(rel, pat) or fnmatch.fnmatch(name, pat):
@@ -324,6 +328,29 @@ def walk_tree(tree: str, exclude: Iterable[str] = ()) -> Iterator[str]:
             rel = base + name
             if not excluded(rel, patterns):
                 yield rel
+
+
+def partial_transfers(tree: str, exclude: Iterable[str] = ()) -> list[str]:
+    """rsync's temporary files (``.NAME.XXXXXX``, regular files) under TREE.
+
+    rsync lands a file through such a temporary file and a rename; a node
+    killed mid-transfer keeps it forever. FS-SA never indexes or syncs these
+    names, so at start-up, before any transfer of ours runs, they are debris
+    (one of a peer's pushes still in flight just fails and is retried).
+    """
+    patterns = list(exclude)
+    out = []
+    for root, dirs, files in os.walk(tree):
+        base = os.path.relpath(root, tree)
+        base = "" if base == "." else base + "/"
+        dirs[:] = [d for d in dirs if not excluded(base + d, patterns)]
+        for name in files:
+            rel = base + name
+            if RSYNC_TEMP.match(name) and not pattern_excluded(rel, patterns):
+                with contextlib.suppress(OSError):
+                    if stat.S_ISREG(os.lstat(os.path.join(tree, rel)).st_mode):
+                        out.append(rel)
+    return sorted(out)
 
 
 def tree_digest(tree: str, exclude: Iterable[str] = ()) -> dict[str, Any]:

@@ -310,3 +310,34 @@ def test_an_index_comparison_keeps_a_queued_path_in_its_place(tmp_path: Path) ->
     offer(a, "b", [])  # b lacks f: a queues it again for b
     a.ack("b", items)  # the push that was in flight acknowledges it
     assert a.pending("b") == []
+
+
+def test_a_version_indexed_but_never_landed_is_landed_again(tmp_path: Path) -> None:
+    """c indexed a's version, then its landing was cut (node killed mid-rsync, the
+    incoming mark cleared at restart): the next push must land it, not skip it."""
+    a, c = make(tmp_path, "a"), make(tmp_path, "c")
+    peers = ["a", "c"]
+    Path(a.tree, "f").write_text("from a")
+    a.rescan(["c"])
+    assert apply_incoming(c, "a", [a.get("f").as_dict()], peers)["accept"] == ["f"]
+    with c.tx() as db:  # what a restart leaves: the entry, no mark, no file
+        db.execute("UPDATE files SET incoming=0 WHERE path='f'")
+    assert not Path(c.tree, "f").exists()
+    assert apply_incoming(c, "a", [a.get("f").as_dict()], peers)["accept"] == ["f"]
+    land(a, c, ["f"])
+    c.observe(["f"], ["a"])
+    assert apply_incoming(c, "a", [a.get("f").as_dict()], peers)["accept"] == []
+
+
+def test_partial_transfers_are_only_rsyncs_temporary_files(tmp_path: Path) -> None:
+    from ansible_collections.takelan.multiall.plugins.module_utils._fs_entry import (
+        partial_transfers,
+    )
+
+    (tmp_path / "burst").mkdir()
+    for name in ("burst/.f590.c2f667", "burst/f590", ".hidden", ".conf.bak", "burst/.x.abc"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / ".dir.a1b2c3").mkdir()  # a directory of that shape is someone's: kept
+    (tmp_path / ".old.zz9zz9.swp").write_text("excluded")
+    found = partial_transfers(str(tmp_path), ["*.swp"])
+    assert found == ["burst/.f590.c2f667"]
