@@ -1,5 +1,4 @@
-"""SerfClient: the connection survives Serf's late records (a query's late "done", an answer
-that came after the request timed out)."""
+"""SerfClient.query(expect=N): returns at the N-th answer and the connection survives Serf's late records."""
 
 from __future__ import annotations
 
@@ -7,18 +6,18 @@ import asyncio
 
 import msgpack
 
-from connector.serf import SerfClient, SerfError
+from connector.serf import SerfClient
 
 
 async def fake_serf(reader, writer) -> None:
-    """handshake, query (ack, one response, then 'done' 0.2 s later), join (0.5 s late), members."""
+    """handshake, query (ack, one response, then 'done' 0.2 s later), members."""
     pack = msgpack.packb
     unpacker = msgpack.Unpacker(raw=False)
     header = None
     while chunk := await reader.read(65536):
         unpacker.feed(chunk)
         for item in unpacker:
-            if header is None and item.get("Command") in ("handshake", "query", "join"):
+            if header is None and item.get("Command") in ("handshake", "query"):
                 header = item
                 continue
             request, header = header or item, None
@@ -30,9 +29,6 @@ async def fake_serf(reader, writer) -> None:
                 await writer.drain()
                 await asyncio.sleep(0.2)
                 writer.write(ok + pack({"Type": "done", "From": "", "Payload": None}))
-            elif request["Command"] == "join":  # joining a dead address takes a while
-                await asyncio.sleep(0.5)
-                writer.write(ok + pack({"Num": 0}))
             elif request["Command"] == "members":
                 writer.write(ok + pack({"Members": []}))
             else:
@@ -54,30 +50,4 @@ def test_query_returns_at_the_expected_answer_and_the_late_done_is_dropped():
 
     answers, members = asyncio.run(asyncio.wait_for(scenario(), 10))
     assert answers == [{"from": "n2", "payload": b"x"}]
-    assert members == []
-
-
-def test_an_answer_after_the_request_timed_out_does_not_break_the_connection():
-    """A join to a dead peer outlives the request timeout; its late header and body
-    must both be consumed, or the body is read as the next header and every
-    request on the connection fails (seen in the lab: ``unexpected RPC message
-    from Serf: {'Num': 0}``, then ``maintenance`` failed with "connection closed")."""
-
-    async def scenario():
-        server = await asyncio.start_server(fake_serf, "127.0.0.1", 0)
-        client = SerfClient("127.0.0.1", server.sockets[0].getsockname()[1])
-        await client.connect(timeout=2)
-        timed_out = ""
-        try:
-            await client.request("join", {"Existing": ["198.18.0.99:7946"]}, timeout=0.1)
-        except SerfError as exc:
-            timed_out = str(exc)
-        await asyncio.sleep(0.8)  # the late answer arrives after the caller left
-        members = await client.members()
-        await client.close()
-        server.close()
-        return timed_out, members
-
-    timed_out, members = asyncio.run(asyncio.wait_for(scenario(), 10))
-    assert "no answer from Serf" in timed_out
     assert members == []
