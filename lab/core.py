@@ -11,36 +11,39 @@ on its lab address with its own host key, pinned in ``known_hosts``.
 Traffic never leaves the machine: no route, NAT or forwarding is set up, and
 every address is in 198.18.0.0/24. Everything the lab makes is named ``ma-*`` (``maK-*`` in private lab K)
 or lives under the state directory, so ``down()`` can clean up after a crash.
+
+This module holds :class:`Lab` itself: its state file, ``up`` (the order of the
+steps), node operations, services and ``down``. Its parts live beside it:
+``constants.py`` (addresses, prefix, paths), ``boot.py`` (making a node exist
+and answer SSH), ``inventories.py`` (pools file in, inventories out),
+``faults.py`` (partitions, loss) and ``procs.py`` (host commands, processes,
+mounts). The names other modules import from here are re-exported.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import ipaddress
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import yaml
 from ansible_collections.takelan.multiall.plugins.module_utils._control import exchange
 
+from .boot import LabBoot, raise_neighbour_limits
+from .constants import BOOT_WORKERS, BRIDGE, CONTROLLER, DEFAULT_STATE, LAB_NET, NODE_PATH, PREFIX
 from .faults import LabFaults
+from .inventories import LabInventories, nodes_from_pools
 from .procs import (
-    SUPERVISOR,
     LabError,
-    child_of,
     cmdline,
-    host_key,
     is_lab_supervisor,
     mounts_under,
     pid_alive,
@@ -50,89 +53,19 @@ from .procs import (
     wait_gone,
 )
 
-LAB_NET = ipaddress.ip_network("198.18.0.0/24")
-CONTROLLER = "198.18.0.1"
+__all__ = [
+    "CONTROLLER",
+    "LAB_NET",
+    "PREFIX",
+    "Lab",
+    "LabError",
+    "nodes_from_pools",
+    "pid_alive",
+    "ssh_banner",
+]
 
 
-def _prefix() -> str:
-    """Name prefix of everything the lab makes; ``MULTIALL_LAB_PREFIX`` gives a private lab.
-
-    ``lab/instance.sh K`` runs a command against lab K: its own controller network
-    namespace (so the same 198.18.0.0/24 addresses and bridge name do not clash),
-    state dir and this prefix for the globally named network namespaces and mounts.
-    """
-    prefix = os.environ.get("MULTIALL_LAB_PREFIX", "ma-")
-    if not re.fullmatch(r"ma[0-9]?-", prefix):
-        raise SystemExit(f"MULTIALL_LAB_PREFIX={prefix!r}: expected 'ma-' or 'maK-' (K a digit)")
-    return prefix
-
-
-PREFIX = _prefix()
-BRIDGE = f"{PREFIX}br0"
-DEFAULT_STATE = "/run/multiall-lab"
-BOOT_WORKERS = 24
-NODE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-# The kernel's IPv4 neighbour (ARP) table is one for every network namespace, capped
-# by these sysctls (Linux defaults 128 / 512 / 1024). A lab of N nodes where every node
-# talks to every other (Serf gossips with random members) needs ~N^2 entries: 64 nodes
-# are 4 032, more than the cap, and the kernel then drops packets to peers it cannot
-# resolve ("neighbor table overflow" in dmesg). Serf then marked live members failed
-# and joins timed out, which is what kept 64-node labs from converging.
-NEIGH_LIMITS = {"gc_thresh1": 4096, "gc_thresh2": 32768, "gc_thresh3": 65536}
-
-
-def raise_neighbour_limits() -> None:
-    """Raise the host's ARP table limits to NEIGH_LIMITS (never lowers them).
-
-    They exist in the host's network namespace only; a private lab runs in one of
-    its own (lab/instance.sh, which names the host's in MULTIALL_HOST_NETNS).
-    """
-    host: list[str] = []
-    if not Path("/proc/sys/net/ipv4/neigh/default/gc_thresh3").exists():
-        netns = os.environ.get("MULTIALL_HOST_NETNS", "/proc/1/ns/net")
-        host = ["nsenter", f"--net={netns}", "--"]
-    for name, wanted in NEIGH_LIMITS.items():
-        key = f"net.ipv4.neigh.default.{name}"
-        try:
-            now = subprocess.run(
-                [*host, "sysctl", "-n", key], capture_output=True, text=True, check=True
-            ).stdout
-            if int(now) < wanted:
-                subprocess.run([*host, "sysctl", "-q", "-w", f"{key}={wanted}"], check=True)
-        except (OSError, ValueError, subprocess.CalledProcessError) as exc:
-            print(f"lab: cannot raise {key} to {wanted}: {exc}", file=sys.stderr)
-
-
-def nodes_from_pools(path: str) -> dict[str, str]:
-    """Node name -> address from a pools file; addresses must be lab addresses."""
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise LabError(f"{path}: cannot read pools file: {exc}") from None
-    nodes = (data or {}).get("nodes") if isinstance(data, dict) else None
-    if not isinstance(nodes, dict) or not nodes:
-        raise LabError(f"{path}: no 'nodes' mapping: the lab needs node names and addresses")
-    out: dict[str, str] = {}
-    for name, spec in nodes.items():
-        address = (spec or {}).get("address") if isinstance(spec, dict) else None
-        try:
-            ip = ipaddress.ip_address(str(address))
-        except ValueError:
-            raise LabError(
-                f"{path}: nodes.{name}.address {address!r} is not an IP address"
-            ) from None
-        if ip not in LAB_NET or str(ip) == CONTROLLER or ip == LAB_NET.network_address:
-            raise LabError(
-                f"{path}: nodes.{name}.address {ip} is outside the lab range "
-                f"{LAB_NET} (198.18.0.2-254; .1 is the controller)"
-            )
-        out[str(name)] = str(ip)
-    return out
-
-
-class Lab(LabFaults):
+class Lab(LabBoot, LabInventories, LabFaults):
     """Python API of the lab (the ``lab`` CLI is a thin shell over it)."""
 
     def __init__(self, state_dir: str | None = None) -> None:
@@ -253,218 +186,6 @@ class Lab(LabFaults):
                 self.down()
                 raise
         return self.nodes
-
-    def _client_key(self) -> None:
-        if not self.key_path.exists():
-            sh(
-                [
-                    "ssh-keygen",
-                    "-q",
-                    "-t",
-                    "ed25519",
-                    "-N",
-                    "",
-                    "-C",
-                    "multiall-lab",
-                    "-f",
-                    str(self.key_path),
-                ]
-            )
-
-    def _create_links(self, names: Sequence[str]) -> None:
-        """Every node's namespace and veth in one ``ip -batch`` (one process, not 5 per node)."""
-        lines = []
-        for name in names:
-            node = self._node(name)
-            netns, host_if = f"{PREFIX}{name}", f"{PREFIX}v{node['index']}"
-            lines += [
-                f"netns add {netns}",
-                f"link add {host_if} type veth peer name eth0 netns {netns}",
-                f"link set {host_if} master {BRIDGE} up",
-            ]
-            node.update(netns=netns, host_if=host_if)
-        sh(["ip", "-batch", "-"], input="\n".join(lines) + "\n", timeout=120)
-
-    def _create_node(self, name: str) -> None:
-        node = self._node(name)
-        address, netns = node["address"], node["netns"]
-        ndir = self._node_dir(name)
-        upper, merged, ctl = ndir / "upper", ndir / "merged", ndir / "ctl"
-        for d in (upper, merged, ctl):
-            d.mkdir(parents=True, exist_ok=True)
-        sh(
-            ["ip", "-n", netns, "-batch", "-"],
-            input=f"addr add {address}/{LAB_NET.prefixlen} dev eth0\nlink set eth0 up\n"
-            "link set lo up\n",
-        )
-        # The node's "disk": a tmpfs upper layer over the machine's root.
-        sh(["mount", "-t", "tmpfs", "-o", "mode=755", f"{PREFIX}{name}-disk", str(upper)])
-        (upper / "u").mkdir()
-        (upper / "w").mkdir()
-        sh(
-            [
-                "mount",
-                "-t",
-                "overlay",
-                f"{PREFIX}{name}-root",
-                "-o",
-                f"lowerdir=/,upperdir={upper}/u,workdir={upper}/w",
-                str(merged),
-            ]
-        )
-        self._personalise(name, merged)
-
-    def _personalise(self, name: str, root: Path) -> None:
-        """Own hostname, host key, authorised key and sshd config inside the node's root."""
-        address = self._node(name)["address"]
-        (root / "etc" / "hostname").write_text(name + "\n")
-        ssh_dir = root / "etc" / "ssh"
-        for old in ssh_dir.glob("ssh_host_*"):
-            old.unlink()  # the machine's own host keys must not leak into nodes
-        host_key(ssh_dir / "ssh_host_ed25519_key", f"root@{name}")
-        lab_dir = root / "etc" / "multiall-lab"
-        lab_dir.mkdir(parents=True, exist_ok=True)
-        (lab_dir / "sshd_config").write_text(
-            f"ListenAddress {address}\n"
-            "Port 22\n"
-            "HostKey /etc/ssh/ssh_host_ed25519_key\n"
-            "PermitRootLogin prohibit-password\n"
-            "PasswordAuthentication no\n"
-            "KbdInteractiveAuthentication no\n"
-            "UsePAM no\n"
-            "PidFile /run/sshd.pid\n"
-            "AuthorizedKeysFile /root/.ssh/authorized_keys\n"
-            "Subsystem sftp /usr/lib/openssh/sftp-server\n"
-            "MaxStartups 100:30:200\n"
-            "UseDNS no\n"
-        )
-        dot_ssh = root / "root" / ".ssh"
-        dot_ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(dot_ssh, 0o700)
-        (dot_ssh / "authorized_keys").write_text(self.key_path.with_suffix(".pub").read_text())
-        os.chmod(dot_ssh / "authorized_keys", 0o600)
-        self._node(name)["host_key"] = (
-            (ssh_dir / "ssh_host_ed25519_key.pub").read_text().split()[:2]
-        )
-
-    def _write_hosts_files(self) -> None:
-        lines = ["127.0.0.1 localhost", f"{CONTROLLER} controller"]
-        lines += [f"{addr} {name}" for name, addr in sorted(self.nodes.items())]
-        for name in self.nodes:
-            (self._node_dir(name) / "merged" / "etc" / "hosts").write_text("\n".join(lines) + "\n")
-
-    def _boot(self, name: str) -> None:
-        """Start the node's namespaces with the supervisor as PID 1, then sshd."""
-        node = self._node(name)
-        ndir = self._node_dir(name)
-        ready = ndir / "ctl" / "ready"
-        with contextlib.suppress(FileNotFoundError):
-            ready.unlink()
-        sshd = json.dumps(["/usr/sbin/sshd", "-D", "-e", "-f", "/etc/multiall-lab/sshd_config"])
-        log = open(ndir / "boot.log", "ab")  # noqa: SIM115 - handed to the child
-        proc = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                node["netns"],
-                "unshare",
-                "--mount",
-                "--uts",
-                "--pid",
-                "--fork",
-                "--propagation",
-                "private",
-                "/usr/bin/python3",
-                str(SUPERVISOR),
-                "--root",
-                str(ndir / "merged"),
-                "--hostname",
-                name,
-                "--ctl",
-                str(ndir / "ctl"),
-                "--service",
-                f"sshd={sshd}",
-                # The checkout (with its venv) is visible in every node at the same path.
-                "--share",
-                str(Path(__file__).resolve().parents[1]),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={"PATH": NODE_PATH, "HOME": "/root", "LANG": "C.UTF-8"},
-        )
-        log.close()
-        node["unshare_pid"] = proc.pid
-        deadline = time.monotonic() + 20
-        while not ready.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                tail = (ndir / "boot.log").read_text()[-1500:]
-                raise LabError(f"node {name} did not boot:\n{tail}")
-            time.sleep(0.02)
-        node["pid"] = child_of(proc.pid)
-        node["alive"] = True
-
-    def _wait_ssh(self, names: Iterable[str], timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        pending = set(names)
-        while pending:
-            for name in list(pending):
-                if ssh_banner(self.nodes[name]):
-                    pending.discard(name)
-            if pending and time.monotonic() > deadline:
-                raise LabError(f"sshd did not answer on: {', '.join(sorted(pending))}")
-            time.sleep(0.05)
-
-    def _write_inventories(self, pools_file: str | None) -> None:
-        known = [
-            f"{addr},{name} {' '.join(self._node(name)['host_key'])}"
-            for name, addr in sorted(self.nodes.items())
-        ]
-        self.known_hosts_path.write_text("\n".join(known) + "\n")
-        common = (
-            f"-o UserKnownHostsFile={self.known_hosts_path} -o StrictHostKeyChecking=yes "
-            "-o ControlMaster=auto -o ControlPersist=60s -o ConnectTimeout=15 "
-            # A killed node must fail within seconds, not hang on a dead multiplexed
-            # connection; a live node starved on a loaded CI machine must not (12 s).
-            "-o ServerAliveInterval=3 -o ServerAliveCountMax=4"
-        )
-        conn = {
-            "ansible_user": "root",
-            "ansible_ssh_private_key_file": str(self.key_path),
-            "ansible_ssh_common_args": common,
-            "ansible_python_interpreter": "/usr/bin/python3",
-        }
-        static = {
-            "all": {
-                "hosts": {n: {"ansible_host": a, **conn} for n, a in sorted(self.nodes.items())}
-            }
-        }
-        self.static_inventory_path.write_text(yaml.safe_dump(static, sort_keys=False))
-        if pools_file:
-            model = yaml.safe_load(Path(pools_file).read_text()) or {}
-        else:
-            model = {
-                "nodes": {
-                    n: {"address": a, "pools": ["lab"]} for n, a in sorted(self.nodes.items())
-                },
-                "pools": {"lab": {}},
-            }
-        model["plugin"] = "takelan.multiall.pools"
-        defaults = dict(model.get("defaults") or {})
-        defaults.update(
-            ssh_user="root",
-            ssh_private_key_file=str(self.key_path),
-            ssh_common_args=common,
-            python="/usr/bin/python3",
-        )
-        model["defaults"] = defaults
-        ordered = {"plugin": model.pop("plugin"), "defaults": model.pop("defaults"), **model}
-        self.inventory_path.write_text(
-            "# Generated by `lab up`: the lab's pool model with its SSH settings.\n"
-            + yaml.safe_dump(ordered, sort_keys=False)
-        )
 
     # ---------------------------------------------------------- operations
     def exec(

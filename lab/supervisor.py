@@ -1,6 +1,6 @@
 """PID 1 of a lab node: mounts the node's root, reaps zombies, runs its services.
 
-Started by ``lab.core`` as::
+Started by ``lab.boot`` (``LabBoot._boot``) as::
 
     ip netns exec ma-NODE unshare --mount --uts --pid --fork --propagation private \
         /usr/bin/python3 lab/supervisor.py --root MERGED --hostname NODE --ctl CTLDIR
