@@ -36,7 +36,6 @@ from ansible_collections.takelan.multiall.plugins.module_utils._fs_apply import 
     resolve_lost,
 )
 from ansible_collections.takelan.multiall.plugins.module_utils._fs_digest import digest_slices
-from ansible_collections.takelan.multiall.plugins.module_utils._fs_entry import partial_transfers
 from ansible_collections.takelan.multiall.plugins.module_utils._pools_files import (
     tree_peers,
     trees_for,
@@ -415,18 +414,23 @@ class FsAgent:
             self.indexes[tree] = index
             self.readers[tree] = Index(index.path, tree, self.node, spec["exclude"])
             self.readers[tree].skipped = index.skipped  # found by the writer's scans
-            debris = partial_transfers(tree, spec["exclude"])
+            # rsync's temporary files are found by the rescan's own walk (never
+            # indexed) and removed after it, before any transfer of ours runs: a
+            # node killed mid-transfer would otherwise keep them forever (one of a
+            # peer's pushes still in flight just fails and is retried).
+            debris: list[str] = []
+            changed = index.rescan(self.peers[tree], debris)
             for rel in debris:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(os.path.join(tree, rel))
             if debris:
+                debris.sort()
                 log.info(
                     "fs %s: removed %d partial transfer(s) left by a crash",
                     tree,
                     len(debris),
                     extra={"fields": {"paths": debris[:20]}},
                 )
-            changed = index.rescan(self.peers[tree])
             log.info(
                 "fs %s: indexed", tree, extra={"fields": {**index.stats(), "changed": len(changed)}}
             )

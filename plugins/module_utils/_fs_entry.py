@@ -8,7 +8,6 @@ nodes' indexes say must travel). Stdlib only.
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import hashlib
 import os
@@ -307,8 +306,17 @@ def leads_out(tree: str, link: str) -> str | None:
     return None
 
 
-def walk_tree(tree: str, exclude: Iterable[str] = ()) -> Iterator[str]:
-    """Every indexable relative path under TREE, excludes pruned, symlinks not followed."""
+def walk_tree(
+    tree: str, exclude: Iterable[str] = (), debris: list[str] | None = None
+) -> Iterator[str]:
+    """Every indexable relative path under TREE, excludes pruned, symlinks not followed.
+
+    The one walk of a live tree. DEBRIS, when given, collects in the same pass
+    rsync's temporary files (regular files named ``.NAME.XXXXXX`` that no exclude
+    pattern covers), which are never yielded: rsync lands a file through such a
+    name and a rename, so a node killed mid-transfer keeps one forever, and the
+    start-up rescan finds them without a second walk of the tree.
+    """
     patterns = list(exclude)
     for root, dirs, files in os.walk(tree):
         base = os.path.relpath(root, tree)
@@ -326,31 +334,20 @@ def walk_tree(tree: str, exclude: Iterable[str] = ()) -> Iterator[str]:
         dirs[:] = kept
         for name in files:
             rel = base + name
-            if not excluded(rel, patterns):
+            if pattern_excluded(rel, patterns):
+                continue
+            if not RSYNC_TEMP.match(name):
                 yield rel
+            elif debris is not None and _is_regular(os.path.join(root, name)):
+                debris.append(rel)
 
 
-def partial_transfers(tree: str, exclude: Iterable[str] = ()) -> list[str]:
-    """rsync's temporary files (``.NAME.XXXXXX``, regular files) under TREE.
-
-    rsync lands a file through such a temporary file and a rename; a node
-    killed mid-transfer keeps it forever. FS-SA never indexes or syncs these
-    names, so at start-up, before any transfer of ours runs, they are debris
-    (one of a peer's pushes still in flight just fails and is retried).
-    """
-    patterns = list(exclude)
-    out = []
-    for root, dirs, files in os.walk(tree):
-        base = os.path.relpath(root, tree)
-        base = "" if base == "." else base + "/"
-        dirs[:] = [d for d in dirs if not excluded(base + d, patterns)]
-        for name in files:
-            rel = base + name
-            if RSYNC_TEMP.match(name) and not pattern_excluded(rel, patterns):
-                with contextlib.suppress(OSError):
-                    if stat.S_ISREG(os.lstat(os.path.join(tree, rel)).st_mode):
-                        out.append(rel)
-    return sorted(out)
+def _is_regular(full: str) -> bool:
+    """Whether FULL is a regular file (not followed if a symlink; False once gone)."""
+    try:
+        return stat.S_ISREG(os.lstat(full).st_mode)
+    except OSError:
+        return False
 
 
 def tree_digest(tree: str, exclude: Iterable[str] = ()) -> dict[str, Any]:

@@ -358,11 +358,11 @@ class Index:
         self.enqueue(db, changed, list(peers))
         return changed
 
-    def walk(self) -> Iterator[str]:
-        """Every indexable relative path under the tree, excludes pruned."""
-        return walk_tree(self.tree, self.exclude)
+    def walk(self, debris: list[str] | None = None) -> Iterator[str]:
+        """Every indexable relative path under the tree, excludes pruned (DEBRIS: walk_tree)."""
+        return walk_tree(self.tree, self.exclude, debris)
 
-    def rescan(self, peers: Iterable[str]) -> list[str]:
+    def rescan(self, peers: Iterable[str], debris: list[str] | None = None) -> list[str]:
         """Compare the whole tree with the index: catches what inotify missed.
 
         Stat only: the index is read once, each path on disk is ``lstat``-ed and
@@ -370,6 +370,10 @@ class Index:
         gone, or still marked incoming) go through ``observe``, which hashes. An
         unchanged 100 000-file tree costs a walk, not 100 000 lookups in one long
         write transaction that would hold off every peer's push meanwhile.
+
+        DEBRIS, when given, receives rsync's temporary files met by the same walk
+        (never indexed; the caller decides whether to remove them: the start-up
+        rescan does, before any transfer of ours runs).
         """
         known = {
             r[0]: r[1:]
@@ -379,7 +383,7 @@ class Index:
             )
         }
         suspects = []
-        for rel in self.walk():
+        for rel in self.walk(debris):
             row = known.pop(rel, None)
             try:
                 st = os.lstat(os.path.join(self.tree, rel))

@@ -109,3 +109,28 @@ def test_a_locked_index_delays_recording_and_never_stops_the_agent(tmp_path) -> 
 
     assert asyncio.run(scenario())
     assert seen == [{"a"}, {"a"}]
+
+
+def test_start_up_removes_a_crashs_partial_transfers_and_nothing_else(tmp_path) -> None:
+    """A node killed mid-transfer keeps rsync's ``.NAME.XXXXXX``: gone once the agent has
+    opened its trees (before any transfer), while files of that shape the tree excludes,
+    directories and real files stay; the debris is never indexed."""
+    path = tmp_path / "pools.yml"
+    path.write_text(
+        TWO_POOLS.format(tree=tmp_path).replace(
+            "{files: {" + f"{tmp_path}/web" + ": {}}}",
+            "{files: {" + f"{tmp_path}/web" + ": {exclude: ['*.swp']}}}",
+        )
+    )
+    web = tmp_path / "web"
+    (web / "burst").mkdir(parents=True)
+    for name in ("burst/.f590.c2f667", "burst/f590", ".old.zz9zz9.swp", ".hidden"):
+        (web / name).write_text("x")
+    (web / ".dir.a1b2c3").mkdir()
+    agent = FsAgent("n1", load(str(path)), str(tmp_path / "state"))
+    agent._open()
+    left = sorted(str(p.relative_to(web)) for p in web.rglob("*"))
+    assert left == [".dir.a1b2c3", ".hidden", ".old.zz9zz9.swp", "burst", "burst/f590"]
+    index = agent.indexes[str(web)]
+    assert index.get("burst/.f590.c2f667") is None
+    assert index.get("burst/f590") is not None

@@ -329,15 +329,20 @@ def test_a_version_indexed_but_never_landed_is_landed_again(tmp_path: Path) -> N
     assert apply_incoming(c, "a", [a.get("f").as_dict()], peers)["accept"] == []
 
 
-def test_partial_transfers_are_only_rsyncs_temporary_files(tmp_path: Path) -> None:
-    from ansible_collections.takelan.multiall.plugins.module_utils._fs_entry import (
-        partial_transfers,
-    )
-
-    (tmp_path / "burst").mkdir()
+def test_the_rescan_walk_collects_only_rsyncs_temporary_files(tmp_path: Path) -> None:
+    """One walk both indexes the tree and finds a crash's partial transfers (never indexed)."""
+    a = make(tmp_path, "a")
+    tree = Path(a.tree)
+    (tree / "burst").mkdir()
     for name in ("burst/.f590.c2f667", "burst/f590", ".hidden", ".conf.bak", "burst/.x.abc"):
-        (tmp_path / name).write_text("x")
-    (tmp_path / ".dir.a1b2c3").mkdir()  # a directory of that shape is someone's: kept
-    (tmp_path / ".old.zz9zz9.swp").write_text("excluded")
-    found = partial_transfers(str(tmp_path), ["*.swp"])
-    assert found == ["burst/.f590.c2f667"]
+        (tree / name).write_text("x")
+    (tree / ".dir.a1b2c3").mkdir()  # a directory of that shape is someone's: kept
+    (tree / ".dir.a1b2c3" / ".in.d1r0ne").write_text("pruned with its directory")
+    (tree / ".old.zz9zz9.swp").write_text("excluded")  # the tree's exclude covers it
+    (tree / ".lnk.abc123").symlink_to("burst/f590")  # not a regular file
+    debris: list[str] = []
+    changed = a.rescan(["b"], debris)
+    assert debris == ["burst/.f590.c2f667"]
+    assert sorted(changed) == [".conf.bak", ".hidden", "burst", "burst/.x.abc", "burst/f590"]
+    assert (tree / "burst/.f590.c2f667").exists()  # found, not removed: the caller decides
+    assert a.rescan(["b"]) == []  # without a list: the same walk, nothing collected
