@@ -22,7 +22,6 @@ import logging
 import os
 import secrets
 import signal
-import socket
 import sys
 import time
 from typing import Any
@@ -52,6 +51,7 @@ from .sbm_scheduler import SbmScheduler
 from .serf import SerfClient, SerfError, rtt_ms
 from .serf_link import SERF_START_GRACE, SerfLink, serf_log
 from .sl_agent import SlAgent
+from .udp_endpoint import open_endpoint
 from .watcher import Watcher
 
 log = logging.getLogger("multiall.connector")
@@ -395,11 +395,7 @@ class Connector(SerfLink):
         finally:
             os.umask(old_umask)
         os.chmod(sock_path, 0o600)
-        transport, _protocol = await loop.create_datagram_endpoint(
-            lambda: self.prober,
-            local_addr=(self.address, int(self.cfg.probe["port"])),
-            family=socket.AF_INET,
-        )
+        transport = open_endpoint(self.prober, self.address, int(self.cfg.probe["port"]))
         self.metrics.start()
         tasks = [
             asyncio.create_task(self.supervise_serf(), name="serf"),

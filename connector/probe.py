@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -52,6 +53,23 @@ MAX_SKEW = 30.0
 # How long a refusal for clock skew is reported by ``skewed()``, and how often it is logged.
 SKEW_REPORT_FOR = 10.0
 LOG_EVERY = 60.0
+# Views are re-evaluated this long after evidence expires at the earliest: the
+# time a tick's packets take to arrive and be read (a loaded node reads late).
+REFRESH_MARGIN = 0.03
+# Pushes of changed alerts (``_push_soon``): spacing, burst and refill per interval.
+PUSH_SPACING = 0.02
+PUSH_BURST = 4.0
+PUSH_PER_ROUND = 2.0
+
+
+def next_tick(now: float, interval: float) -> float:
+    """The first multiple of INTERVAL after NOW (wall clock): when every node sends."""
+    return (math.floor(now / interval) + 1) * interval
+
+
+def refresh_phase(interval: float, dead_after: float) -> float:
+    """How long after a tick views are re-evaluated (see ``Prober.run``)."""
+    return (dead_after % interval + REFRESH_MARGIN) % interval
 
 
 class Prober(asyncio.DatagramProtocol):
@@ -124,6 +142,8 @@ class Prober(asyncio.DatagramProtocol):
         self.counts = {"sent": 0, "sent_bytes": 0, "received": 0, "received_bytes": 0}
         self.largest = 0
         self._last_push = 0.0
+        self._push_budget, self._budget_at = PUSH_BURST, time.monotonic()
+        self.refresh_phase = refresh_phase(interval, dead_after)
 
     @property
     def last_heard(self) -> dict[str, float]:
@@ -320,37 +340,66 @@ class Prober(asyncio.DatagramProtocol):
             self.transport.sendto(packet, (self.peers[peer], self.port))
 
     async def run(self) -> None:
-        """Ping every peer each interval and re-evaluate reachability.
+        """Send a round at every tick of the wall clock; re-evaluate views once a round.
+
+        Ticks are the multiples of ``interval`` of the wall clock: the same instants
+        on every node (NTP keeps clocks within milliseconds; a node whose clock is
+        off only loses the batching, nothing else). So a node's peers' packets
+        arrive in one burst that one wake-up reads (connector/udp_endpoint.py),
+        instead of one wake-up per packet, at random phases: on an idle lab that
+        waking was most of a connector's CPU.
+
+        Views are re-evaluated ``refresh_phase`` after each tick: the moment the
+        evidence of the tick ``dead_after`` ago, which came in just after that tick,
+        expires. A member that stopped is seen within ``REFRESH_MARGIN`` of its
+        expiry, not up to a round later.
 
         Peers ping each other, so hearing a peer's ping is proof enough that it
         is up; a pong (for the RTT figure) is asked for every 10th round only,
         which halves the packets per second.
         """
         rounds = 0
+        tick = next_tick(time.time(), self.interval)
         while True:
+            await asyncio.sleep(max(0.0, tick - time.time()))
             rounds += 1
             extra = {ring.extra_target() for ring in self.bounded.values()}
             extra = {p for p in extra if p in self.peers and p not in self.targets}
             self._round([*self.targets, *sorted(extra)], rtt=rounds % 10 == 1)
-            if self.bounded:
-                # Bounded pools decide on ages, not on the arrival of a packet: look
-                # twice per interval so an expiry is not seen up to a round late.
-                await asyncio.sleep(self.interval / 2)
-                self._refresh()
-                await asyncio.sleep(self.interval / 2)
-            else:
-                await asyncio.sleep(self.interval)
+            await asyncio.sleep(max(0.0, tick + self.refresh_phase - time.time()))
             self._refresh()
+            tick += self.interval
+            now = time.time()
+            if not now - self.interval < tick <= now + self.interval:
+                # Far behind (a stalled loop), or the wall clock was set: take the next
+                # tick from now, never a burst of late rounds, never a long sleep.
+                tick = next_tick(now, self.interval)
 
     def _push_soon(self) -> None:
-        """Send a round to the fixed targets now (at most every 20 ms): alerts travel at once."""
+        """Send a round to the fixed targets now: alerts travel at once.
+
+        At most every ``PUSH_SPACING`` and within a budget of ``PUSH_BURST`` pushes
+        refilled by ``PUSH_PER_ROUND`` per interval: one failure's alerts go out
+        at once, but a start of many nodes, whose records change all the time,
+        no longer makes every node push 50 rounds a second (what the regular
+        rounds relay anyway, within one interval).
+        """
         if self._push_handle is not None:
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop (unit tests drive the prober by hand)
             return
-        delay = max(0.0, self._last_push + 0.02 - time.monotonic())
+        now = time.monotonic()
+        self._push_budget = min(
+            PUSH_BURST,
+            self._push_budget + (now - self._budget_at) * PUSH_PER_ROUND / self.interval,
+        )
+        self._budget_at = now
+        if self._push_budget < 1.0:
+            return  # the next regular round carries it
+        self._push_budget -= 1.0
+        delay = max(0.0, self._last_push + PUSH_SPACING - now)
         self._push_handle = loop.call_later(delay, self._push)
 
     def _push(self) -> None:

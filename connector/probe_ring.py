@@ -121,6 +121,7 @@ class BoundedPool:
         self.members = sorted(members)
         self.index = {m: i for i, m in enumerate(self.members)}
         self.neighbours = ring_neighbours(pool, self.members, rings)
+        self._neighbour_sets = {m: frozenset(v) for m, v in self.neighbours.items()}
         self.subjects = self.neighbours.get(me, [])
         self.heard = heard
         # The same evidence as ``heard``, in AGE_UNIT ticks of the monotonic clock, one
@@ -232,7 +233,7 @@ class BoundedPool:
             if previous is not None and when <= previous[0]:
                 continue  # an older copy of what we have
             # An observer speaks only of its own subjects.
-            mine = set(self.neighbours[observer])
+            mine = self._neighbour_sets[observer]
             lost = tuple(sorted({str(s) for s in down if s in mine}))
             if previous is None and not lost:
                 self.records[observer] = (when, lost, -math.inf)  # nothing new to repeat
