@@ -211,7 +211,7 @@ class ConnectorConfig:
             "interval": 0.2,
             "dead_after": 0.65,
             "bounded_above": 12,
-            "rings": 4,
+            "rings": 3,
             **self.probe,
         }
         self.dns = {

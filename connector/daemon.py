@@ -96,7 +96,9 @@ class Connector(SerfLink):
         self.journal = Journal(os.path.join(cfg.state_dir, "connector.db"))
         self.journal_hung = Fault(log, "journal", logging.ERROR)
         self.serf_rpc = Fault(serf_log, "serf rpc")
-        self.poll_interval = 2.0
+        # The event stream carries every change; the poll is belt and braces (a stream
+        # dropped under load) and costs a whole member table per call at 128 members.
+        self.poll_interval = 5.0
         self.serf_started = -SERF_START_GRACE  # monotonic time the agent was last started
         self.serf_members: dict[str, SerfMember] = {}
         self.coords: dict[str, Any] = {}

@@ -56,6 +56,7 @@ LOG_EVERY = 60.0
 # Views are re-evaluated this long after evidence expires at the earliest: the
 # time a tick's packets take to arrive and be read (a loaded node reads late).
 REFRESH_MARGIN = 0.03
+RTT_EVERY = 25  # rounds between pings that ask for a pong (the RTT figure)
 # Pushes of changed alerts (``_push_soon``): spacing, burst and refill per interval.
 PUSH_SPACING = 0.02
 PUSH_BURST = 4.0
@@ -89,7 +90,7 @@ class Prober(asyncio.DatagramProtocol):
         own_sbm: Callable[[], str] = lambda: "",
         epoch: int | None = None,
         bounded_above: int = 12,
-        rings: int = 4,
+        rings: int = 3,
     ) -> None:
         """``pools``: the members of every pool this node is in; ``keys``: their probe keys.
 
@@ -355,8 +356,8 @@ class Prober(asyncio.DatagramProtocol):
         expiry, not up to a round later.
 
         Peers ping each other, so hearing a peer's ping is proof enough that it
-        is up; a pong (for the RTT figure) is asked for every 10th round only,
-        which halves the packets per second.
+        is up; a pong (for the RTT figure) is asked for every ``RTT_EVERY``-th
+        round only (every 5 s at the default interval).
         """
         rounds = 0
         tick = next_tick(time.time(), self.interval)
@@ -365,7 +366,7 @@ class Prober(asyncio.DatagramProtocol):
             rounds += 1
             extra = {ring.extra_target() for ring in self.bounded.values()}
             extra = {p for p in extra if p in self.peers and p not in self.targets}
-            self._round([*self.targets, *sorted(extra)], rtt=rounds % 10 == 1)
+            self._round([*self.targets, *sorted(extra)], rtt=rounds % RTT_EVERY == 1)
             await asyncio.sleep(max(0.0, tick + self.refresh_phase - time.time()))
             self._refresh()
             tick += self.interval

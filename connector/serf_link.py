@@ -37,6 +37,7 @@ SERF_STDERR_TAIL = 20
 SERF_START_GRACE = 5.0
 # Seconds between Serf joins while some pool peer is not alive in Serf (else poll_interval).
 JOIN_RETRY = 0.5
+JOIN_RETRY_MAX = 4.0  # ... doubling while joins bring no progress, up to this
 JOIN_TIMEOUT = 30.0
 COORDS_PER_REFRESH = 8  # Vivaldi coordinates fetched per 10 s, in rotation
 
@@ -195,22 +196,28 @@ class SerfLink:
         A failed poll is reported and the next one tried: this task is nobody's
         to watch, so it must not end on the first error.
         """
-        missing = True
+        missing, alive_before, wait = True, 0, JOIN_RETRY
         while True:
-            # While peers are missing (start-up, a partition) join again sooner.
-            await asyncio.sleep(
-                min(self.poll_interval, JOIN_RETRY) if missing else self.poll_interval
-            )
+            # While peers are missing (start-up, a partition) poll and join sooner.
+            await asyncio.sleep(min(self.poll_interval, wait) if missing else self.poll_interval)
             try:
                 await self._refresh_members()
-                alive = [
-                    n
+                alive = sum(
+                    1
                     for n, m in self.serf_members.items()
                     if m.status == "alive" and n != self.node
-                ]
-                missing = len(alive) < len(self.peers)
-                if missing:
+                )
+                missing = alive < len(self.peers)
+                if not missing:
+                    wait = JOIN_RETRY
+                elif alive <= alive_before:
+                    # No progress by gossip since the last poll: join a few, and back off.
+                    # Every node joining every 0.5 s for as long as one peer was missing
+                    # (each join a TCP push/pull of the whole member table) kept Serf
+                    # busy for a minute at a start of 128 nodes on a small machine.
                     self._join_soon()
+                    wait = min(wait * 2, JOIN_RETRY_MAX)
+                alive_before = alive
             except (SerfError, OSError) as exc:
                 self.serf_rpc.failed(f"serf rpc: polling members failed: {exc}")
             else:
