@@ -68,6 +68,33 @@ def next_tick(now: float, interval: float) -> float:
     return (math.floor(now / interval) + 1) * interval
 
 
+class TokenBucket:
+    """At most ``burst`` at once, refilled at ``rate`` per second (monotonic clock)."""
+
+    def __init__(self, burst: float, rate: float) -> None:
+        self.burst, self.rate = burst, rate
+        self.tokens, self.at = burst, time.monotonic()
+
+    def take(self, now: float) -> bool:
+        """Spend one token if there is one; False when the budget is spent."""
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
+
+
+def following_tick(tick: float, now: float, interval: float) -> float:
+    """The tick after TICK, or the next one from NOW when the two are far apart.
+
+    Far behind (a stalled loop) or far ahead (the wall clock was set back): never
+    a burst of late rounds, never a long sleep that would silence the node.
+    """
+    tick += interval
+    return tick if now - interval < tick <= now + interval else next_tick(now, interval)
+
+
 def refresh_phase(interval: float, dead_after: float) -> float:
     """How long after a tick views are re-evaluated (see ``Prober.run``)."""
     return (dead_after % interval + REFRESH_MARGIN) % interval
@@ -143,7 +170,7 @@ class Prober(asyncio.DatagramProtocol):
         self.counts = {"sent": 0, "sent_bytes": 0, "received": 0, "received_bytes": 0}
         self.largest = 0
         self._last_push = 0.0
-        self._push_budget, self._budget_at = PUSH_BURST, time.monotonic()
+        self._push_budget = TokenBucket(PUSH_BURST, PUSH_PER_ROUND / interval)
         self.refresh_phase = refresh_phase(interval, dead_after)
 
     @property
@@ -369,12 +396,7 @@ class Prober(asyncio.DatagramProtocol):
             self._round([*self.targets, *sorted(extra)], rtt=rounds % RTT_EVERY == 1)
             await asyncio.sleep(max(0.0, tick + self.refresh_phase - time.time()))
             self._refresh()
-            tick += self.interval
-            now = time.time()
-            if not now - self.interval < tick <= now + self.interval:
-                # Far behind (a stalled loop), or the wall clock was set: take the next
-                # tick from now, never a burst of late rounds, never a long sleep.
-                tick = next_tick(now, self.interval)
+            tick = following_tick(tick, time.time(), self.interval)
 
     def _push_soon(self) -> None:
         """Send a round to the fixed targets now: alerts travel at once.
@@ -392,14 +414,8 @@ class Prober(asyncio.DatagramProtocol):
         except RuntimeError:  # no loop (unit tests drive the prober by hand)
             return
         now = time.monotonic()
-        self._push_budget = min(
-            PUSH_BURST,
-            self._push_budget + (now - self._budget_at) * PUSH_PER_ROUND / self.interval,
-        )
-        self._budget_at = now
-        if self._push_budget < 1.0:
+        if not self._push_budget.take(now):
             return  # the next regular round carries it
-        self._push_budget -= 1.0
         delay = max(0.0, self._last_push + PUSH_SPACING - now)
         self._push_handle = loop.call_later(delay, self._push)
 

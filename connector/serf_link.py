@@ -42,6 +42,22 @@ JOIN_TIMEOUT = 30.0
 COORDS_PER_REFRESH = 8  # Vivaldi coordinates fetched per 10 s, in rotation
 
 
+def join_step(alive: int, alive_before: int, peers: int, wait: float) -> tuple[bool, float]:
+    """Whether to join now, and the wait before the next member poll while peers are missing.
+
+    Join only when gossip brought no new alive peer since the last poll, and then
+    back off (doubling up to ``JOIN_RETRY_MAX``); all present resets the wait.
+    Every node joining every 0.5 s for as long as one peer was missing (each join
+    a TCP push/pull of the whole member table) kept Serf busy for a minute at a
+    start of 128 nodes on a small machine.
+    """
+    if alive >= peers:
+        return False, JOIN_RETRY
+    if alive > alive_before:
+        return False, wait
+    return True, min(wait * 2, JOIN_RETRY_MAX)
+
+
 class SerfLink:
     """Serf supervision, membership following, tags and queries of one connector."""
 
@@ -208,15 +224,9 @@ class SerfLink:
                     if m.status == "alive" and n != self.node
                 )
                 missing = alive < len(self.peers)
-                if not missing:
-                    wait = JOIN_RETRY
-                elif alive <= alive_before:
-                    # No progress by gossip since the last poll: join a few, and back off.
-                    # Every node joining every 0.5 s for as long as one peer was missing
-                    # (each join a TCP push/pull of the whole member table) kept Serf
-                    # busy for a minute at a start of 128 nodes on a small machine.
+                join, wait = join_step(alive, alive_before, len(self.peers), wait)
+                if join:
                     self._join_soon()
-                    wait = min(wait * 2, JOIN_RETRY_MAX)
                 alive_before = alive
             except (SerfError, OSError) as exc:
                 self.serf_rpc.failed(f"serf rpc: polling members failed: {exc}")
