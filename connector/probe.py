@@ -37,6 +37,7 @@ acted on.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import math
@@ -54,8 +55,12 @@ MAX_SKEW = 30.0
 SKEW_REPORT_FOR = 10.0
 LOG_EVERY = 60.0
 # Views are re-evaluated this long after evidence expires at the earliest: the
-# time a tick's packets take to arrive and be read (a loaded node reads late).
-REFRESH_MARGIN = 0.03
+# time a tick's packets take to arrive and be read. At least REFRESH_MARGIN; more
+# when this node reads its peers' packets later than that (the slowest of the last
+# READ_DELAY_ROUNDS rounds: a loaded node, a herd of lab nodes on a few cores),
+# else every expiry would be seen one round late.
+REFRESH_MARGIN = 0.01
+READ_DELAY_ROUNDS = 25
 RTT_EVERY = 25  # rounds between pings that ask for a pong (the RTT figure)
 # Pushes of changed alerts (``_push_soon``): spacing, burst and refill per interval.
 PUSH_SPACING = 0.02
@@ -95,9 +100,13 @@ def following_tick(tick: float, now: float, interval: float) -> float:
     return tick if now - interval < tick <= now + interval else next_tick(now, interval)
 
 
-def refresh_phase(interval: float, dead_after: float) -> float:
-    """How long after a tick views are re-evaluated (see ``Prober.run``)."""
-    return (dead_after % interval + REFRESH_MARGIN) % interval
+def refresh_phase(interval: float, dead_after: float, read_delay: float = 0.0) -> float:
+    """How long after a tick views are re-evaluated (see ``Prober.run``).
+
+    READ_DELAY: how late after its own round this node reads its peers' rounds.
+    """
+    margin = min(interval / 2, max(REFRESH_MARGIN, read_delay + REFRESH_MARGIN / 2))
+    return (dead_after % interval + margin) % interval
 
 
 class Prober(asyncio.DatagramProtocol):
@@ -172,6 +181,10 @@ class Prober(asyncio.DatagramProtocol):
         self._last_push = 0.0
         self._push_budget = TokenBucket(PUSH_BURST, PUSH_PER_ROUND / interval)
         self.refresh_phase = refresh_phase(interval, dead_after)
+        # How late after the tick peers' packets are read (see run()).
+        self._round_at = 0.0
+        self._read_delay = 0.0
+        self._read_delays: collections.deque[float] = collections.deque(maxlen=READ_DELAY_ROUNDS)
 
     @property
     def last_heard(self) -> dict[str, float]:
@@ -189,6 +202,9 @@ class Prober(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.counts["received"] += 1
         self.counts["received_bytes"] += len(data)
+        delay = time.monotonic() - self._round_at
+        if self._read_delay < delay < self.interval / 2:
+            self._read_delay = delay  # peers send on the tick: this is how late we read
         opened = open_packet(self.keys, data)
         msg, verified = opened if opened else ({}, [])
         sender = msg.get("from")
@@ -380,7 +396,9 @@ class Prober(asyncio.DatagramProtocol):
         Views are re-evaluated ``refresh_phase`` after each tick: the moment the
         evidence of the tick ``dead_after`` ago, which came in just after that tick,
         expires. A member that stopped is seen within ``REFRESH_MARGIN`` of its
-        expiry, not up to a round later.
+        expiry, not up to a round later; when this node reads its peers' rounds
+        late (a loaded machine), the phase follows how late (the slowest of the
+        last ``READ_DELAY_ROUNDS`` rounds).
 
         Peers ping each other, so hearing a peer's ping is proof enough that it
         is up; a pong (for the RTT figure) is asked for every ``RTT_EVERY``-th
@@ -393,9 +411,16 @@ class Prober(asyncio.DatagramProtocol):
             rounds += 1
             extra = {ring.extra_target() for ring in self.bounded.values()}
             extra = {p for p in extra if p in self.peers and p not in self.targets}
+            # The tick on the monotonic clock (the loop may wake late): read delays count from it.
+            self._round_at = time.monotonic() - (time.time() - tick)
             self._round([*self.targets, *sorted(extra)], rtt=rounds % RTT_EVERY == 1)
             await asyncio.sleep(max(0.0, tick + self.refresh_phase - time.time()))
             self._refresh()
+            self._read_delays.append(self._read_delay)
+            self._read_delay = 0.0
+            self.refresh_phase = refresh_phase(
+                self.interval, self.dead_after, max(self._read_delays)
+            )
             tick = following_tick(tick, time.time(), self.interval)
 
     def _push_soon(self) -> None:
@@ -432,6 +457,8 @@ class Prober(asyncio.DatagramProtocol):
             "seconds": round(time.monotonic() - self.started, 3),
             "targets": len(self.targets),
             "bounded": sorted(self.bounded),
+            # How long after each tick views are re-evaluated (follows the read delay).
+            "refresh_phase_ms": round(self.refresh_phase * 1000, 1),
         }
 
     def speaks_to(self, peer: str) -> bool:

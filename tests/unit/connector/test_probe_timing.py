@@ -68,6 +68,23 @@ def test_views_are_refreshed_just_after_evidence_expires(interval, dead_after):
         assert refresh - expiry <= REFRESH_MARGIN + 1e-9, (delay, refresh - expiry)
 
 
+def test_a_node_that_reads_late_refreshes_later_instead_of_a_round_late():
+    """Evidence read 60 ms after its tick (a loaded node) expires 60 ms later too."""
+    interval, dead_after, late = 0.2, 0.65, 0.06
+    expiry = 100 * interval + late + dead_after
+    for phase in (refresh_phase(interval, dead_after), refresh_phase(interval, dead_after, late)):
+        first = (100 + 3) * interval + phase  # the refresh 3 ticks later
+        seen = first if first >= expiry else first + interval
+        assert seen - expiry >= 0
+    # Without the read delay the expiry is seen a round late; with it, at once.
+    fixed = (100 + 3) * interval + refresh_phase(interval, dead_after)
+    assert fixed < expiry  # one round late: seen at fixed + interval
+    adaptive = (100 + 3) * interval + refresh_phase(interval, dead_after, late)
+    assert 0 <= adaptive - expiry <= REFRESH_MARGIN
+    # Never later than half an interval, whatever the delay.
+    assert refresh_phase(interval, 0.6, 5.0) == pytest.approx(interval / 2)
+
+
 # ------------------------------------------------------------------ pushes
 def test_the_push_budget_allows_a_burst_then_refills_by_rate():
     bucket = TokenBucket(3, 10.0)
