@@ -67,6 +67,9 @@ class ControlServer:
         return await handler(req)
 
     async def _status(self, req: dict[str, Any]) -> Reply:
+        if req.get("brief"):
+            member = req.get("member")
+            return {"ok": True, **self.connector.status_brief(str(member) if member else None)}
         return {"ok": True, **self.connector.status()}
 
     async def _events(self, req: dict[str, Any]) -> Reply:

@@ -22,6 +22,11 @@ def add_tns_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     status = sub.add_parser(
         "status", parents=[common], help="pool topology: members, state, SBM, RTT, leader, quorum"
     )
+    status.add_argument(
+        "--brief",
+        action="store_true",
+        help="per pool, how many members are in each state (cheap: for large pools and scripts)",
+    )
     status.set_defaults(func=cmd_status)
 
     events = sub.add_parser("events", parents=[common], help="TNS events (journaled)")
@@ -48,10 +53,13 @@ def add_tns_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 @guard
 def cmd_status(args: argparse.Namespace) -> int:
     """Per pool: members, state, SBM, RTT, leader and quorum."""
-    reply = control_request(socket_path(args), {"op": "status"})
+    brief = bool(getattr(args, "brief", False))
+    reply = control_request(socket_path(args), {"op": "status", "brief": brief})
     if args.json:
         print(json.dumps(reply, indent=2))
         return 0
+    if brief:
+        return _print_brief(reply)
     print(f"node {reply['node']} ({reply['address']}), connector {reply['version']}")
     for part, fault in reply.get("faults", {}).items():
         # What the daemon is living with (journal, Serf RPC): first, before the pools.
@@ -89,6 +97,22 @@ def cmd_status(args: argparse.Namespace) -> int:
                 f"  {name + mark:12} {member['state']:12} {member['sbm'] or '-':5}"
                 f" {rtt_text}  {note}"
             )
+    return 0
+
+
+def _print_brief(reply: dict[str, Any]) -> int:
+    """One line per pool: leader, quorum, and how many members are in each state."""
+    print(f"node {reply['node']}, connector {reply['version']}")
+    for part, fault in reply.get("faults", {}).items():
+        print(f"FAULT {part}: {fault['error'] if isinstance(fault, dict) else fault}")
+    for pool, topo in reply["pools"].items():
+        states = ", ".join(f"{n} {s}" for s, n in sorted(topo["states"].items()))
+        quorum = "yes" if topo["quorum"] else "NO"
+        others = f" (not alive: {' '.join(topo['not_alive'])})" if topo["not_alive"] else ""
+        print(
+            f"pool {pool}: {topo['declared']} declared: {states}; leader"
+            f" {topo['leader'] or '-'}, quorum {quorum}{others}"
+        )
     return 0
 
 
