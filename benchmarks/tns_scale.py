@@ -328,6 +328,7 @@ def run_size(size: int, args: argparse.Namespace) -> dict[str, Any]:
                 return figures
             conn_all: list[float] = []
             every: list[float] = []
+            first: list[float] = []
             serf_all: list[float] = []
             missing = 0
             down: list[str] = []
@@ -341,9 +342,13 @@ def run_size(size: int, args: argparse.Namespace) -> dict[str, Any]:
                 conn_all += times
                 if times:
                     every.append(max(times))
+                    first.append(min(times))
                 serf_all += list(kill["serf"].values())
                 print(
                     f"[{size}] kill {victim}: {len(times)}/{kill['survivors']} said failed,"
+                    # The first survivor: when the victim's observers had agreed (the
+                    # rest is the alert flood and each node's topology pass).
+                    f" first {min(times) if times else None},"
                     f" p50 {percentile(times, 50) if times else None},"
                     f" all by {max(times) if times else None}, serf {kill['serf']}",
                     flush=True,
@@ -354,6 +359,7 @@ def run_size(size: int, args: argparse.Namespace) -> dict[str, Any]:
                     "detect_p50_s": round(percentile(conn_all, 50), 3) if conn_all else None,
                     "detect_p99_s": round(percentile(conn_all, 99), 3) if conn_all else None,
                     "detect_every_peer_max_s": round(max(every), 3) if every else None,
+                    "detect_first_peer_max_s": round(max(first), 3) if first else None,
                     "detect_missing": missing,
                     "serf_p50_s": round(percentile(serf_all, 50), 3) if serf_all else None,
                     "serf_p99_s": round(percentile(serf_all, 99), 3) if serf_all else None,
