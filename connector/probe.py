@@ -200,11 +200,23 @@ class Prober(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        """A datagram without its arrival time: it arrived now."""
+        self.datagram_arrived(data, addr, time.monotonic())
+
+    def datagram_arrived(self, data: bytes, addr: tuple[str, int], arrived: float) -> None:
+        """One datagram, which the kernel received at ARRIVED (monotonic).
+
+        Evidence is dated when the packet arrived, not when this node got round to
+        reading it: on a loaded node the two are hundreds of milliseconds apart, and a
+        relayed age counted from the read made a dead member look fresher at every
+        hop (a relay loop kept it alive for seconds). connector/udp_endpoint.py reads
+        the kernel's receive timestamp.
+        """
         self.counts["received"] += 1
         self.counts["received_bytes"] += len(data)
-        delay = time.monotonic() - self._round_at
+        delay = arrived - self._round_at
         if self._read_delay < delay < self.interval / 2:
-            self._read_delay = delay  # peers send on the tick: this is how late we read
+            self._read_delay = delay  # peers send on the tick: this is how late they arrive
         opened = open_packet(self.keys, data)
         msg, verified = opened if opened else ({}, [])
         sender = msg.get("from")
@@ -244,7 +256,7 @@ class Prober(asyncio.DatagramProtocol):
             )
             return
         self.skew.pop(sender, None)
-        now = time.monotonic()
+        now = arrived
         changed = False
         pushed = False
         for pool in fresh:
@@ -415,6 +427,11 @@ class Prober(asyncio.DatagramProtocol):
             self._round_at = time.monotonic() - (time.time() - tick)
             self._round([*self.targets, *sorted(extra)], rtt=rounds % RTT_EVERY == 1)
             await asyncio.sleep(max(0.0, tick + self.refresh_phase - time.time()))
+            # Read what has arrived before judging: a packet waiting in the socket
+            # (this node was busy) is evidence already.
+            drain = getattr(self.transport, "drain", None)
+            if drain is not None:
+                drain()
             self._refresh()
             self._read_delays.append(self._read_delay)
             self._read_delay = 0.0

@@ -7,6 +7,11 @@ per datagram spent more CPU on waking (epoll, the loop's pass, the scheduler)
 than on the packets themselves: on an idle 8-node lab that was most of a
 connector's ~1 % of a core. Here one wake-up drains the socket.
 
+Each datagram is handed over with the time the kernel received it
+(``SO_TIMESTAMPNS``), as ``protocol.datagram_arrived(data, addr, monotonic)``
+when the protocol has that method: the prober dates evidence by arrival, not
+by when a busy node got round to reading it.
+
 Sending is a plain non-blocking ``sendto``: UDP may drop a datagram anyway,
 and a full socket buffer drops it here too (counted), never blocks the loop.
 """
@@ -16,12 +21,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import struct
+import time
 from typing import Any
 
 log = logging.getLogger("multiall.probe")
 # Datagrams read per wake-up at most, so a flood cannot starve the other tasks.
 MAX_PER_WAKE = 512
 RECV_SIZE = 65535
+# Linux's SO_TIMESTAMPNS (the kernel's receive time, CLOCK_REALTIME, as a timespec);
+# Python's socket module does not name it.
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+ANCILLARY_SIZE = socket.CMSG_SPACE(16)
+TIMESPEC = struct.Struct("@qq")
 
 
 class DrainingEndpoint(asyncio.DatagramTransport):
@@ -32,9 +44,16 @@ class DrainingEndpoint(asyncio.DatagramTransport):
         self._sock, self._protocol = sock, protocol
         self._loop = asyncio.get_running_loop()
         self._closed = False
+        self._stamped = False  # the kernel's receive timestamps are on (open_endpoint)
         self.dropped = 0  # datagrams not sent because the socket buffer was full
 
-    def _drain(self) -> None:
+    def drain(self) -> None:
+        """Deliver every datagram waiting in the socket (also called before a refresh)."""
+        if self._closed:
+            return
+        if self._stamped:
+            self._drain_stamped()
+            return
         recv, deliver = self._sock.recvfrom, self._protocol.datagram_received
         for _ in range(MAX_PER_WAKE):
             try:
@@ -45,6 +64,29 @@ class DrainingEndpoint(asyncio.DatagramTransport):
                 self._protocol.error_received(exc)
                 continue
             deliver(data, addr)
+
+    def _drain_stamped(self) -> None:
+        recv = self._sock.recvmsg
+        arrived_cb = getattr(self._protocol, "datagram_arrived", None)
+        now = time.monotonic()
+        offset = now - time.time()  # wall clock -> monotonic, once per wake-up
+        for _ in range(MAX_PER_WAKE):
+            try:
+                data, ancillary, _flags, addr = recv(RECV_SIZE, ANCILLARY_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._protocol.error_received(exc)
+                continue
+            arrived = now
+            for level, kind, payload in ancillary:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(payload) >= 16:
+                    sec, nsec = TIMESPEC.unpack_from(payload)
+                    arrived = min(now, sec + nsec / 1e9 + offset)
+            if arrived_cb is not None:
+                arrived_cb(data, addr, arrived)
+            else:
+                self._protocol.datagram_received(data, addr)
 
     def sendto(self, data: Any, addr: Any = None) -> None:
         """Send one datagram now; dropped (and counted) when the buffer is full."""
@@ -89,6 +131,11 @@ def open_endpoint(protocol: asyncio.DatagramProtocol, address: str, port: int) -
         sock.close()
         raise
     endpoint = DrainingEndpoint(sock, protocol)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        endpoint._stamped = True
+    except OSError:  # not Linux: evidence is dated when read
+        log.debug("no kernel receive timestamps on this system")
     protocol.connection_made(endpoint)
-    asyncio.get_running_loop().add_reader(sock.fileno(), endpoint._drain)
+    asyncio.get_running_loop().add_reader(sock.fileno(), endpoint.drain)
     return endpoint

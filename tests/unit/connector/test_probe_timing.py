@@ -151,7 +151,7 @@ def test_one_wake_up_reads_every_queued_datagram():
         endpoint = open_endpoint(recorder, "127.0.0.1", 0)
         port = endpoint.get_extra_info("sockname")[1]
         drains: list[int] = []
-        real = endpoint._drain
+        real = endpoint.drain
 
         def counted() -> None:
             before = len(recorder.got)
@@ -192,3 +192,41 @@ def test_sending_to_nobody_is_not_an_error_and_a_closed_endpoint_sends_nothing()
 
     recorder = asyncio.run(run())
     assert all(isinstance(e, OSError) for e in recorder.errors)
+
+
+class Stamped(Recorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrived: list[float] = []
+
+    def datagram_arrived(self, data: bytes, addr: tuple[str, int], arrived: float) -> None:
+        self.got.append(data)
+        self.arrived.append(arrived)
+
+
+def test_a_datagram_is_dated_when_it_arrived_not_when_a_busy_node_read_it():
+    async def run() -> tuple[Stamped, float, float]:
+        recorder = Stamped()
+        endpoint = open_endpoint(recorder, "127.0.0.1", 0)
+        asyncio.get_running_loop().remove_reader(endpoint.get_extra_info("socket").fileno())
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as out:
+            sent = time.monotonic()
+            out.sendto(b"late", endpoint.get_extra_info("sockname"))
+        time.sleep(0.3)  # the node is busy: the datagram waits in the socket
+        read = time.monotonic()
+        endpoint.drain()
+        endpoint.close()
+        return recorder, sent, read
+
+    recorder, sent, read = asyncio.run(run())
+    assert recorder.got == [b"late"]
+    assert sent - 0.05 <= recorder.arrived[0] <= sent + 0.1 < read
+
+
+def test_evidence_from_a_late_read_packet_is_as_old_as_its_arrival():
+    n1, n2 = make("n1"), make("n2")
+    n2._send("ping", "n1")
+    packet = n2.transport.last_to("n1")  # type: ignore[union-attr]
+    arrived = time.monotonic() - 0.4
+    n1.datagram_arrived(packet, ("198.18.0.12", 7947), arrived)
+    assert n1.heard["web"]["n2"] == arrived  # not the moment it was read
