@@ -55,7 +55,7 @@ class DrainingEndpoint(asyncio.DatagramTransport):
             self._drain_stamped()
             return
         recv, deliver = self._sock.recvfrom, self._protocol.datagram_received
-        for _ in range(MAX_PER_WAKE):
+        for _read in range(MAX_PER_WAKE):
             try:
                 data, addr = recv(RECV_SIZE)
             except (BlockingIOError, InterruptedError):
@@ -70,7 +70,7 @@ class DrainingEndpoint(asyncio.DatagramTransport):
         arrived_cb = getattr(self._protocol, "datagram_arrived", None)
         now = time.monotonic()
         offset = now - time.time()  # wall clock -> monotonic, once per wake-up
-        for _ in range(MAX_PER_WAKE):
+        for _read in range(MAX_PER_WAKE):
             try:
                 data, ancillary, _flags, addr = recv(RECV_SIZE, ANCILLARY_SIZE)
             except (BlockingIOError, InterruptedError):

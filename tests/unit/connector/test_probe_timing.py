@@ -89,7 +89,7 @@ def test_a_node_that_reads_late_refreshes_later_instead_of_a_round_late():
 def test_the_push_budget_allows_a_burst_then_refills_by_rate():
     bucket = TokenBucket(3, 10.0)
     now = bucket.at
-    assert [bucket.take(now) for _ in range(5)] == [True, True, True, False, False]
+    assert [bucket.take(now) for _try in range(5)] == [True, True, True, False, False]
     assert bucket.take(now + 0.05) is False  # half a token
     assert bucket.take(now + 0.11) is True
     assert bucket.take(now + 10) and bucket.take(now + 10) and bucket.take(now + 10)
@@ -108,7 +108,7 @@ def test_a_storm_of_alert_changes_pushes_within_the_budget(monkeypatch):
     monkeypatch.setattr(node, "_round", lambda peers, rtt=False: pushes.append(clock["t"]))
 
     async def storm() -> None:
-        for _ in range(40):  # one change every 21 ms of the node's clock, for 0.84 s
+        for _change in range(40):  # one change every 21 ms of the node's clock, for 0.84 s
             node._push_soon()
             await asyncio.sleep(0.002)  # let a scheduled push run
             clock["t"] += 0.021
@@ -164,7 +164,7 @@ def test_one_wake_up_reads_every_queued_datagram():
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as out:
             for i in range(6):  # a burst, queued before the loop looks
                 out.sendto(b"p%d" % i, ("127.0.0.1", port))
-        for _ in range(20):
+        for _wait in range(20):
             await asyncio.sleep(0.01)
             if len(recorder.got) == 6:
                 break
