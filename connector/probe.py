@@ -46,7 +46,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .probe_packet import EPOCH_FILE, next_epoch, open_packet, seal
-from .probe_ring import MAX_AGE, BoundedPool
+from .probe_ring import BoundedPool
 
 __all__ = ["EPOCH_FILE", "MAX_SKEW", "Prober", "next_epoch", "open_packet", "seal"]
 log = logging.getLogger("multiall.probe")
@@ -178,7 +178,6 @@ class Prober(asyncio.DatagramProtocol):
         wide = {n for p in self.bounded for n in self.pools[p]} | set(self.targets)
         self._everyone = [n for n in self.peers if n in wide and n != node]
         self._push_everyone = False
-        self._broadcast_at = -MAX_AGE  # monotonic time of the last push to everyone
         self._push_handle: asyncio.TimerHandle | None = None
         # Packets and bytes sent and received, and the largest packet sent.
         self.counts = {"sent": 0, "sent_bytes": 0, "received": 0, "received_bytes": 0}
@@ -511,25 +510,14 @@ class Prober(asyncio.DatagramProtocol):
         for pool, members in self.pools.items():
             ring = self.bounded.get(pool)
             if ring is not None:
-                before_down, before_reach = ring.own_down, ring.reach
                 something, own = ring.refresh(now, grace)
                 self._view[pool] = ring.reach
                 changed |= something
                 if own:
-                    # This node lost (or found) a subject: say so now. A loss out of a
-                    # settled pool goes to every member at once, not only the ring
-                    # neighbours: one hop instead of a flood's ~log_k N, each a wake-up
-                    # of a node that may be busy. Never during a start or a storm (the
-                    # pool is not settled then), and at most once per MAX_AGE: a start of
-                    # 128 nodes that broadcast every change melted the lab.
-                    lost = set(ring.own_down) - set(before_down)
-                    settled = len(before_reach) == len(ring.members) - 1 and all(
-                        before_reach.values()
-                    )
-                    everyone = bool(lost) and settled and now - self._broadcast_at >= MAX_AGE
-                    if everyone:
-                        self._broadcast_at = now
-                    self._push_soon(everyone=everyone)
+                    # This node lost (or found) a subject: tell every member at once, not
+                    # only the ring neighbours (one hop instead of a flood's ~log_k N, each
+                    # a wake-up of a node that may be busy). Rare: an observer's own record.
+                    self._push_soon(everyone=True)
                 continue
             view = {}
             for peer in members:

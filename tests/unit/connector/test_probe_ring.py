@@ -306,16 +306,3 @@ def test_own_record_changes_ask_for_a_push_to_everyone(monkeypatch):
     # Its own record changed first (to everyone); the other observers' alerts it relays
     # go to its ring neighbours only.
     assert asked[0] is True and asked.count(True) == 1 and len(asked) > 1
-
-
-def test_a_member_that_never_came_up_is_not_broadcast(monkeypatch):
-    """A start (or any unsettled pool) keeps alerts on the ring: no broadcast storms."""
-    lab = Lab(monkeypatch, 32)
-    victim = lab.names[9]
-    lab.dead.add(victim)  # never started
-    observer = lab.nodes[lab.nodes[victim].bounded["big"].subjects[0]]
-    asked: list[bool] = []
-    monkeypatch.setattr(observer, "_push_soon", lambda everyone=False: asked.append(everyone))
-    lab.rounds(8)
-    assert victim in observer.bounded["big"].own_down
-    assert asked and not any(asked)
