@@ -174,10 +174,6 @@ class Prober(asyncio.DatagramProtocol):
         fixed = {n for p, m in self.pools.items() if p not in self.bounded for n in m}
         fixed |= {n for ring in self.bounded.values() for n in ring.subjects}
         self.targets = [n for n in self.peers if n in fixed and n != node]
-        # An observer's own alert goes to every member of its bounded pools (``_push``).
-        wide = {n for p in self.bounded for n in self.pools[p]} | set(self.targets)
-        self._everyone = [n for n in self.peers if n in wide and n != node]
-        self._push_everyone = False
         self._push_handle: asyncio.TimerHandle | None = None
         # Packets and bytes sent and received, and the largest packet sent.
         self.counts = {"sent": 0, "sent_bytes": 0, "received": 0, "received_bytes": 0}
@@ -444,7 +440,7 @@ class Prober(asyncio.DatagramProtocol):
             )
             tick = following_tick(tick, time.time(), self.interval)
 
-    def _push_soon(self, everyone: bool = False) -> None:
+    def _push_soon(self) -> None:
         """Send a round to the fixed targets now: alerts travel at once.
 
         At most every ``PUSH_SPACING`` and within a budget of ``PUSH_BURST`` pushes
@@ -452,11 +448,7 @@ class Prober(asyncio.DatagramProtocol):
         at once, but a start of many nodes, whose records change all the time,
         no longer makes every node push 50 rounds a second (what the regular
         rounds relay anyway, within one interval).
-
-        EVERYONE: this push goes to every member of the node's bounded pools (its
-        own alert record changed), not only to its ring neighbours.
         """
-        self._push_everyone |= everyone
         if self._push_handle is not None:
             return
         try:
@@ -472,9 +464,7 @@ class Prober(asyncio.DatagramProtocol):
     def _push(self) -> None:
         self._push_handle = None
         self._last_push = time.monotonic()
-        peers = self._everyone if self._push_everyone else self.targets
-        self._push_everyone = False
-        self._round(peers)
+        self._round(self.targets)
 
     def traffic(self) -> dict[str, Any]:
         """Packets and bytes since start, the largest packet, and how each pool is probed."""
@@ -514,10 +504,7 @@ class Prober(asyncio.DatagramProtocol):
                 self._view[pool] = ring.reach
                 changed |= something
                 if own:
-                    # This node lost (or found) a subject: tell every member at once, not
-                    # only the ring neighbours (one hop instead of a flood's ~log_k N, each
-                    # a wake-up of a node that may be busy). Rare: an observer's own record.
-                    self._push_soon(everyone=True)
+                    self._push_soon()  # this node lost (or found) a subject: say so now
                 continue
             view = {}
             for peer in members:
