@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from .constants import BRIDGE, CONTROLLER, LAB_NET, NEIGH_LIMITS, NODE_PATH, PREFIX
-from .procs import SUPERVISOR, LabError, child_of, host_key, sh, ssh_banner
+from .procs import SUPERVISOR, LabError, child_of, host_key, sh, ssh_banner, ssh_keygen
 
 
 def raise_neighbour_limits() -> None:
@@ -51,20 +51,7 @@ class LabBoot:
 
     def _client_key(self) -> None:
         if not self.key_path.exists():
-            sh(
-                [
-                    "ssh-keygen",
-                    "-q",
-                    "-t",
-                    "ed25519",
-                    "-N",
-                    "",
-                    "-C",
-                    "multiall-lab",
-                    "-f",
-                    str(self.key_path),
-                ]
-            )
+            ssh_keygen(self.key_path, "multiall-lab")
 
     def _create_links(self, names: Sequence[str]) -> None:
         """Every node's namespace and veth in one ``ip -batch`` (one process, not 5 per node)."""

@@ -10,7 +10,6 @@ the members of its pools, the receive wrapper and one restricted
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from ansible_collections.takelan.multiall.plugins.module_utils.peer_transport im
 from ansible_collections.takelan.multiall.plugins.module_utils.pools import load
 
 from .core import Lab
+from .procs import ssh_keygen
 
 REPO = Path(__file__).resolve().parents[1]
 _MARK = " multiall-peer-"
@@ -36,22 +36,7 @@ def pool_key(lab: Lab, pool: str) -> Path:
     path = lab.state_dir / "peer" / f"{pool}.key"
     if not path.exists():
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        subprocess.run(
-            [
-                "ssh-keygen",
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-C",
-                f"multiall-peer-{pool}",
-                "-f",
-                str(path),
-            ],
-            check=True,
-            capture_output=True,
-        )
+        ssh_keygen(path, f"multiall-peer-{pool}")
     return path
 
 

@@ -37,6 +37,11 @@ def sh(
     return proc
 
 
+def ssh_keygen(path: Path, comment: str) -> None:
+    """An ed25519 key pair at PATH and PATH.pub, as ``ssh-keygen`` names them (client keys)."""
+    sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)])
+
+
 def host_key(path: Path, comment: str) -> None:
     """A new ed25519 host key at PATH (OpenSSH format), without a process per node."""
     key = Ed25519PrivateKey.generate()
