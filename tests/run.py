@@ -86,10 +86,20 @@ def run_job(job: Job, slot: int | None, logs: Path) -> None:
     with open(job.log, "w") as out:
         out.write(f"$ (cd {job.cwd} && {' '.join(argv)})\n")
         out.flush()
+        env = job_env()
+        if job.name.startswith("molecule "):
+            # Molecule's prerun installs the collection (``ansible-galaxy collection
+            # install --force``) under ~/.ansible/collections, the same directory for
+            # every scenario, and scenarios run in parallel raced on it (FileExistsError
+            # in CI). Each scenario gets its own HOME (its playbooks use the checkout's
+            # collection anyway: ANSIBLE_COLLECTIONS_PATH in every molecule.yml).
+            home = logs / ("home-" + job.name.split()[-1])
+            home.mkdir(mode=0o700, exist_ok=True)
+            env["HOME"] = str(home)
         proc = subprocess.run(
             argv,
             cwd=job.cwd,
-            env=job_env(),
+            env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
