@@ -40,13 +40,23 @@ import asyncio
 import collections
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from .probe_packet import EPOCH_FILE, next_epoch, open_packet, seal
 from .probe_ring import BoundedPool
+from .probe_timing import (
+    PUSH_BURST,
+    PUSH_PER_ROUND,
+    PUSH_SPACING,
+    READ_DELAY_ROUNDS,
+    RTT_EVERY,
+    TokenBucket,
+    following_tick,
+    next_tick,
+    refresh_phase,
+)
 
 __all__ = ["EPOCH_FILE", "MAX_SKEW", "Prober", "next_epoch", "open_packet", "seal"]
 log = logging.getLogger("multiall.probe")
@@ -54,59 +64,6 @@ MAX_SKEW = 30.0
 # How long a refusal for clock skew is reported by ``skewed()``, and how often it is logged.
 SKEW_REPORT_FOR = 10.0
 LOG_EVERY = 60.0
-# Views are re-evaluated this long after evidence expires at the earliest: the
-# time a tick's packets take to arrive and be read. At least REFRESH_MARGIN; more
-# when this node reads its peers' packets later than that (the slowest of the last
-# READ_DELAY_ROUNDS rounds: a loaded node, a herd of lab nodes on a few cores),
-# else every expiry would be seen one round late.
-REFRESH_MARGIN = 0.01
-READ_DELAY_ROUNDS = 25
-RTT_EVERY = 25  # rounds between pings that ask for a pong (the RTT figure)
-# Pushes of changed alerts (``_push_soon``): spacing, burst and refill per interval.
-PUSH_SPACING = 0.02
-PUSH_BURST = 4.0
-PUSH_PER_ROUND = 2.0
-
-
-def next_tick(now: float, interval: float) -> float:
-    """The first multiple of INTERVAL after NOW (wall clock): when every node sends."""
-    return (math.floor(now / interval) + 1) * interval
-
-
-class TokenBucket:
-    """At most ``burst`` at once, refilled at ``rate`` per second (monotonic clock)."""
-
-    def __init__(self, burst: float, rate: float) -> None:
-        self.burst, self.rate = burst, rate
-        self.tokens, self.at = burst, time.monotonic()
-
-    def take(self, now: float) -> bool:
-        """Spend one token if there is one; False when the budget is spent."""
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        if self.tokens < 1.0:
-            return False
-        self.tokens -= 1.0
-        return True
-
-
-def following_tick(tick: float, now: float, interval: float) -> float:
-    """The tick after TICK, or the next one from NOW when the two are far apart.
-
-    Far behind (a stalled loop) or far ahead (the wall clock was set back): never
-    a burst of late rounds, never a long sleep that would silence the node.
-    """
-    tick += interval
-    return tick if now - interval < tick <= now + interval else next_tick(now, interval)
-
-
-def refresh_phase(interval: float, dead_after: float, read_delay: float = 0.0) -> float:
-    """How long after a tick views are re-evaluated (see ``Prober.run``).
-
-    READ_DELAY: how late after its own round this node reads its peers' rounds.
-    """
-    margin = min(interval / 2, max(REFRESH_MARGIN, read_delay + REFRESH_MARGIN / 2))
-    return (dead_after % interval + margin) % interval
 
 
 class Prober(asyncio.DatagramProtocol):

@@ -16,8 +16,8 @@ import types
 import pytest
 from test_probe import make
 
-from connector import probe
-from connector.probe import (
+from connector import probe, probe_timing
+from connector.probe_timing import (
     PUSH_BURST,
     REFRESH_MARGIN,
     TokenBucket,
@@ -103,7 +103,8 @@ def test_a_storm_of_alert_changes_pushes_within_the_budget(monkeypatch):
     # The prober's clock only (asyncio keeps the real one).
     fake = types.SimpleNamespace(monotonic=lambda: clock["t"], time=time.time)
     monkeypatch.setattr(probe, "time", fake)
-    node._push_budget = TokenBucket(PUSH_BURST, probe.PUSH_PER_ROUND / node.interval)
+    monkeypatch.setattr(probe_timing, "time", fake)
+    node._push_budget = TokenBucket(PUSH_BURST, probe_timing.PUSH_PER_ROUND / node.interval)
     pushes = []
     monkeypatch.setattr(node, "_round", lambda peers, rtt=False: pushes.append(clock["t"]))
 
@@ -114,7 +115,7 @@ def test_a_storm_of_alert_changes_pushes_within_the_budget(monkeypatch):
             clock["t"] += 0.021
 
     asyncio.run(storm())
-    refill = 40 * 0.021 * probe.PUSH_PER_ROUND / node.interval
+    refill = 40 * 0.021 * probe_timing.PUSH_PER_ROUND / node.interval
     assert PUSH_BURST <= len(pushes) <= PUSH_BURST + refill + 1
     assert len(pushes) < 40 / 2  # without the budget: one push per change
 
