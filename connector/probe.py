@@ -139,7 +139,7 @@ class Prober(asyncio.DatagramProtocol):
         self._push_budget = TokenBucket(PUSH_BURST, PUSH_PER_ROUND / interval)
         self.refresh_phase = refresh_phase(interval, dead_after)
         # How late after the tick peers' packets are read (see run()).
-        self._round_at = 0.0
+        self._tick_at = 0.0
         self._read_delay = 0.0
         self._read_delays: collections.deque[float] = collections.deque(maxlen=READ_DELAY_ROUNDS)
 
@@ -171,7 +171,7 @@ class Prober(asyncio.DatagramProtocol):
         """
         self.counts["received"] += 1
         self.counts["received_bytes"] += len(data)
-        delay = arrived - self._round_at
+        delay = arrived - self._tick_at
         if self._read_delay < delay < self.interval / 2:
             self._read_delay = delay  # peers send on the tick: this is how late they arrive
         opened = open_packet(self.keys, data)
@@ -381,7 +381,7 @@ class Prober(asyncio.DatagramProtocol):
             extra = {ring.extra_target() for ring in self.bounded.values()}
             extra = {p for p in extra if p in self.peers and p not in self.targets}
             # The tick on the monotonic clock (the loop may wake late): read delays count from it.
-            self._round_at = time.monotonic() - (time.time() - tick)
+            self._tick_at = time.monotonic() - (time.time() - tick)
             self._round([*self.targets, *sorted(extra)], rtt=rounds % RTT_EVERY == 1)
             await asyncio.sleep(max(0.0, tick + self.refresh_phase - time.time()))
             # Read what has arrived before judging: a packet waiting in the socket

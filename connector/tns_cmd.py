@@ -61,15 +61,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if brief:
         return _print_brief(reply)
     print(f"node {reply['node']} ({reply['address']}), connector {reply['version']}")
-    for part, fault in reply.get("faults", {}).items():
-        # What the daemon is living with (journal, Serf RPC): first, before the pools.
-        text = fault["error"] if isinstance(fault, dict) else fault
-        since = (
-            time.strftime(" since %H:%M:%S", time.localtime(fault["since"]))
-            if isinstance(fault, dict) and fault.get("since")
-            else ""
-        )
-        print(f"FAULT {part}{since}: {text}")
+    _print_faults(reply)
     for peer, skew in (reply.get("probe_clock_skew") or {}).items():
         # Refused probes look like a dead peer: say why, or a partition looks like a failure.
         side = "ahead of" if skew > 0 else "behind"
@@ -100,11 +92,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_faults(reply: dict[str, Any]) -> None:
+    """What the daemon is living with (journal, Serf RPC): first, before the pools."""
+    for part, fault in reply.get("faults", {}).items():
+        text = fault["error"] if isinstance(fault, dict) else fault
+        since = (
+            time.strftime(" since %H:%M:%S", time.localtime(fault["since"]))
+            if isinstance(fault, dict) and fault.get("since")
+            else ""
+        )
+        print(f"FAULT {part}{since}: {text}")
+
+
 def _print_brief(reply: dict[str, Any]) -> int:
     """One line per pool: leader, quorum, and how many members are in each state."""
     print(f"node {reply['node']}, connector {reply['version']}")
-    for part, fault in reply.get("faults", {}).items():
-        print(f"FAULT {part}: {fault['error'] if isinstance(fault, dict) else fault}")
+    _print_faults(reply)
     for pool, topo in reply["pools"].items():
         states = ", ".join(f"{n} {s}" for s, n in sorted(topo["states"].items()))
         quorum = "yes" if topo["quorum"] else "NO"

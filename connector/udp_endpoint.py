@@ -44,49 +44,47 @@ class DrainingEndpoint(asyncio.DatagramTransport):
         self._sock, self._protocol = sock, protocol
         self._loop = asyncio.get_running_loop()
         self._closed = False
-        self._stamped = False  # the kernel's receive timestamps are on (open_endpoint)
         self.dropped = 0  # datagrams not sent because the socket buffer was full
+        try:  # the kernel's receive timestamps
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            self._stamped = True
+        except OSError:  # not Linux: evidence is dated when read
+            self._stamped = False
+            log.debug(
+                "no kernel receive timestamps on this system"
+            )  # datagrams not sent because the socket buffer was full
 
     def drain(self) -> None:
-        """Deliver every datagram waiting in the socket (also called before a refresh)."""
+        """Deliver every datagram waiting in the socket (also called before a refresh).
+
+        With receive timestamps on and a protocol that takes them, each datagram is
+        handed over with its arrival time; otherwise as plain ``datagram_received``.
+        """
         if self._closed:
             return
-        if self._stamped:
-            self._drain_stamped()
-            return
-        recv, deliver = self._sock.recvfrom, self._protocol.datagram_received
+        arrived_cb = getattr(self._protocol, "datagram_arrived", None) if self._stamped else None
+        now = time.monotonic()
+        offset = now - time.time()  # wall clock -> monotonic, once per wake-up
         for _read in range(MAX_PER_WAKE):
             try:
-                data, addr = recv(RECV_SIZE)
+                if arrived_cb is not None:
+                    data, ancillary, _flags, addr = self._sock.recvmsg(RECV_SIZE, ANCILLARY_SIZE)
+                else:
+                    data, addr = self._sock.recvfrom(RECV_SIZE)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # an ICMP error reported on the socket: not fatal
                 self._protocol.error_received(exc)
                 continue
-            deliver(data, addr)
-
-    def _drain_stamped(self) -> None:
-        recv = self._sock.recvmsg
-        arrived_cb = getattr(self._protocol, "datagram_arrived", None)
-        now = time.monotonic()
-        offset = now - time.time()  # wall clock -> monotonic, once per wake-up
-        for _read in range(MAX_PER_WAKE):
-            try:
-                data, ancillary, _flags, addr = recv(RECV_SIZE, ANCILLARY_SIZE)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                self._protocol.error_received(exc)
+            if arrived_cb is None:
+                self._protocol.datagram_received(data, addr)
                 continue
             arrived = now
             for level, kind, payload in ancillary:
                 if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(payload) >= 16:
                     sec, nsec = TIMESPEC.unpack_from(payload)
                     arrived = min(now, sec + nsec / 1e9 + offset)
-            if arrived_cb is not None:
-                arrived_cb(data, addr, arrived)
-            else:
-                self._protocol.datagram_received(data, addr)
+            arrived_cb(data, addr, arrived)
 
     def sendto(self, data: Any, addr: Any = None) -> None:
         """Send one datagram now; dropped (and counted) when the buffer is full."""
@@ -131,11 +129,6 @@ def open_endpoint(protocol: asyncio.DatagramProtocol, address: str, port: int) -
         sock.close()
         raise
     endpoint = DrainingEndpoint(sock, protocol)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        endpoint._stamped = True
-    except OSError:  # not Linux: evidence is dated when read
-        log.debug("no kernel receive timestamps on this system")
     protocol.connection_made(endpoint)
     asyncio.get_running_loop().add_reader(sock.fileno(), endpoint.drain)
     return endpoint
