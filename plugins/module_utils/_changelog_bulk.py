@@ -23,6 +23,19 @@ version here wins without a conflict. So:
 
 Everything happens inside the caller's transaction (``DbHandle.apply_batch``): a
 failure rolls the stage back with the rest.
+
+Why the clock is taken between the writes and the versions: on PostgreSQL (READ
+COMMITTED) a local write can commit after step 2 read the versions and before
+step 4 wrote the rows, and the peer's older row would overwrite it here while
+every peer keeps the newer one (a silent divergence). Every capturing
+transaction updates ``multiall_clock`` and holds its lock to commit, so the
+apply notes the clock row's version before reading, then locks the row after
+writing: unchanged means nothing committed in between and nothing can until
+this commit; changed, the versions of the written keys are read again, and any
+that moved make the caller roll back and decide again (``ApplyRaced``). The
+locks are taken in the order a local writer takes them (rows, clock, versions),
+so the two cannot deadlock each other. SQLite's ``BEGIN IMMEDIATE`` already
+serialises the two, and its engine reports the clock as never moved.
 """
 
 from __future__ import annotations
@@ -31,7 +44,12 @@ from collections import deque
 from itertools import groupby
 from typing import Any
 
-from ._changelog_apply import resolve, row_key
+from ._changelog_apply import Version, resolve, row_key
+
+
+class ApplyRaced(Exception):
+    """A local write committed a newer version of a batch's row while the batch was
+    being decided: roll back and decide again."""
 
 
 def final_runs(todo: list[Any]) -> list[tuple[str, bool, int, int]]:
@@ -53,6 +71,19 @@ def final_runs(todo: list[Any]) -> list[tuple[str, bool, int, int]]:
     return runs
 
 
+def moved_versions(
+    eng: Any, todo: list[Any], local: dict[tuple[str, tuple], Version], pk_order: dict
+) -> bool:
+    """Does any staged (to be written) key have another version now than when decided?"""
+    by_seq = {c.seq: c for c in todo}
+    for table in dict.fromkeys(c.table for c in todo):
+        for seq, hlc in eng.staged_versions(table):
+            was = local.get((table, row_key(by_seq[seq].pk, pk_order[table])))
+            if was is None or was[0] != hlc:
+                return True
+    return False
+
+
 def apply_staged(eng: Any, todo: list[Any], schemas: dict[str, dict], result: Any) -> None:
     """Apply ``todo`` (sorted by seq, all above the watermark) through the engine's stage.
 
@@ -64,8 +95,9 @@ def apply_staged(eng: Any, todo: list[Any], schemas: dict[str, dict], result: An
         by_table.setdefault(ch.table, []).append(ch)
     pk_order = {t: schemas[t]["pk"] for t in by_table}
     hot: list[Any] = []
-    local: dict[tuple[str, tuple], tuple] = {}
+    local: dict[tuple[str, tuple], Version] = {}
     by_seq: dict[int, Any] | None = None
+    mark = eng.clock_version()  # before any version is read
     for table, changes in by_table.items():
         eng.stage(table, schemas[table], changes)
         for seq, hlc, prev, deleted in eng.staged_hot(table, schemas[table]):
@@ -92,6 +124,8 @@ def apply_staged(eng: Any, todo: list[Any], schemas: dict[str, dict], result: An
                 eng.unstage(table, seqs)
     for table, delete, first, last in final_runs(todo):
         eng.write_staged(table, schemas[table], delete, first, last)
+    if eng.lock_clock() != mark and moved_versions(eng, todo, local, pk_order):
+        raise ApplyRaced("a local write committed a newer version of a row of this batch")
     for table in by_table:
         eng.version_staged(table, schemas[table])
     eng.unstage_all(list(by_table))

@@ -358,6 +358,16 @@ class PgEngine(EngineBase):
             {"w": wall, "c": counter},
         )
 
+    def clock_version(self) -> str:
+        """The clock row's version (``xmin``): every capturing transaction and every
+        apply updates the row, so another value means one of them committed since."""
+        return self.query("SELECT xmin::text FROM multiall_clock WHERE id = 1")[0][0]
+
+    def lock_clock(self) -> str:
+        """Lock the clock row to commit (waits for capturing transactions in flight; no
+        other can commit a version until this one does); its version (``xmin``)."""
+        return self.query("SELECT xmin::text FROM multiall_clock WHERE id = 1 FOR UPDATE")[0][0]
+
     def set_watermark(self, origin: str, seq: int) -> None:
         """Record the highest applied seq of ``origin``."""
         self.conn.execute(
@@ -403,14 +413,7 @@ class PgEngine(EngineBase):
     def staged_hot(self, table: str, schema: dict) -> list[tuple]:
         """``(seq, hlc, prev, deleted)`` of staged rows whose key has a version here
         (else hlc is None) or appears more than once in the batch."""
-        hot = {
-            r[0]: r
-            for r in self.query(
-                "SELECT s.seq, v.hlc, v.prev, v.deleted FROM multiall_stage s "
-                "JOIN multiall_rowver v ON v.tbl = s.tbl AND v.pk = s.pk WHERE s.tbl = %s",
-                (table,),
-            )
-        }
+        hot = {r[0]: r for r in self._staged_rowver(table, "s.seq, v.hlc, v.prev, v.deleted")}
         for (seq,) in self.query(
             "SELECT seq FROM multiall_stage WHERE tbl = %(t)s AND pk IN (SELECT pk FROM "
             "multiall_stage WHERE tbl = %(t)s GROUP BY pk HAVING count(*) > 1)",
@@ -418,6 +421,17 @@ class PgEngine(EngineBase):
         ):
             hot.setdefault(seq, (seq, None, None, None))
         return list(hot.values())
+
+    def _staged_rowver(self, table: str, columns: str) -> list[tuple]:
+        return self.query(
+            f"SELECT {columns} FROM multiall_stage s "
+            "JOIN multiall_rowver v ON v.tbl = s.tbl AND v.pk = s.pk WHERE s.tbl = %s",
+            (table,),
+        )
+
+    def staged_versions(self, table: str) -> list[tuple[int, str]]:
+        """``(seq, hlc)`` of the staged rows whose key has a version here now."""
+        return self._staged_rowver(table, "s.seq, v.hlc")
 
     def unstage(self, table: str, seqs: list[int]) -> None:
         """Drop staged versions that LWW did not make final."""

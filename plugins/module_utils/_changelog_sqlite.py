@@ -285,6 +285,13 @@ class SqliteEngine(EngineBase):
             (wall, counter, wall, counter, wall),
         )
 
+    @staticmethod
+    def clock_version() -> str:
+        """Nothing else writes while an apply holds BEGIN IMMEDIATE's lock: never moves."""
+        return ""
+
+    lock_clock = clock_version
+
     def set_watermark(self, origin: str, seq: int) -> None:
         """Record the highest applied seq of ``origin``."""
         self.conn.execute(

@@ -42,9 +42,11 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, NamedTuple
 
-from ._changelog_bulk import apply_staged
+from ._changelog_bulk import ApplyRaced, apply_staged
 
 OPS = ("I", "U", "D")
+# An apply that a local write raced (see _changelog_bulk) decides again, this often at most.
+RACE_ATTEMPTS = 5
 # wall milliseconds (13 digits), counter (6 digits), origin node name
 HLC_RE = re.compile(r"^(\d{13})-(\d{6})-([A-Za-z0-9][A-Za-z0-9_.-]*)$")
 IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -423,6 +425,19 @@ class DbHandle:
             )
         schemas: dict[str, dict] = {}
         self._check_schema(changes, origin, schemas)
+        for _attempt in range(RACE_ATTEMPTS):
+            try:
+                return self._apply_once(origin, changes, schemas)
+            except ApplyRaced:
+                continue  # rolled back: decide again from the versions as they are now
+        raise ChangelogError(
+            f"database {self.name}: local writes kept changing the rows of {origin}'s batch "
+            f"while it was applied ({RACE_ATTEMPTS} attempts); nothing was applied, the peer "
+            "ships it again"
+        )
+
+    def _apply_once(self, origin: str, changes: list[Change], schemas: dict) -> ApplyResult:
+        """One transaction of ``apply_batch``: all of it, or (rolled back) nothing."""
         result = ApplyResult()
         eng = self.engine
         eng.begin()

@@ -163,3 +163,52 @@ def test_password_file_must_be_private(backend: PgBackend, tmp_path: Path) -> No
         open_db("app", {**spec, "password_file": str(loose)}, "n1")
     with pytest.raises(ChangelogError, match="cannot connect"):
         open_db("app", {**spec, "password_file": None}, "n1")
+
+
+def test_a_local_write_committed_during_an_apply_is_not_overwritten(
+    backend: PgBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # READ COMMITTED: the apply decides from the versions it read, then writes. A local
+    # write that commits in between is newer than the peer's change; writing the peer's
+    # row over it anyway left this node with the older value while every peer took the
+    # newer one (seen once under random kills and partitions).
+    a, b = backend.make("n1"), backend.make("n2")
+    backend.sql(a, "INSERT INTO items VALUES (1, 'from-n1', 1)")
+    with open_db("app", a, "n1") as db:
+        remote = db.changes_after(0, 10)
+    read, go = threading.Event(), threading.Event()
+    with open_db("app", b, "n2") as db:
+        staged_hot = db.engine.staged_hot
+        calls = []
+
+        def paused(*args):
+            hot = staged_hot(*args)
+            calls.append(hot)
+            if len(calls) == 1:  # only the first attempt waits for the local write
+                read.set()
+                go.wait(10)
+            return hot
+
+        monkeypatch.setattr(db.engine, "staged_hot", paused)
+        errors: list[BaseException] = []
+
+        def apply() -> None:
+            try:
+                db.apply_batch("n1", remote, TABLES)
+            except BaseException as exc:  # reported below, in the test thread
+                errors.append(exc)
+
+        thread = threading.Thread(target=apply)
+        thread.start()
+        assert read.wait(10)
+        backend.sql(b, "INSERT INTO items VALUES (1, 'from-n2-later', 2)")
+        go.set()
+        thread.join(20)
+        assert not errors, errors
+        local = db.changes_after(0, 10)
+    assert backend.rows(b) == [(1, "from-n2-later", 2)]
+    assert len(calls) == 2, "the apply noticed the race and decided again"
+    # n2's write reaches n1 and wins there too: both nodes end equal.
+    with open_db("app", a, "n1") as db:
+        db.apply_batch("n2", local, TABLES)
+    assert backend.rows(a) == backend.rows(b)
