@@ -95,7 +95,16 @@ def wait_all_converged(
     steps: dict[str, dict[str, float]] = {"up": {}, "serf": {}}
     nodes = list(lab.nodes)
     size = len(nodes)
+    shown = 0.0
     while len(first) < len(nodes) and time.monotonic() - start < limit:
+        now = time.monotonic() - start
+        if now - shown >= 5:  # where the start is: a line every 5 s
+            shown = now
+            print(
+                f"[{size}] t={now:5.1f} s: up {len(steps['up'])}, serf complete "
+                f"{len(steps['serf'])}, converged {len(first)}",
+                flush=True,
+            )
 
         def probe(node: str) -> bool:
             try:

@@ -40,6 +40,23 @@ JOIN_RETRY = 0.5
 JOIN_RETRY_MAX = 4.0  # ... doubling while joins bring no progress, up to this
 JOIN_TIMEOUT = 30.0
 COORDS_PER_REFRESH = 8  # Vivaldi coordinates fetched per 10 s, in rotation
+# The tags a topology pass reads; a change of another (``sl``, ``ver``) needs no pass.
+TOPOLOGY_TAGS = ("maint", "sbm")
+
+
+def changes_topology(old: SerfMember | None, new: SerfMember | None) -> bool:
+    """Whether a member's new record can change a pool's topology.
+
+    A whole pool's software facts change at once (its start, an upgrade run on
+    every node): one ``sl`` tag update per member reaches every member, and a
+    topology pass for each made that wave cost O(N) per node, O(N^2) per pool,
+    in the middle of a start. The table still takes every update.
+    """
+    if old is None or new is None:
+        return old is not new
+    return (old.status, old.address) != (new.status, new.address) or any(
+        old.tags.get(t) != new.tags.get(t) for t in TOPOLOGY_TAGS
+    )
 
 
 def join_step(alive: int, alive_before: int, peers: int, wait: float) -> tuple[bool, float]:
@@ -101,12 +118,16 @@ class SerfLink:
             "-tag",
             f"sbm={self.sbm_tag}",
             "-tag",
+            f"sl={self.sl.digest[:8]}",
+            "-tag",
             f"ver={__version__}",
         ]
 
     async def supervise_serf(self) -> None:
         """Run the Serf agent; restart it (with backoff) whenever it dies."""
         backoff = 0.5
+        self.serf_started = time.monotonic()  # RPC refusals until it runs are no fault
+        await self.sl.first_facts()  # its digest goes in the agent's initial tags
         while not self.stopping:
             self.serf_proc = await asyncio.create_subprocess_exec(
                 *self._serf_argv(),
@@ -139,10 +160,8 @@ class SerfLink:
             try:
                 await rpc.connect(timeout=2)
                 self.rpc = rpc
-                await rpc.set_tags(
-                    {"maint": self.maint_tag, "sbm": self.sbm_tag, "sl": self.sl.digest[:8]}
-                )
                 await self._refresh_members()
+                await self._publish_tags(rpc)
                 # Joining waits on peers' agents (seconds, under load): the member
                 # table and the event stream must not wait for it.
                 self._join_soon()
@@ -179,6 +198,20 @@ class SerfLink:
                 await rpc.close()
             await asyncio.sleep(0.3)
 
+    async def _publish_tags(self, rpc: SerfClient) -> None:
+        """Give the agent the tags it lacks (after a restart of either side).
+
+        Only those that differ: every tag update is a new alive message that Serf
+        gossips to the whole cluster and that every peer's connector handles as
+        an event. Setting all tags on each connection cost a pool of 128 a wave
+        of 128 updates at every start.
+        """
+        own = self.serf_members.get(self.node)
+        wanted = {"maint": self.maint_tag, "sbm": self.sbm_tag, "sl": self.sl.digest[:8]}
+        stale = {k: v for k, v in wanted.items() if own is None or own.tags.get(k) != v}
+        if stale:
+            await rpc.set_tags(stale)
+
     def _join_soon(self) -> None:
         """Start a join in the background unless one is under way."""
         if self._joining is None or self._joining.done():
@@ -212,12 +245,18 @@ class SerfLink:
         A failed poll is reported and the next one tried: this task is nobody's
         to watch, so it must not end on the first error.
         """
-        missing, alive_before, wait = True, 0, JOIN_RETRY
+        missing, alive_before, wait, polled = True, 0, JOIN_RETRY, 0.0
         while True:
-            # While peers are missing (start-up, a partition) poll and join sooner.
+            # While peers are missing (start-up, a partition) look and join sooner.
             await asyncio.sleep(min(self.poll_interval, wait) if missing else self.poll_interval)
             try:
-                await self._refresh_members()
+                # Progress is read from the table the events keep; the whole member
+                # list only every poll_interval. Asked every 0.5 s while peers were
+                # missing, it cost a pool of 128 starting at once 256 lists of 128
+                # members a second, encoded by Serf and decoded here.
+                if time.monotonic() - polled >= self.poll_interval:
+                    polled = time.monotonic()
+                    await self._refresh_members()
                 alive = sum(
                     1
                     for n, m in self.serf_members.items()
@@ -255,8 +294,9 @@ class SerfLink:
                     table.pop(name, None)
                 else:
                     table[name] = member
+            if any(changes_topology(self.serf_members.get(n), m) for n, m in changes.items()):
+                self.dirty.set()
             self.serf_members = table
-            self.dirty.set()
 
     async def _refresh_members(self) -> None:
         if not self.rpc:
@@ -274,8 +314,10 @@ class SerfLink:
                 with contextlib.suppress(SerfError):
                     self.coords[name] = await self.rpc.coordinate(name)
         if fresh != self.serf_members:
+            names = set(fresh) | set(self.serf_members)
+            if any(changes_topology(self.serf_members.get(n), fresh.get(n)) for n in names):
+                self.dirty.set()
             self.serf_members = fresh
-            self.dirty.set()
 
     async def _answer_query(self, rpc: SerfClient, event: dict[str, Any]) -> None:
         """``multiall-sbm``: any node may ask for this node's per-rule SBM detail."""
@@ -307,7 +349,13 @@ class SerfLink:
         return {"ok": True, **data}
 
     async def set_tag(self, name: str, value: str) -> None:
-        """Set one Serf tag now (when connected; the next connection sets it anyway)."""
+        """Set one Serf tag now (when connected; the next connection sets it anyway).
+
+        Not when the agent has it already: each update is gossiped to every member.
+        """
+        own = self.serf_members.get(self.node)
+        if own is not None and own.tags.get(name) == value:
+            return
         if self.rpc:
             with contextlib.suppress(SerfError):
                 await self.rpc.set_tags({name: value})

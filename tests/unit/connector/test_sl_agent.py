@@ -216,3 +216,43 @@ def test_a_lost_answer_is_asked_again_early_while_the_first_query_still_listens(
     assert got == json.loads(json.dumps(peers))
     assert rpc.queries == [(0, ["n2", "n3"]), (0, ["n3"])]
     assert rpc.cancelled == 1  # the first query was not waited out
+
+
+def test_the_serf_agent_starts_with_the_first_facts_digest(monkeypatch):
+    # Published after the agent started, the digest was a tag update per member that
+    # every agent gossips: at a whole pool's start, an O(N^2) wave while Serf converges.
+    facts = {"digest": "9d8e6099aabbccdd", "packages": {}, "services": {}, "libraries": {}}
+    monkeypatch.setattr(sl_agent, "collect", lambda node: facts)
+    published = []
+
+    async def set_tag(name, value):
+        published.append((name, value))
+
+    connector = SimpleNamespace(node="n1", rpc=None, serf_members={}, set_tag=set_tag)
+    connector.model = SimpleNamespace(effective=lambda node: SimpleNamespace(settings={}))
+    connector.pools = []
+    agent = sl_agent.SlAgent(connector, {})  # type: ignore[arg-type]
+
+    async def main() -> str:
+        waiting = asyncio.create_task(agent.first_facts())
+        await asyncio.sleep(0.05)
+        assert not waiting.done()  # nothing collected yet: the agent waits
+        await agent.collect_now()
+        return await asyncio.wait_for(waiting, 2)
+
+    assert asyncio.run(main()) == "9d8e6099"
+
+
+def test_the_serf_agent_does_not_wait_for_facts_that_fail(monkeypatch):
+    def broken(node):
+        raise sl_agent.FactsError("dpkg-query -W failed (exit 2)")
+
+    monkeypatch.setattr(sl_agent, "collect", broken)
+    connector = SimpleNamespace(node="n1", rpc=None, serf_members={})
+    agent = sl_agent.SlAgent(connector, {})  # type: ignore[arg-type]
+
+    async def main() -> str:
+        await agent.collect_now()
+        return await asyncio.wait_for(agent.first_facts(), 1)
+
+    assert asyncio.run(main()) == ""
