@@ -18,10 +18,12 @@ from typing import Any
 
 from ansible_collections.takelan.multiall.plugins.module_utils._dns_zone import DnsError
 
-try:  # dnspython: in the connector's venv, and python3-dnspython on managed nodes
-    import dns.exception
-    import dns.name
-    import dns.rdata
+# dnspython: in the connector's venv, and python3-dnspython on managed nodes. Only the
+# package here; each function imports the modules it uses. They cost a connector ~60 ms
+# of CPU at start (dns.message, dns.query ... pull in much of the standard library), which
+# a node without DNS duty never needs and a pool starting at once pays N times.
+try:
+    import dns  # noqa: F401  # pylint: disable=unused-import  (availability; see above)
 
     HAS_DNSPYTHON = True
 except ImportError:  # pragma: no cover - reported by require_dnspython() and the module
@@ -128,6 +130,9 @@ def absolute_name(name: str, zone: str) -> str:
     """An owner name relative to the zone (``@`` = apex) as an absolute name, in DNS text form."""
     if not HAS_DNSPYTHON:
         return f"{zone}." if name == "@" else f"{name}.{zone}."
+    import dns.exception
+    import dns.name
+
     try:
         origin = dns.name.from_text(f"{zone}.")
         return dns.name.from_text(name, origin=origin).to_text()
@@ -147,6 +152,10 @@ def _canonical(rtype: str, value: str, zone: str) -> str:
     """The server's text form of a value (names absolute), so diffs compare like with like."""
     if not HAS_DNSPYTHON:
         return value
+    import dns.exception
+    import dns.name
+    import dns.rdata
+
     try:
         origin = dns.name.from_text(f"{zone}.")
         return dns.rdata.from_text("IN", rtype, value, origin=origin, relativize=False).to_text()

@@ -16,13 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ansible_collections.takelan.multiall.plugins.module_utils._dns_records import (
-    HAS_DNSPYTHON,
     require_dnspython,
 )
 from ansible_collections.takelan.multiall.plugins.module_utils._dns_zone import DnsError
-
-if HAS_DNSPYTHON:
-    import dns.tsigkeyring
 
 _KEY_RE = re.compile(
     r'key\s+"?(?P<name>[^"\s{]+)"?\s*\{(?P<body>[^}]*)\}\s*;', re.IGNORECASE | re.DOTALL
@@ -59,6 +55,8 @@ class TsigKey:
     def keyring(self) -> Any:
         """dnspython's form of the key."""
         require_dnspython()
+        import dns.tsigkeyring  # on first use: see _dns_records (start-up cost)
+
         return dns.tsigkeyring.from_text({self.name: (self.algorithm, self.secret)})
 
 

@@ -11,6 +11,7 @@ every changed set (:func:`apply_update`). Every failure becomes a
 
 from __future__ import annotations
 
+import importlib
 import time
 from typing import Any
 
@@ -24,14 +25,14 @@ from ansible_collections.takelan.multiall.plugins.module_utils._dns_tsig import 
 from ansible_collections.takelan.multiall.plugins.module_utils._dns_zone import DnsError
 
 if HAS_DNSPYTHON:
-    import dns.exception
-    import dns.flags
-    import dns.message
-    import dns.query
-    import dns.rcode
-    import dns.rdatatype
-    import dns.tsig
-    import dns.update
+    import dns  # the package only: _load() imports the modules on first use
+
+
+def _load() -> None:
+    """dnspython's modules this file uses, on first use (start-up cost: see _dns_records)."""
+    require_dnspython()
+    for name in ("exception", "flags", "message", "query", "rcode", "rdatatype", "tsig", "update"):
+        importlib.import_module(f"dns.{name}")  # also sets dns.<name> on the package
 
 
 def _fqdn(name: str, zone: str) -> str:
@@ -42,7 +43,7 @@ def served_rrsets(
     server: str, zone: str, keys: list[tuple[str, str]], port: int = 53, timeout: float = 2.0
 ) -> dict[tuple[str, str], RRset]:
     """What the authoritative server answers now for each owned (name, type)."""
-    require_dnspython()
+    _load()
     out: dict[tuple[str, str], RRset] = {}
     for name, rtype in keys:
         query = dns.message.make_query(_fqdn(name, zone), rtype)
@@ -71,7 +72,7 @@ def served_rrsets(
 
 def soa_serial(server: str, zone: str, port: int = 53, timeout: float = 2.0) -> int | None:
     """The serial the server serves now (None when it does not serve the zone)."""
-    require_dnspython()
+    _load()
     query = dns.message.make_query(f"{zone}.", "SOA")
     try:
         reply = dns.query.udp(query, server, timeout=timeout, port=port)
@@ -95,7 +96,7 @@ def apply_update(
 
     One message for all the sets: the server applies it all or nothing.
     """
-    require_dnspython()
+    _load()
     update = dns.update.UpdateMessage(
         f"{zone}.", keyring=key.keyring(), keyname=key.name, keyalgorithm=key.algorithm
     )

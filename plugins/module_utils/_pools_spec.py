@@ -23,11 +23,7 @@ from ._pools_software import LIBRARIES
 from ._schema import Field
 from .sbm import HIGHER_IS_WORSE, KINDS, LOWER_IS_WORSE
 
-if HAS_DNSPYTHON:
-    import dns.exception
-    import dns.name
-    import dns.rdata
-
+# dnspython's modules are imported where used: see _dns_records (start-up cost).
 NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 POOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _HOSTNAME = re.compile(
@@ -127,6 +123,9 @@ def _dns_name_problem(value: str, what: str, relative: bool) -> str | None:
     if len(text) > 253:
         return f"{what} {value!r} is longer than 253 characters, the most a DNS name may be"
     if HAS_DNSPYTHON:
+        import dns.exception
+        import dns.name
+
         try:
             dns.name.from_text(value, origin=None if relative else dns.name.root)
         except dns.exception.DNSException as exc:
@@ -189,6 +188,9 @@ def check_dns_record(record: Any) -> tuple[str, str] | None:
         # DNS would silently drop everything after it: say so instead.
         return ("value", f"value {value!r} has an unquoted ';', which starts a comment; quote it")
     if HAS_DNSPYTHON:
+        import dns.exception
+        import dns.rdata
+
         try:
             dns.rdata.from_text("IN", rtype, value, origin=None)
         except dns.exception.DNSException as exc:
@@ -217,6 +219,9 @@ def check_dns(spec: Any) -> tuple[str, str] | None:
         return None
     if check_dns_zone(zone) or check_dns_pool_record(record):
         return None  # already reported on its own
+    import dns.exception
+    import dns.name
+
     try:
         dns.name.from_text(record, origin=dns.name.from_text(zone))
     except dns.exception.DNSException as exc:
