@@ -19,11 +19,11 @@ from typing import Any
 from ansible_collections.takelan.multiall.plugins.module_utils._dns_zone import DnsError
 
 # dnspython: in the connector's venv, and python3-dnspython on managed nodes. Only the
-# package here; each function imports the modules it uses. They cost a connector ~60 ms
+# package here; each function imports the modules it uses. They cost a connector ~40 ms
 # of CPU at start (dns.message, dns.query ... pull in much of the standard library), which
 # a node without DNS duty never needs and a pool starting at once pays N times.
 try:
-    import dns  # noqa: F401  # pylint: disable=unused-import  (availability; see above)
+    import dns  # noqa: F401  # pylint: disable=unused-import
 
     HAS_DNSPYTHON = True
 except ImportError:  # pragma: no cover - reported by require_dnspython() and the module
