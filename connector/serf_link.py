@@ -198,17 +198,22 @@ class SerfLink:
                 await rpc.close()
             await asyncio.sleep(0.3)
 
-    async def _publish_tags(self, rpc: SerfClient) -> None:
-        """Give the agent the tags it lacks (after a restart of either side).
+    def _lacking(self, wanted: dict[str, str]) -> dict[str, str]:
+        """The tags of WANTED that this node's agent does not have (yet) with that value.
 
-        Only those that differ: every tag update is a new alive message that Serf
+        Only those are set: every tag update is a new alive message that Serf
         gossips to the whole cluster and that every peer's connector handles as
         an event. Setting all tags on each connection cost a pool of 128 a wave
         of 128 updates at every start.
         """
         own = self.serf_members.get(self.node)
-        wanted = {"maint": self.maint_tag, "sbm": self.sbm_tag, "sl": self.sl.digest[:8]}
-        stale = {k: v for k, v in wanted.items() if own is None or own.tags.get(k) != v}
+        return {k: v for k, v in wanted.items() if own is None or own.tags.get(k) != v}
+
+    async def _publish_tags(self, rpc: SerfClient) -> None:
+        """Give the agent the tags it lacks (after a restart of either side)."""
+        stale = self._lacking(
+            {"maint": self.maint_tag, "sbm": self.sbm_tag, "sl": self.sl.digest[:8]}
+        )
         if stale:
             await rpc.set_tags(stale)
 
@@ -349,16 +354,12 @@ class SerfLink:
         return {"ok": True, **data}
 
     async def set_tag(self, name: str, value: str) -> None:
-        """Set one Serf tag now (when connected; the next connection sets it anyway).
-
-        Not when the agent has it already: each update is gossiped to every member.
-        """
-        own = self.serf_members.get(self.node)
-        if own is not None and own.tags.get(name) == value:
-            return
-        if self.rpc:
+        """Set one Serf tag now (when connected; the next connection sets it anyway),
+        unless the agent has it already (``_lacking``)."""
+        stale = self._lacking({name: value})
+        if self.rpc and stale:
             with contextlib.suppress(SerfError):
-                await self.rpc.set_tags({name: value})
+                await self.rpc.set_tags(stale)
 
     async def _publish_sbm(self, code: str) -> None:
         """Publish the node's SBM status as the Serf tag ``sbm`` (peers see it by gossip)."""

@@ -1,9 +1,9 @@
 """SL-SA in the connector: this node's software facts, published so any node answers for the pool.
 
-Collected at start (before the Serf agent starts: ``SlAgent.first_facts``), when dpkg's database changes (``/var/lib/dpkg/status`` or
-the linker cache changes: an mtime poll every ``poll`` seconds, cheaper than
-inotify on a file dpkg replaces by rename) and every ``interval`` seconds for
-services. The facts' digest is the Serf tag ``sl``, so every peer learns by
+Collected at start (before the Serf agent starts: ``SlAgent.first_facts``), when
+dpkg's database changes (``/var/lib/dpkg/status`` or the linker cache changes: an
+mtime poll every ``poll`` seconds, cheaper than inotify on a file dpkg replaces by
+rename) and every ``interval`` seconds for services. The facts' digest is the Serf tag ``sl``, so every peer learns by
 gossip that a node's software changed; the body (about 11 KB compressed for
 ~740 packages and ~550 libraries) is fetched with the ``multiall-sl`` Serf
 query in chunks that fit Serf's answer limit (one chunk under the connector's

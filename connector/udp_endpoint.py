@@ -50,9 +50,7 @@ class DrainingEndpoint(asyncio.DatagramTransport):
             self._stamped = True
         except OSError:  # not Linux: evidence is dated when read
             self._stamped = False
-            log.debug(
-                "no kernel receive timestamps on this system"
-            )  # datagrams not sent because the socket buffer was full
+            log.debug("no kernel receive timestamps on this system")
 
     def drain(self) -> None:
         """Deliver every datagram waiting in the socket (also called before a refresh).

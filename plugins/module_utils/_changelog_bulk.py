@@ -34,8 +34,9 @@ writing: unchanged means nothing committed in between and nothing can until
 this commit; changed, the versions of the written keys are read again, and any
 that moved make the caller roll back and decide again (``ApplyRaced``). The
 locks are taken in the order a local writer takes them (rows, clock, versions),
-so a single-statement write never deadlocks with an apply. SQLite's ``BEGIN IMMEDIATE`` already
-serialises the two, and its engine reports the clock as never moved.
+so a single-statement write never deadlocks with an apply. SQLite's ``BEGIN
+IMMEDIATE`` already serialises the two, and its engine reports the clock as never
+moved.
 """
 
 from __future__ import annotations
