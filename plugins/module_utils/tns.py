@@ -7,11 +7,21 @@ Pure logic, no I/O: the daemon feeds it what Serf and the probes saw, the
 tests feed it by hand. Every agent acts on what this says, so the rules are
 kept small and explicit:
 
-* Serf is the source of truth for membership: ``left`` and ``failed`` from
-  Serf always win.
-* Probes only make a verdict *faster*: a Serf-alive member is ``failed`` for a
-  pool when a strict majority of the pool peers that currently observe it say
-  it is unreachable, so one node with a broken link never evicts a healthy peer.
+* Serf is the source of truth for membership: ``left`` from Serf always wins,
+  and so does ``failed`` unless the member's own signed probes prove it alive.
+* Probes make a verdict *faster*, both ways:
+
+  - a Serf-alive member is ``failed`` for a pool when a strict majority of the
+    pool peers that currently observe it say it is unreachable, so one node
+    with a broken link never evicts a healthy peer;
+  - a member that Serf does not show alive (not joined yet in this node's
+    Serf, or marked ``failed`` by it) counts as alive for a pool when this node
+    has fresh evidence of it, signed with the pool's key (its own probes, or
+    ages relayed by members that heard them) *and* knows its maintenance state
+    from the same evidence (``with_probed``). Serf's gossip converges in
+    O(log N) rounds of seconds each, and on a starved machine it fails live
+    members; the probes know within a round. The majority vote still applies,
+    so such a member is ``failed`` as soon as its observers lose it.
 * The pool **leader** is the lowest name among ``alive`` members (maintenance
   excluded); **quorum** is a strict majority of the pool's declared members
   being alive and reachable (maintenance members are reachable, so they count).
@@ -28,6 +38,7 @@ kept small and explicit:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,6 +153,42 @@ class PoolTopology:
             "declared": self.declared,
             "members": {n: m.as_dict() for n, m in sorted(self.members.items())},
         }
+
+
+# Serf states that a member's own signed probes may overrule (with_probed): "not
+# joined" and "failed". ``left`` is an intentional leave and is never overruled.
+_OVERRULED = frozenset({"failed", "none", ""})
+
+
+def with_probed(
+    serf: dict[str, SerfMember], probed: Mapping[str, str] | None
+) -> tuple[dict[str, SerfMember], dict[str, str]]:
+    """SERF with every member that probes prove alive but Serf does not show alive.
+
+    ``probed`` maps each member this node has fresh, pool-signed evidence of,
+    *and* whose maintenance state that evidence carried, to its ``maint`` tag.
+    A member Serf has not seen, or calls failed, is taken as alive with that
+    tag (so a member in maintenance stays out of service even before Serf
+    gossips its tag). Serf's ``left`` and anything Serf shows alive are kept:
+    for a member Serf knows, its gossiped tags stay the truth.
+
+    Returns the table and the ``maint`` tags of the members it promoted.
+    """
+    promoted: dict[str, str] = {}
+    if not probed:
+        return serf, promoted
+    out = serf
+    for name, tag in probed.items():
+        member = serf.get(name)
+        if member is not None and member.status not in _OVERRULED:
+            continue
+        if out is serf:
+            out = dict(serf)
+        tags = dict(member.tags) if member is not None else {}
+        tags["maint"] = tag
+        out[name] = SerfMember(name, member.address if member else "", "alive", tags)
+        promoted[name] = tag
+    return out, promoted
 
 
 def _serf_state(member: SerfMember | None) -> str:
