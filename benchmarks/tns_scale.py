@@ -93,6 +93,8 @@ def wait_all_converged(
     """
     first: dict[str, float] = {}
     steps: dict[str, dict[str, float]] = {"up": {}, "serf": {}}
+    # Each node's latest count of members per state: what a start is waiting for.
+    views: dict[str, dict[str, int]] = {}
     nodes = list(lab.nodes)
     size = len(nodes)
     shown = 0.0
@@ -100,9 +102,14 @@ def wait_all_converged(
         now = time.monotonic() - start
         if now - shown >= 5:  # where the start is: a line every 5 s
             shown = now
+            states: dict[str, int] = {}
+            for counts in views.values():
+                for state, count in counts.items():
+                    states[state] = states.get(state, 0) + count
             print(
                 f"[{size}] t={now:5.1f} s: up {len(steps['up'])}, serf complete "
-                f"{len(steps['serf'])}, converged {len(first)}",
+                f"{len(steps['serf'])}, converged {len(first)}; members in the pending"
+                f" nodes' views: {dict(sorted(states.items()))}",
                 flush=True,
             )
 
@@ -115,7 +122,13 @@ def wait_all_converged(
             steps["up"].setdefault(node, now)
             if status.get("serf_alive", 0) >= size:
                 steps["serf"].setdefault(node, now)
-            return converged(status)
+            done = converged(status)
+            counts: dict[str, int] = {}
+            for topo in status["pools"].values():
+                for state, count in topo["states"].items():
+                    counts[state] = counts.get(state, 0) + count
+            views[node] = {} if done else counts
+            return done
 
         pending = [n for n in nodes if n not in first]
         for node, ok in each(lab, pending, probe).items():

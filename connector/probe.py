@@ -47,7 +47,7 @@ from typing import Any
 from ansible_collections.takelan.multiall.plugins.module_utils.tns import maintenance_tag
 
 from .probe_packet import EPOCH_FILE, next_epoch, open_packet, seal
-from .probe_ring import MAINT, BoundedPool, flag_of
+from .probe_ring import MAINT, MAX_AGE, BoundedPool, flag_of
 from .probe_timing import (
     PUSH_BURST,
     PUSH_PER_ROUND,
@@ -530,8 +530,8 @@ class Prober(asyncio.DatagramProtocol):
 
     def probed(self, pool: str) -> dict[str, str]:
         """``{member: maint tag}`` of every member of POOL this node has fresh evidence
-        of (within ``dead_after``, signed with the pool's key) and whose maintenance
-        state that evidence carried: module_utils/tns.py ``with_probed``.
+        of (within ``MAX_AGE``, the window observers count for; signed with the pool's
+        key) and whose maintenance state that evidence carried: tns.py ``with_probed``.
 
         All-to-all: heard directly, with the tag from the member's own packets.
         Bounded: direct or relayed evidence; the tag is the member's own when this
@@ -550,7 +550,7 @@ class Prober(asyncio.DatagramProtocol):
         return {
             peer: tags[peer]
             for peer, when in heard.items()
-            if peer in tags and now - when <= self.dead_after
+            if peer in tags and now - when <= MAX_AGE
         }
 
     def sbm(self, pool: str, max_age: float = 2.0) -> dict[str, str]:

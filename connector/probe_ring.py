@@ -332,13 +332,17 @@ class BoundedPool:
 
     # -- evaluating
     def probed(self, now: float) -> dict[str, int]:
-        """``{member: NORMAL|MAINT}`` of every other member with evidence fresher than
-        ``dead_after`` (direct or relayed) and a known maintenance flag.
+        """``{member: NORMAL|MAINT}`` of every other member with evidence (direct or
+        relayed) of the last ``MAX_AGE`` seconds and a known maintenance flag.
 
         Real evidence only: unlike ``reach`` it has no start-up grace, so a member
-        nobody has heard from is never in it.
+        nobody has heard from is never in it. The window is the one observers'
+        records count for, not ``dead_after``: on a busy machine ages relayed over
+        three hops arrive older than ``dead_after`` (a 128-node start on the lab's 2
+        cores left most members unpromoted), and a member that has died since is
+        failed by its observers' majority within ``dead_after`` anyway.
         """
-        limit = math.floor(now / AGE_UNIT) - math.floor(self.dead_after / AGE_UNIT)
+        limit = math.floor(now / AGE_UNIT) - math.floor(MAX_AGE / AGE_UNIT)
         out = {
             m: f
             for m, t, f in zip(self.members, self._ticks, self._flags, strict=False)

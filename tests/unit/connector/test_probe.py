@@ -269,5 +269,5 @@ def test_a_peer_heard_directly_is_probed_with_its_own_maintenance_tag(monkeypatc
     deliver(n1, ping(n2, "n1"), "n2")
     assert n1.probed("web") == {"n2": "1:kernel"}
     assert n1.probed("db") == {}  # n2 is not in db: its web section says nothing there
-    n1.heard["web"]["n2"] -= 1.0  # silent for longer than dead_after
+    n1.heard["web"]["n2"] -= 2.5  # silent for longer than the 2 s observers count for
     assert n1.probed("web") == {}

@@ -300,10 +300,14 @@ def test_a_pool_whose_serf_has_seen_nobody_converges_by_probes_alone(monkeypatch
         assert lab.nodes[name].probed("big") == {n: "0" for n in lab.names if n != name}
         topo = probed_view(lab, name)
         assert topo.quorum and all(m.state == ALIVE for m in topo.members.values()), name
-    # A dead member leaves everyone's probed set with its evidence.
+    # A member that dies is failed by its observers' majority at once, and leaves
+    # everyone's probed set when its evidence is older than the 2 s observers count for.
     lab.dead.add("n09")
     lab.rounds(5)
-    assert all("n09" not in lab.nodes[n].probed("big") for n in lab.names if n != "n09")
+    survivors = [n for n in lab.names if n != "n09"]
+    assert all(probed_view(lab, n).members["n09"].state == FAILED for n in survivors)
+    lab.rounds(8)
+    assert all("n09" not in lab.nodes[n].probed("big") for n in survivors)
 
 
 def test_a_member_entering_maintenance_is_known_everywhere_with_its_evidence(monkeypatch):
