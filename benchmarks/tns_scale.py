@@ -6,7 +6,8 @@ bounded mode of connector/probe_ring.py), and the benchmark records:
 
 * start -> converged: from starting the connectors until every connector sees
   every member alive (each node's first converged moment; the last of them);
-* idle cost per node over ``--idle-seconds``: connector CPU (% of one core)
+* idle cost per node over ``--idle-seconds``, once every Serf agent has seen
+  every member too (TNS converges first; ``serf_s``): connector CPU (% of one core)
   and RSS, Serf agent CPU, probe packets/s and bytes/s sent and received, the
   largest probe packet (the connectors' own counters, ``probe_traffic``);
 * kill -> failed: ``lab kill`` of a member, then each survivor's journaled
@@ -136,6 +137,28 @@ def wait_all_converged(
                 first[node] = time.monotonic() - start
         time.sleep(0.5)  # polling 128 nodes is load too
     return first, steps
+
+
+def wait_serf_complete(lab: Lab, start: float, limit: float) -> float | None:
+    """Seconds from START until every node's Serf agent showed every member alive.
+
+    None when that did not happen within LIMIT: the idle figures then include
+    Serf's convergence, and the caller says so.
+    """
+    size = len(lab.nodes)
+    pending = set(lab.nodes)
+
+    def complete(node: str) -> bool:
+        try:
+            return control(lab, node, BRIEF, timeout=10).get("serf_alive", 0) >= size
+        except (OSError, ValueError, KeyError, ControlError):
+            return False
+
+    while pending and time.monotonic() - start < limit:
+        pending -= {n for n, ok in each(lab, sorted(pending), complete).items() if ok}
+        if pending:
+            time.sleep(2)  # polling 128 nodes is load too
+    return None if pending else round(time.monotonic() - start, 1)
 
 
 def proc_usage(lab: Lab) -> dict[int, tuple[str, float, float]]:
@@ -339,6 +362,10 @@ def run_size(size: int, args: argparse.Namespace) -> dict[str, Any]:
             )
             if args.profile:
                 profile_dump(lab, Path(args.profile), f"{size}-startup")
+            # TNS converges before Serf now (a member is alive by its probes): "idle" is
+            # measured once Serf has converged too, not while its gossip still runs.
+            figures["serf_s"] = wait_serf_complete(lab, start, args.converge_limit)
+            print(f"[{size}] serf complete on every node at {figures['serf_s']} s", flush=True)
             time.sleep(args.settle)
             if args.profile:
                 profile_dump(lab, Path(args.profile), f"{size}-settle")

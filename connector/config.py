@@ -204,7 +204,7 @@ class ConnectorConfig:
             "port": 7946,
             "rpc_port": 7373,
             "profile": "local",
-            "nice": 10,
+            "nice": 0,
             # SL facts (~11 KB compressed) in one answer instead of 13 (sl_agent.py)
             "query_response_size_limit": 16384,
             **self.serf,

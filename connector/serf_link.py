@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections import deque
 from typing import Any
@@ -130,11 +131,10 @@ class SerfLink:
         await self.sl.first_facts()  # its digest goes in the agent's initial tags
         while not self.stopping:
             self.serf_proc = await asyncio.create_subprocess_exec(
-                *self._serf_argv(),
+                *self._niced(self._serf_argv()),
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
             )
-            self._lower_priority(self.serf_proc.pid)
             log.info("serf agent started", extra={"fields": {"pid": self.serf_proc.pid}})
             started = self.serf_started = time.monotonic()
             assert self.serf_proc.stderr is not None
@@ -152,22 +152,25 @@ class SerfLink:
             backoff = 0.5 if time.monotonic() - started > 30 else min(backoff * 2, 10)
             await asyncio.sleep(backoff)
 
-    def _lower_priority(self, pid: int) -> None:
-        """Run the agent ``serf.nice`` steps below the connector's own CPU priority.
+    def _niced(self, argv: list[str]) -> list[str]:
+        """ARGV run ``serf.nice`` steps below the connector's own CPU priority (0: same).
 
         TNS no longer waits for Serf (a member is alive by its probes,
-        module_utils/tns.py ``with_probed``); Serf carries membership, tags and
-        queries, where a second does not matter, while a probe round late by more
-        than ``dead_after`` is a false alert. On a busy node the connector must win
-        the CPU. Measured on the lab (benchmarks/RESULTS.md): a 128-node start on 2
-        cores converged in 42 s with the agents at +10, 77-81 s at the same priority
-        (Serf's convergence took a core for ~40 s and starved the probes).
+        module_utils/tns.py ``with_probed``): on a busy node an admin may let the
+        connector's probe rounds, where a round late by ``dead_after`` is a false
+        alert, win the CPU over Serf's gossip. Through ``nice(1)``, so every thread
+        the Go runtime starts inherits it: lowering the agent's pid after the start
+        reaches its main thread only (Linux priorities are per thread), and a
+        128-node lab start with only the main threads lowered did not converge in
+        150 s. Not the default: on the lab's 2 cores, +10 gave 42 s and 111 s where
+        the same priority gave 77-81 s (benchmarks/RESULTS.md), and it slows Serf's
+        own convergence (tags, queries) on a busy node.
         """
         nice = int(self.cfg.serf.get("nice", 0))
-        if nice:
-            with contextlib.suppress(OSError):  # it may be gone already: the supervisor sees to it
-                mine = os.getpriority(os.PRIO_PROCESS, 0)
-                os.setpriority(os.PRIO_PROCESS, pid, min(19, mine + nice))
+        binary = shutil.which("nice")
+        if not nice or binary is None:
+            return argv
+        return [binary, "-n", str(nice), *argv]
 
     async def follow_serf(self) -> None:
         """Keep an RPC connection, the member table and the event stream alive."""
