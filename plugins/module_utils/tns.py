@@ -7,21 +7,23 @@ Pure logic, no I/O: the daemon feeds it what Serf and the probes saw, the
 tests feed it by hand. Every agent acts on what this says, so the rules are
 kept small and explicit:
 
-* Serf is the source of truth for membership: ``left`` from Serf always wins,
-  and so does ``failed`` unless the member's own signed probes prove it alive.
+* Serf is the source of truth for membership: ``left`` and ``failed`` from
+  Serf always win.
 * Probes make a verdict *faster*, both ways:
 
   - a Serf-alive member is ``failed`` for a pool when a strict majority of the
     pool peers that currently observe it say it is unreachable, so one node
     with a broken link never evicts a healthy peer;
-  - a member that Serf does not show alive (not joined yet in this node's
-    Serf, or marked ``failed`` by it) counts as alive for a pool when this node
-    has fresh evidence of it, signed with the pool's key (its own probes, or
-    ages relayed by members that heard them) *and* knows its maintenance state
-    from the same evidence (``with_probed``). Serf's gossip converges in
-    O(log N) rounds of seconds each, and on a starved machine it fails live
-    members; the probes know within a round. The majority vote still applies,
-    so such a member is ``failed`` as soon as its observers lose it.
+  - a member that Serf has not reported yet (not joined in this node's Serf)
+    counts as alive for a pool when this node has fresh evidence of it, signed
+    with the pool's key (its own probes, or ages relayed by members that heard
+    them) *and* knows its maintenance state from the same evidence
+    (``with_probed``). Serf's gossip needs O(log N) rounds of its own to carry a
+    join; the probes know within a round or two. The majority vote still
+    applies, so such a member is ``failed`` as soon as its observers lose it.
+    A member Serf calls ``failed`` stays failed: that verdict is sticky, and on
+    an overloaded machine overruling it with probes that come and go made
+    verdicts flap (benchmarks/RESULTS.md).
 * The pool **leader** is the lowest name among ``alive`` members (maintenance
   excluded); **quorum** is a strict majority of the pool's declared members
   being alive and reachable (maintenance members are reachable, so they count).
@@ -156,21 +158,21 @@ class PoolTopology:
 
 
 # Serf states that a member's own signed probes may overrule (with_probed): "not
-# joined" and "failed". ``left`` is an intentional leave and is never overruled.
-_OVERRULED = frozenset({"failed", "none", ""})
+# joined yet". ``left`` (an intentional leave) and ``failed`` are never overruled.
+_OVERRULED = frozenset({"none", ""})
 
 
 def with_probed(
     serf: dict[str, SerfMember], probed: Mapping[str, str] | None
 ) -> tuple[dict[str, SerfMember], dict[str, str]]:
-    """SERF with every member that probes prove alive but Serf does not show alive.
+    """SERF with every member that probes prove alive but Serf has not reported yet.
 
     ``probed`` maps each member this node has fresh, pool-signed evidence of,
     *and* whose maintenance state that evidence carried, to its ``maint`` tag.
-    A member Serf has not seen, or calls failed, is taken as alive with that
-    tag (so a member in maintenance stays out of service even before Serf
-    gossips its tag). Serf's ``left`` and anything Serf shows alive are kept:
-    for a member Serf knows, its gossiped tags stay the truth.
+    A member Serf has not seen is taken as alive with that tag (so a member in
+    maintenance stays out of service even before Serf gossips its tag). What
+    Serf reports (alive, failed, left) is kept: for a member Serf knows, its
+    gossiped state and tags stay the truth.
 
     Returns the table and the ``maint`` tags of the members it promoted.
     """
