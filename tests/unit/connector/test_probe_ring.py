@@ -84,6 +84,17 @@ class Lab:
     def link_up(self, a: str, b: str) -> bool:
         return a not in self.dead and b not in self.dead and frozenset((a, b)) not in self.cut
 
+    def staggered_start(self, per_round: int) -> None:
+        """Every node down, then PER_ROUND of them starting each round (a pool starting)."""
+        self.dead = set(self.names)
+        waiting = list(self.names)
+        while waiting:
+            for name in waiting[:per_round]:
+                self.dead.discard(name)
+                self.nodes[name].started = self.now
+            waiting = waiting[per_round:]
+            self.round()
+
     def rounds(self, count: int) -> None:
         """COUNT probe intervals."""
         for _round in range(count):
@@ -195,14 +206,7 @@ def test_a_staggered_start_converges_a_round_after_the_last_node_is_up(monkeypat
     ones, then clear. Every clearance must reach every node at once, not wait out
     the 2 s a stale alert is kept (more records change than a packet holds)."""
     lab = Lab(monkeypatch, 64)
-    lab.dead = set(lab.names)
-    waiting = list(lab.names)
-    while waiting:
-        for name in waiting[:4]:
-            lab.dead.discard(name)
-            lab.nodes[name].started = lab.now
-        waiting = waiting[4:]
-        lab.round()
+    lab.staggered_start(4)
     lab.rounds(2)
     for name in lab.names:
         assert all(m.state == ALIVE for m in lab.topology(name).members.values()), name
@@ -287,14 +291,7 @@ def test_a_pool_whose_serf_has_seen_nobody_converges_by_probes_alone(monkeypatch
     """Members not in Serf's table count alive by relayed evidence: a pool starting
     converges in the probes' rounds, not in Serf's gossip (seconds per round)."""
     lab = Lab(monkeypatch, 64)
-    lab.dead = set(lab.names)
-    waiting = list(lab.names)
-    while waiting:
-        for name in waiting[:8]:
-            lab.dead.discard(name)
-            lab.nodes[name].started = lab.now
-        waiting = waiting[8:]
-        lab.round()
+    lab.staggered_start(8)
     lab.rounds(2)
     for name in lab.names:
         assert lab.nodes[name].probed("big") == {n: "0" for n in lab.names if n != name}
