@@ -21,9 +21,9 @@ kept small and explicit:
     (``with_probed``). Serf's gossip needs O(log N) rounds of its own to carry a
     join; the probes know within a round or two. The majority vote still
     applies, so such a member is ``failed`` as soon as its observers lose it.
-    A member Serf calls ``failed`` stays failed: that verdict is sticky, and on
-    an overloaded machine overruling it with probes that come and go made
-    verdicts flap (benchmarks/RESULTS.md).
+    A member Serf calls ``failed`` stays failed, as before: overruling that too
+    was tried and did not make the 128-node lab start faster, and reviving a
+    member by probes alone is a larger change to what DNS-SA relies on.
 * The pool **leader** is the lowest name among ``alive`` members (maintenance
   excluded); **quorum** is a strict majority of the pool's declared members
   being alive and reachable (maintenance members are reachable, so they count).

@@ -185,7 +185,7 @@ def test_a_member_serf_has_not_seen_is_alive_by_its_probes():
 
 
 def test_serf_failed_stays_failed_whatever_the_probes_say():
-    """Sticky: on a starved machine, probes coming and going made verdicts flap."""
+    """Serf's failed wins, as before: probes only promote a member Serf has not seen."""
     members, promoted = with_probed(serf("n3"), {"n3": "0"})
     assert pool_topology("web", POOL, members, all_see_all()).members["n3"].state == FAILED
     assert promoted == {}
