@@ -3,12 +3,13 @@
 Collected at start (before the Serf agent starts: ``SlAgent.first_facts``), when
 dpkg's database changes (``/var/lib/dpkg/status`` or the linker cache changes: an
 mtime poll every ``poll`` seconds, cheaper than inotify on a file dpkg replaces by
-rename) and every ``interval`` seconds for services. The facts' digest is the Serf tag ``sl``, so every peer learns by
-gossip that a node's software changed; the body (about 11 KB compressed for
-~740 packages and ~550 libraries) is fetched with the ``multiall-sl`` Serf
-query in chunks that fit Serf's answer limit (one chunk under the connector's
-16 KB), and cached by digest: a drift report for a pool reuses every peer's
-facts it already has, so it costs no SSH and, when nothing changed, no network.
+rename) and every ``interval`` seconds for services. The facts' digest is the
+Serf tag ``sl``, so every peer learns by gossip that a node's software changed;
+the body (about 11 KB compressed for ~740 packages and ~550 libraries) is
+fetched with the ``multiall-sl`` Serf query in chunks that fit Serf's answer
+limit (one chunk under the connector's 16 KB), and cached by digest: a drift
+report for a pool reuses every peer's facts it already has, so it costs no SSH
+and, when nothing changed, no network.
 
 A change that makes this node drift from the model raises an ``sl_drift`` event
 (one per pool of the node) with the differences.
