@@ -6,7 +6,8 @@ bounded mode of connector/probe_ring.py), and the benchmark records:
 
 * start -> converged: from starting the connectors until every connector sees
   every member alive (each node's first converged moment; the last of them);
-* idle cost per node over ``--idle-seconds``: connector CPU (% of one core)
+* idle cost per node over ``--idle-seconds``, once every Serf agent has seen
+  every member too (TNS converges first; ``serf_s``): connector CPU (% of one core)
   and RSS, Serf agent CPU, probe packets/s and bytes/s sent and received, the
   largest probe packet (the connectors' own counters, ``probe_traffic``);
 * kill -> failed: ``lab kill`` of a member, then each survivor's journaled
@@ -93,6 +94,8 @@ def wait_all_converged(
     """
     first: dict[str, float] = {}
     steps: dict[str, dict[str, float]] = {"up": {}, "serf": {}}
+    # Each node's latest count of members per state: what a start is waiting for.
+    views: dict[str, dict[str, int]] = {}
     nodes = list(lab.nodes)
     size = len(nodes)
     shown = 0.0
@@ -100,9 +103,14 @@ def wait_all_converged(
         now = time.monotonic() - start
         if now - shown >= 5:  # where the start is: a line every 5 s
             shown = now
+            states: dict[str, int] = {}
+            for counts in views.values():
+                for state, count in counts.items():
+                    states[state] = states.get(state, 0) + count
             print(
                 f"[{size}] t={now:5.1f} s: up {len(steps['up'])}, serf complete "
-                f"{len(steps['serf'])}, converged {len(first)}",
+                f"{len(steps['serf'])}, converged {len(first)}; members in the pending"
+                f" nodes' views: {dict(sorted(states.items()))}",
                 flush=True,
             )
 
@@ -115,7 +123,13 @@ def wait_all_converged(
             steps["up"].setdefault(node, now)
             if status.get("serf_alive", 0) >= size:
                 steps["serf"].setdefault(node, now)
-            return converged(status)
+            done = converged(status)
+            counts: dict[str, int] = {}
+            for topo in status["pools"].values():
+                for state, count in topo["states"].items():
+                    counts[state] = counts.get(state, 0) + count
+            views[node] = {} if done else counts
+            return done
 
         pending = [n for n in nodes if n not in first]
         for node, ok in each(lab, pending, probe).items():
@@ -123,6 +137,28 @@ def wait_all_converged(
                 first[node] = time.monotonic() - start
         time.sleep(0.5)  # polling 128 nodes is load too
     return first, steps
+
+
+def wait_serf_complete(lab: Lab, start: float, limit: float) -> float | None:
+    """Seconds from START until every node's Serf agent showed every member alive.
+
+    None when that did not happen within LIMIT: the idle figures then include
+    Serf's convergence, and the caller says so.
+    """
+    size = len(lab.nodes)
+    pending = set(lab.nodes)
+
+    def complete(node: str) -> bool:
+        try:
+            return control(lab, node, BRIEF, timeout=10).get("serf_alive", 0) >= size
+        except (OSError, ValueError, KeyError, ControlError):
+            return False
+
+    while pending and time.monotonic() - start < limit:
+        pending -= {n for n, ok in each(lab, sorted(pending), complete).items() if ok}
+        if pending:
+            time.sleep(2)  # polling 128 nodes is load too
+    return None if pending else round(time.monotonic() - start, 1)
 
 
 def proc_usage(lab: Lab) -> dict[int, tuple[str, float, float]]:
@@ -326,6 +362,10 @@ def run_size(size: int, args: argparse.Namespace) -> dict[str, Any]:
             )
             if args.profile:
                 profile_dump(lab, Path(args.profile), f"{size}-startup")
+            # TNS converges before Serf now (a member is alive by its probes): "idle" is
+            # measured once Serf has converged too, not while its gossip still runs.
+            figures["serf_s"] = wait_serf_complete(lab, start, args.converge_limit)
+            print(f"[{size}] serf complete on every node at {figures['serf_s']} s", flush=True)
             time.sleep(args.settle)
             if args.profile:
                 profile_dump(lab, Path(args.profile), f"{size}-settle")

@@ -100,6 +100,8 @@ SPEC = Field(
                 "rpc_auth": Field("str", check=check_probe_key),
                 "encrypt_key": Field("str", check=check_gossip_key),
                 "profile": Field("str", choices=("lan", "wan", "local")),
+                # How much lower than the connector's the agent's CPU priority is (serf_link.py).
+                "nice": Field("int", minimum=0, maximum=19),
                 # Serf's cap on one query answer (UDP: at most ~64 KB; default 1 KB in Serf).
                 "query_response_size_limit": Field("int", minimum=1024, maximum=60000),
             },
@@ -202,6 +204,7 @@ class ConnectorConfig:
             "port": 7946,
             "rpc_port": 7373,
             "profile": "local",
+            "nice": 0,
             # SL facts (~11 KB compressed) in one answer instead of 13 (sl_agent.py)
             "query_response_size_limit": 16384,
             **self.serf,

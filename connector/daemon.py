@@ -34,6 +34,7 @@ from ansible_collections.takelan.multiall.plugins.module_utils.tns import (
     parse_maintenance_tag,
     pool_topology,
     topology_events,
+    with_probed,
 )
 
 from . import __version__
@@ -115,7 +116,9 @@ class Connector(SerfLink):
         self.baseline = False  # no events until the first full view of every pool
         self._coords_at = 0.0
         self._coords_next = 0
-        self._maint: dict[str, str] = {}  # maint tags as of the last applied topology
+        # maint tags as of the last applied topology; its own from the start (probe
+        # packets carry it: peers count this node alive by them before Serf gossips it).
+        self._maint: dict[str, str] = {self.node: self.maint_tag}
         self._joining: asyncio.Task | None = None
         self._rtts_of: dict[str, Any] | None = None
         self._rtt_cache: dict[str, float] = {}
@@ -198,21 +201,24 @@ class Connector(SerfLink):
             self.passes += 1
             rtts = self._rtts()
             emit = self.baseline
+            # Only what was signed with this pool's key decides this pool.
+            probed = {pool: self.prober.probed(pool) for pool in self.pools}
             if not self.baseline:
-                # Until Serf has reported every declared member once, absence
-                # means "not joined yet", not "failed": record silently; the
-                # first complete view is the baseline later events diff from.
+                # Until every declared member has been seen once (by Serf, or alive by
+                # its probes), absence means "not joined yet", not "failed": record
+                # silently; the first complete view is the baseline events diff from.
                 declared = {n for p in self.pools for n in self.model.members(p)}
-                self.baseline = (
-                    declared <= set(self.serf_members) or time.monotonic() - self.started > 15
-                )
+                seen = set(serf).union(*probed.values())
+                self.baseline = declared <= seen or time.monotonic() - self.started > 15
+            maint = {n: m.tags.get("maint", maintenance_tag(False)) for n, m in serf.items()}
             for pool in self.pools:
-                # Only what was signed with this pool's key decides this pool.
+                members, promoted = with_probed(serf, probed[pool])
+                maint.update(promoted)
                 observations = self.prober.observations(pool=pool)
                 new = pool_topology(
                     pool,
                     self.model.members(pool),
-                    self._probe_sbm(serf, pool),
+                    self._probe_sbm(members, pool),
                     observations,
                     rtts,
                     me=self.node,
@@ -225,7 +231,7 @@ class Connector(SerfLink):
                 for event in events:
                     await self.publish(event)
                 self.metrics.topology(new, self.prober.rtt_ms)
-            self._maint = {n: m.tags.get("maint", maintenance_tag(False)) for n, m in serf.items()}
+            self._maint = maint
             # Coalesce bursts, and more so when a pass is costly: a start of many
             # nodes changes views many times a second on every node, and a pass
             # costs O(pool); this keeps recomputing under ~1/RECOMPUTE_SHARE of

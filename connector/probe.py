@@ -44,8 +44,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ansible_collections.takelan.multiall.plugins.module_utils.tns import maintenance_tag
+
 from .probe_packet import EPOCH_FILE, next_epoch, open_packet, seal
-from .probe_ring import BoundedPool
+from .probe_ring import MAINT, MAX_AGE, BoundedPool, flag_of
 from .probe_timing import (
     PUSH_BURST,
     PUSH_PER_ROUND,
@@ -111,6 +113,9 @@ class Prober(asyncio.DatagramProtocol):
         }
         self.peer_sbm: dict[str, dict[str, str]] = {p: {} for p in self.pools}
         self.peer_maint_seen: dict[str, dict[str, str]] = {}
+        # Per pool, each peer's own maint tag as its last section said it (what lets
+        # module_utils/tns.py count a member alive that Serf has not seen yet).
+        self.own_tags: dict[str, dict[str, str]] = {p: {} for p in self.pools}
         self.rtt_ms: dict[str, float] = {}
         # (peer, pool) -> the newest (epoch, seq) accepted: anything not newer is a replay.
         self.accepted: dict[tuple[str, str], tuple[int, int]] = {}
@@ -222,6 +227,9 @@ class Prober(asyncio.DatagramProtocol):
             ring = self.bounded.get(pool)
             if ring is not None and ring.accept(sender, msg["pools"][pool], now):
                 changed = pushed = True
+            if ring is not None and ring.flags_changed:  # a maintenance flag moved
+                ring.flags_changed = False
+                changed = True
         if pushed:
             self._push_soon()  # an observer's alert changed: pass it on now (flood)
         was_reachable = all(self._view[p].get(sender, True) for p in fresh)
@@ -243,12 +251,16 @@ class Prober(asyncio.DatagramProtocol):
         previous = self.views[pool].get(sender)
         self.views[pool][sender] = (now, view)
         self.heard[pool][sender] = now  # any accepted packet proves the path from the peer works
-        seen = self.peer_maint_seen.setdefault(sender, {})
-        seen.update({str(k): str(v) for k, v in section.get("maint", {}).items() if k in members})
+        maint = {str(k): str(v) for k, v in section.get("maint", {}).items() if k in members}
+        self.peer_maint_seen.setdefault(sender, {}).update(maint)
+        own, own_changed = maint.get(sender), False
+        if own is not None and self.own_tags[pool].get(sender) != own:
+            self.own_tags[pool][sender] = own  # its own tag: what with_probed may use
+            own_changed = True
         # Most packets repeat the last one. A bounded pool's sections carry no view: a
         # new sender there (the rotating extra peer, a new one each round for N rounds)
         # changes no opinion, and took a topology pass per round.
-        changed = previous[1] != view if previous else pool not in self.bounded
+        changed = own_changed or (previous[1] != view if previous else pool not in self.bounded)
         sbm = str(section.get("sbm", ""))[:16]
         if sbm and self.peer_sbm[pool].get(sender) != sbm:
             # The SBM status travels here too: Serf coalesces tag updates for ~1 s.
@@ -310,6 +322,9 @@ class Prober(asyncio.DatagramProtocol):
         slot: int | None = None,
     ) -> bytes:
         maint = self.maint_seen()
+        # Its own tag always goes too: peers count this node alive (and in or out of
+        # maintenance) by its probes before Serf has gossiped it (tns.with_probed).
+        own = {self.node: maint.get(self.node, maintenance_tag(False))}
         sbm = self.own_sbm()
         self.seq += 1
         now = time.monotonic()
@@ -321,13 +336,14 @@ class Prober(asyncio.DatagramProtocol):
             if ring is None:
                 sections[pool] = {
                     "view": self._view[pool],
-                    "maint": {m: maint[m] for m in self.pools[pool] if m in maint},
+                    "maint": {**{m: maint[m] for m in self.pools[pool] if m in maint}, **own},
                     "sbm": sbm,
                 }
             else:  # bounded: no whole view; the subjects' tags are their acknowledgements
+                ring.own_flag = flag_of(own[self.node])
                 sections[pool] = {
                     **ring.section(now, slot),
-                    "maint": {m: maint[m] for m in ring.subjects if m in maint},
+                    "maint": {**{m: maint[m] for m in ring.subjects if m in maint}, **own},
                     "sbm": sbm,
                 }
         msg: dict[str, Any] = {
@@ -511,6 +527,31 @@ class Prober(asyncio.DatagramProtocol):
                     out.setdefault(observer, {}).update(view)
             out.setdefault(self.node, {}).update(self._view[name])
         return out
+
+    def probed(self, pool: str) -> dict[str, str]:
+        """``{member: maint tag}`` of every member of POOL this node has fresh evidence
+        of (within ``MAX_AGE``, the window observers count for; signed with the pool's
+        key) and whose maintenance state that evidence carried: tns.py ``with_probed``.
+
+        All-to-all: heard directly, with the tag from the member's own packets.
+        Bounded: direct or relayed evidence; the tag is the member's own when this
+        node hears it directly and agrees with the relayed flag, else the flag alone.
+        """
+        now = time.monotonic()
+        ring = self.bounded.get(pool)
+        tags = self.own_tags[pool]
+        if ring is not None:
+            out = {}
+            for member, flag in ring.probed(now).items():
+                tag = tags.get(member)
+                out[member] = tag if flag_of(tag) == flag else maintenance_tag(flag == MAINT)
+            return out
+        heard = self.heard[pool]
+        return {
+            peer: tags[peer]
+            for peer, when in heard.items()
+            if peer in tags and now - when <= MAX_AGE
+        }
 
     def sbm(self, pool: str, max_age: float = 2.0) -> dict[str, str]:
         """The SBM status each peer sent in its fresh sections of ``pool``."""

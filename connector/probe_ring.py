@@ -29,6 +29,15 @@ per-node cost does not grow with the pool (docs/connector.md, "Cost model"):
   ``MAX_RECORDS`` per packet) while they say something or changed in the last
   ``MAX_AGE`` seconds, and a change is pushed to the neighbours at once, so a
   verdict reaches every member in a few milliseconds after the observers see it.
+* **Maintenance state travels with the evidence**: each age comes with the
+  member's maintenance flag as the member itself said it in the packet that
+  evidence started from (``mx``: the chunk's members in maintenance, and those
+  whose state the sender does not know). Where a relayed age wins, its flag
+  wins with it, so every node knows each member's *current* state within the
+  same few rounds as its liveness, before Serf's gossip does: enough for
+  ``module_utils/tns.py`` to count a member alive that Serf has not seen yet
+  (``probed``). A sender without ``mx`` (an older connector) leaves the flags
+  of what it relayed unknown, and unknown never promotes a member.
 * **Verdict** (Rapid's multi-process cut detection): ``module_utils/tns.py``
   gets only the observers' opinions of their own subjects, so a member is
   ``failed`` when a strict majority of its fresh observers lost it.
@@ -50,6 +59,8 @@ from itertools import compress, repeat
 from operator import ge, gt, lt, mul, not_, or_
 from typing import Any
 
+from ansible_collections.takelan.multiall.plugins.module_utils.tns import parse_maintenance_tag
+
 AGE_UNIT = 0.01  # seconds per unit of a relayed age
 AGE_NEVER = 0xFFFF  # "no evidence at all"
 CHUNK = 256  # members per age chunk (512 bytes, 684 in base64)
@@ -62,6 +73,8 @@ MAX_AGE = 2.0  # an observer (or its record) older than this stops counting, as 
 HOP = 0.01
 _HOP_UNITS = math.ceil(HOP / AGE_UNIT)
 _NEVER = -(10**12)  # "no evidence" in the tick clock below
+# A member's maintenance flag, as the evidence of it said: unknown never promotes it.
+UNKNOWN, NORMAL, MAINT = 0, 1, 2
 
 
 def ring_neighbours(pool: str, members: list[str], rings: int) -> dict[str, list[str]]:
@@ -104,6 +117,32 @@ def decode_ages(text: Any, limit: int) -> list[int] | None:
     return ages.tolist()
 
 
+def flag_of(tag: Any) -> int:
+    """A member's maint tag (as it sent it) as a flag; UNKNOWN when it sent none."""
+    if not isinstance(tag, str):
+        return UNKNOWN
+    return MAINT if parse_maintenance_tag(tag)[0] else NORMAL
+
+
+def _flag_lists(start: int, ages: list[int], flags: bytearray) -> list[list[int]]:
+    """``mx`` of a section: the chunk's members in maintenance, and those with evidence
+    but an unknown flag (indices into the pool); ``[[], []]`` in a quiet pool."""
+    if flags.count(NORMAL) == len(flags):
+        return [[], []]
+    maint = [start + i for i, f in enumerate(flags) if f == MAINT]
+    unknown = [start + i for i, f in enumerate(flags) if f == UNKNOWN and ages[i] != AGE_NEVER]
+    return [maint, unknown]
+
+
+def _read_flag_lists(mx: Any) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """A peer's ``mx``, or None when it sent none (an older connector) or garbage."""
+    if not (isinstance(mx, list) and len(mx) == 2 and all(isinstance(x, list) for x in mx)):
+        return None
+    if not all(isinstance(i, int) for x in mx for i in x):
+        return None
+    return tuple(mx[0]), tuple(mx[1])
+
+
 class BoundedPool:
     """One large pool's bounded probing state, as seen by node ``me``."""
 
@@ -128,6 +167,10 @@ class BoundedPool:
         # slot per member: merging a peer's ages is one comprehension over integers, not
         # dict lookups per member per packet (what made 128 members cost 0.8 % of a core).
         self._ticks: list[int] = [_NEVER] * len(self.members)
+        # Each member's maintenance flag, from the same packet as its tick (UNKNOWN/NORMAL/MAINT).
+        self._flags = bytearray(len(self.members))
+        self.own_flag = NORMAL  # this node's own, set by the Prober from its maint tag
+        self.flags_changed = False  # set by accept(), cleared by the Prober
         self._hot: set[str] = set()  # observers whose records are relayed
         self._relayed: dict[str, int] = {}  # observer -> sections its current record went in
         # observer -> (monotonic time of its record, its lost subjects, when it last changed)
@@ -178,9 +221,11 @@ class BoundedPool:
         ticks = self._ticks[start : start + CHUNK]
         top = math.ceil(now / AGE_UNIT)
         ages = [AGE_NEVER if top - t > AGE_NEVER else top - t for t in ticks]
+        flags = self._flags[start : start + CHUNK]
         mine = self.index.get(self.me, -1) - start
         if 0 <= mine < len(ages):
             ages[mine] = 0
+            flags[mine] = self.own_flag
         records = {self.me: [0, list(self.own_down)]}
         # Only records worth repeating (an alert, or a change of the last MAX_AGE s):
         # a quiet pool relays none, whatever its size.
@@ -199,7 +244,11 @@ class BoundedPool:
             when, down, _changed = self.records[observer]
             records[observer] = [math.ceil((now - when) / AGE_UNIT), list(down)]
             self._relayed[observer] = self._relayed.get(observer, 0) + 1
-        return {"ages": [start, encode_ages(ages)], "rec": records}
+        return {
+            "ages": [start, encode_ages(ages)],
+            "rec": records,
+            "mx": _flag_lists(start, ages, flags),
+        }
 
     # -- receiving
     def accept(self, sender: str, section: dict[str, Any], now: float) -> bool:
@@ -207,6 +256,11 @@ class BoundedPool:
         self.heard[sender] = now
         base = math.floor(now / AGE_UNIT)
         self._ticks[self.index[sender]] = base
+        # Its own maint tag, in its own words (an older connector sends none: unknown).
+        flag = flag_of(section.get("maint", {}).get(sender))
+        if self._flags[self.index[sender]] != flag:
+            self._flags[self.index[sender]] = flag
+            self.flags_changed = True
         ages = section.get("ages")
         if isinstance(ages, list) and len(ages) == 2 and isinstance(ages[0], int):
             start = ages[0]
@@ -214,10 +268,13 @@ class BoundedPool:
             if values is not None and 0 <= start < len(self.members):
                 end = min(len(self.members), start + len(values))
                 floor = base - _HOP_UNITS
-                self._ticks[start:end] = [
+                before = self._ticks[start:end]
+                after = [
                     mine if mine >= floor - age else floor - age
-                    for mine, age in zip(self._ticks[start:end], values, strict=False)
+                    for mine, age in zip(before, values, strict=False)
                 ]
+                self._ticks[start:end] = after
+                self._merge_flags(start, before, after, values, section.get("mx"))
         changed = False
         records = section.get("rec")
         for observer, record in (records if isinstance(records, dict) else {}).items():
@@ -246,7 +303,54 @@ class BoundedPool:
                 self.records[observer] = (when, lost, previous[2])
         return changed
 
+    def _merge_flags(
+        self, start: int, before: list[int], after: list[int], ages: list[int], mx: Any
+    ) -> None:
+        """Where the sender's evidence won (``after`` differs), take its flag with it.
+
+        A quiet pool (every flag NORMAL on both sides, nobody in maintenance) costs
+        one comparison of a few bytes: the per-member pass runs only while the
+        flags change (a start, a maintenance, an older sender).
+        """
+        lists = _read_flag_lists(mx)
+        chunk = self._flags[start : start + len(after)]
+        if lists == ((), ()) and chunk.count(NORMAL) == len(chunk):
+            return
+        maint, unknown = (frozenset(x) for x in lists) if lists else ((), ())
+        flags = self._flags
+        for i, (old, new) in enumerate(zip(before, after, strict=False)):
+            if new == old:
+                continue
+            index = start + i
+            if lists is None or ages[i] == AGE_NEVER or index in unknown:
+                flag = UNKNOWN
+            else:
+                flag = MAINT if index in maint else NORMAL
+            if flags[index] != flag:
+                flags[index] = flag
+                self.flags_changed = True
+
     # -- evaluating
+    def probed(self, now: float) -> dict[str, int]:
+        """``{member: NORMAL|MAINT}`` of every other member with evidence (direct or
+        relayed) of the last ``MAX_AGE`` seconds and a known maintenance flag.
+
+        Real evidence only: unlike ``reach`` it has no start-up grace, so a member
+        nobody has heard from is never in it. The window is the one observers'
+        records count for, not ``dead_after``: on a busy machine ages relayed over
+        three hops arrive older than ``dead_after`` (a 128-node start on the lab's 2
+        cores left most members unpromoted), and a member that has died since is
+        failed by its observers' majority within ``dead_after`` anyway.
+        """
+        limit = math.floor(now / AGE_UNIT) - math.floor(MAX_AGE / AGE_UNIT)
+        out = {
+            m: f
+            for m, t, f in zip(self.members, self._ticks, self._flags, strict=False)
+            if f and t >= limit
+        }
+        out.pop(self.me, None)
+        return out
+
     def refresh(self, now: float, grace: bool) -> tuple[bool, bool]:
         """Re-evaluate reach and this node's record: (something changed, own record changed)."""
         # Passes over the tick slots as comprehensions and operator maps, not loops
@@ -254,6 +358,7 @@ class BoundedPool:
         tick_now = math.floor(now / AGE_UNIT)
         ticks = self._ticks
         ticks[self.index[self.me]] = tick_now
+        self._flags[self.index[self.me]] = self.own_flag
         # Relayed evidence into ``heard`` (quorum, the DNS-SA guards and status read it).
         known = list(map(gt, ticks, repeat(_NEVER)))
         self.heard.update(

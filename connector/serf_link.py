@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections import deque
 from typing import Any
@@ -130,7 +131,7 @@ class SerfLink:
         await self.sl.first_facts()  # its digest goes in the agent's initial tags
         while not self.stopping:
             self.serf_proc = await asyncio.create_subprocess_exec(
-                *self._serf_argv(),
+                *self._niced(self._serf_argv()),
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
             )
@@ -150,6 +151,26 @@ class SerfLink:
                 self.rpc = None
             backoff = 0.5 if time.monotonic() - started > 30 else min(backoff * 2, 10)
             await asyncio.sleep(backoff)
+
+    def _niced(self, argv: list[str]) -> list[str]:
+        """ARGV run ``serf.nice`` steps below the connector's own CPU priority (0: same).
+
+        TNS no longer waits for Serf (a member is alive by its probes,
+        module_utils/tns.py ``with_probed``): on a busy node an admin may let the
+        connector's probe rounds, where a round late by ``dead_after`` is a false
+        alert, win the CPU over Serf's gossip. Through ``nice(1)``, so every thread
+        the Go runtime starts inherits it: lowering the agent's pid after the start
+        reaches its main thread only (Linux priorities are per thread), and a
+        128-node lab start with only the main threads lowered did not converge in
+        150 s. Not the default: on the lab's 2 cores, +10 gave 42 s and 111 s where
+        the same priority gave 77-81 s (benchmarks/RESULTS.md), and it slows Serf's
+        own convergence (tags, queries) on a busy node.
+        """
+        nice = int(self.cfg.serf.get("nice", 0))
+        binary = shutil.which("nice")
+        if not nice or binary is None:
+            return argv
+        return [binary, "-n", str(nice), *argv]
 
     async def follow_serf(self) -> None:
         """Keep an RPC connection, the member table and the event stream alive."""

@@ -9,9 +9,21 @@ kept small and explicit:
 
 * Serf is the source of truth for membership: ``left`` and ``failed`` from
   Serf always win.
-* Probes only make a verdict *faster*: a Serf-alive member is ``failed`` for a
-  pool when a strict majority of the pool peers that currently observe it say
-  it is unreachable, so one node with a broken link never evicts a healthy peer.
+* Probes make a verdict *faster*, both ways:
+
+  - a Serf-alive member is ``failed`` for a pool when a strict majority of the
+    pool peers that currently observe it say it is unreachable, so one node
+    with a broken link never evicts a healthy peer;
+  - a member that Serf has not reported yet (not joined in this node's Serf)
+    counts as alive for a pool when this node has fresh evidence of it, signed
+    with the pool's key (its own probes, or ages relayed by members that heard
+    them) *and* knows its maintenance state from the same evidence
+    (``with_probed``). Serf's gossip needs O(log N) rounds of its own to carry a
+    join; the probes know within a round or two. The majority vote still
+    applies, so such a member is ``failed`` as soon as its observers lose it.
+    A member Serf calls ``failed`` stays failed, as before: overruling that too
+    was tried and did not make the 128-node lab start faster, and reviving a
+    member by probes alone is a larger change to what DNS-SA relies on.
 * The pool **leader** is the lowest name among ``alive`` members (maintenance
   excluded); **quorum** is a strict majority of the pool's declared members
   being alive and reachable (maintenance members are reachable, so they count).
@@ -28,6 +40,7 @@ kept small and explicit:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,6 +155,42 @@ class PoolTopology:
             "declared": self.declared,
             "members": {n: m.as_dict() for n, m in sorted(self.members.items())},
         }
+
+
+# Serf states that a member's own signed probes may overrule (with_probed): "not
+# joined yet". ``left`` (an intentional leave) and ``failed`` are never overruled.
+_OVERRULED = frozenset({"none", ""})
+
+
+def with_probed(
+    serf: dict[str, SerfMember], probed: Mapping[str, str] | None
+) -> tuple[dict[str, SerfMember], dict[str, str]]:
+    """SERF with every member that probes prove alive but Serf has not reported yet.
+
+    ``probed`` maps each member this node has fresh, pool-signed evidence of,
+    *and* whose maintenance state that evidence carried, to its ``maint`` tag.
+    A member Serf has not seen is taken as alive with that tag (so a member in
+    maintenance stays out of service even before Serf gossips its tag). What
+    Serf reports (alive, failed, left) is kept: for a member Serf knows, its
+    gossiped state and tags stay the truth.
+
+    Returns the table and the ``maint`` tags of the members it promoted.
+    """
+    promoted: dict[str, str] = {}
+    if not probed:
+        return serf, promoted
+    out = serf
+    for name, tag in probed.items():
+        member = serf.get(name)
+        if member is not None and member.status not in _OVERRULED:
+            continue
+        if out is serf:
+            out = dict(serf)
+        tags = dict(member.tags) if member is not None else {}
+        tags["maint"] = tag
+        out[name] = SerfMember(name, member.address if member else "", "alive", tags)
+        promoted[name] = tag
+    return out, promoted
 
 
 def _serf_state(member: SerfMember | None) -> str:

@@ -45,6 +45,7 @@ def test_default_control_socket_is_the_shared_one(tmp_path):
     [
         ("node: n1\nprobe:\n  interval: 0.001\n", 3, "must be at least 0.05"),
         ("node: n1\nserf:\n  profile: fast\n", 3, "expected one of: lan, wan, local"),
+        ("node: n1\nserf:\n  nice: 25\n", 3, "serf.nice: must be at most 19, got 25"),
         (
             "node: n1\nwatcher:\n  rules:\n    - events: [member_exploded]\n      playbook: x.yml\n",
             4,

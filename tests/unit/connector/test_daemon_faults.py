@@ -511,3 +511,24 @@ def test_a_dying_agent_reports_its_last_lines_only(tmp_path, caplog):
     [exited] = [r for r in caplog.records if r.getMessage().startswith("serf agent exited")]
     assert exited.fields["rc"] == 3
     assert exited.fields["stderr"].splitlines() == [f"line {i}" for i in range(280, 300)]
+
+
+@pytest.mark.parametrize(("nice", "below"), [(None, 0), (10, 10)])
+def test_the_serf_agent_runs_below_the_connectors_cpu_priority(tmp_path, nice, below):
+    """Probe rounds are the fast path; on a busy node the connector gets the CPU first."""
+    binary = fake_agent(tmp_path, "exec sleep 30")
+    connector = make_connector(tmp_path, binary=binary, **({} if nice is None else {"nice": nice}))
+
+    async def scenario():
+        task = asyncio.create_task(connector.supervise_serf())
+        while connector.serf_proc is None:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)
+        agent = os.getpriority(os.PRIO_PROCESS, connector.serf_proc.pid)
+        connector.stopping = True
+        connector.serf_proc.terminate()
+        await task
+        return agent
+
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    assert asyncio.run(asyncio.wait_for(scenario(), GUARD)) == min(19, mine + below)

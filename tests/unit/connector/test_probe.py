@@ -259,3 +259,15 @@ def test_a_silent_peer_is_unreachable_after_dead_after():
     n1.heard["web"]["n2"] -= 1.0
     n1._refresh()
     assert n1.observations(pool="web")["n1"]["n2"] is False
+
+
+def test_a_peer_heard_directly_is_probed_with_its_own_maintenance_tag(monkeypatch):
+    """All-to-all: what lets tns.with_probed count a peer alive before Serf has it."""
+    n1, n2 = make("n1"), make("n2", maint={"n2": "1:kernel", "n1": "0"})
+    past_grace(n1)
+    assert n1.probed("web") == {}  # no evidence yet: nobody, whatever the grace says
+    deliver(n1, ping(n2, "n1"), "n2")
+    assert n1.probed("web") == {"n2": "1:kernel"}
+    assert n1.probed("db") == {}  # n2 is not in db: its web section says nothing there
+    n1.heard["web"]["n2"] -= 2.5  # silent for longer than the 2 s observers count for
+    assert n1.probed("web") == {}

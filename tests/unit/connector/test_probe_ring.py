@@ -11,9 +11,24 @@ import pytest
 
 from connector import probe
 from connector.probe import Prober
-from connector.probe_ring import CHUNK, decode_ages, encode_ages, ring_neighbours
+from connector.probe_ring import (
+    CHUNK,
+    MAINT,
+    NORMAL,
+    BoundedPool,
+    decode_ages,
+    encode_ages,
+    ring_neighbours,
+)
 from connector.serf import join_targets
-from plugins.module_utils.tns import ALIVE, FAILED, SerfMember, pool_topology
+from plugins.module_utils.tns import (
+    ALIVE,
+    FAILED,
+    MAINTENANCE,
+    SerfMember,
+    pool_topology,
+    with_probed,
+)
 
 INTERVAL, DEAD_AFTER = 0.2, 0.65
 
@@ -68,6 +83,17 @@ class Lab:
 
     def link_up(self, a: str, b: str) -> bool:
         return a not in self.dead and b not in self.dead and frozenset((a, b)) not in self.cut
+
+    def staggered_start(self, per_round: int) -> None:
+        """Every node down, then PER_ROUND of them starting each round (a pool starting)."""
+        self.dead = set(self.names)
+        waiting = list(self.names)
+        while waiting:
+            for name in waiting[:per_round]:
+                self.dead.discard(name)
+                self.nodes[name].started = self.now
+            waiting = waiting[per_round:]
+            self.round()
 
     def rounds(self, count: int) -> None:
         """COUNT probe intervals."""
@@ -180,14 +206,7 @@ def test_a_staggered_start_converges_a_round_after_the_last_node_is_up(monkeypat
     ones, then clear. Every clearance must reach every node at once, not wait out
     the 2 s a stale alert is kept (more records change than a packet holds)."""
     lab = Lab(monkeypatch, 64)
-    lab.dead = set(lab.names)
-    waiting = list(lab.names)
-    while waiting:
-        for name in waiting[:4]:
-            lab.dead.discard(name)
-            lab.nodes[name].started = lab.now
-        waiting = waiting[4:]
-        lab.round()
+    lab.staggered_start(4)
     lab.rounds(2)
     for name in lab.names:
         assert all(m.state == ALIVE for m in lab.topology(name).members.values()), name
@@ -252,3 +271,72 @@ def test_serf_join_asks_a_few_missing_peers_not_every_peer():
     assert len(targets) == 4
     assert set(targets) <= {peers[f"n{i}"] for i in range(120, 129)}
     assert join_targets(peers, set(peers)) == []
+
+
+def probed_view(lab: Lab, name: str):
+    """NAME's topology with an empty Serf table: every member alive only by its probes."""
+    node = lab.nodes[name]
+    members, _promoted = with_probed({name: SerfMember(name)}, node.probed("big"))
+    return pool_topology(
+        "big",
+        lab.pools["big"],
+        members,
+        node.observations(pool="big"),
+        me=name,
+        reach=node.reach("big"),
+    )
+
+
+def test_a_pool_whose_serf_has_seen_nobody_converges_by_probes_alone(monkeypatch):
+    """Members not in Serf's table count alive by relayed evidence: a pool starting
+    converges in the probes' rounds, not in Serf's gossip (seconds per round)."""
+    lab = Lab(monkeypatch, 64)
+    lab.staggered_start(8)
+    lab.rounds(2)
+    for name in lab.names:
+        assert lab.nodes[name].probed("big") == {n: "0" for n in lab.names if n != name}
+        topo = probed_view(lab, name)
+        assert topo.quorum and all(m.state == ALIVE for m in topo.members.values()), name
+    # A member that dies is failed by its observers' majority at once, and leaves
+    # everyone's probed set when its evidence is older than the 2 s observers count for.
+    lab.dead.add("n09")
+    lab.rounds(5)
+    survivors = [n for n in lab.names if n != "n09"]
+    assert all(probed_view(lab, n).members["n09"].state == FAILED for n in survivors)
+    lab.rounds(8)
+    assert all("n09" not in lab.nodes[n].probed("big") for n in survivors)
+
+
+def test_a_member_entering_maintenance_is_known_everywhere_with_its_evidence(monkeypatch):
+    """Its maintenance flag travels with its relayed age: every node, its ring
+    neighbours or not, keeps it out of service before Serf gossips the tag."""
+    lab = Lab(monkeypatch, 40)
+    lab.rounds(3)
+    node = lab.nodes["n05"]
+    node.maint_seen = lambda: {"n05": "1:kernel"}  # type: ignore[method-assign]
+    lab.rounds(3)
+    for name in lab.names:
+        if name == "n05":
+            continue
+        # The reason too where it heard n05 itself (a ring neighbour, or the rotation).
+        assert lab.nodes[name].probed("big")["n05"] in ("1:kernel", "1:"), name
+        assert probed_view(lab, name).members["n05"].state == MAINTENANCE
+    node.maint_seen = lambda: {"n05": "0"}  # type: ignore[method-assign]
+    lab.rounds(3)
+    assert all(lab.nodes[n].probed("big")["n05"] == "0" for n in lab.names if n != "n05")
+
+
+def test_evidence_relayed_by_an_older_connector_promotes_nobody(monkeypatch):
+    """A section without maintenance flags (a connector before them) still refreshes
+    ages, but a member whose state it does not say is never counted alive by it."""
+    lab = Lab(monkeypatch, 40)
+    ring = BoundedPool("big", "n00", lab.names, 3, {}, DEAD_AFTER)
+    ages = [0] * len(lab.names)
+    ring.accept("n01", {"ages": [0, encode_ages(ages)], "rec": {}}, lab.now)
+    ring.refresh(lab.now, grace=False)
+    assert all(ring.reach.values()) and ring.probed(lab.now) == {}
+    # The same evidence from a connector that says the flags: every member is known.
+    section = {"ages": [0, encode_ages(ages)], "rec": {}, "mx": [[3], []], "maint": {"n02": "0"}}
+    ring.accept("n02", section, lab.now + 0.05)
+    probed = ring.probed(lab.now + 0.05)
+    assert probed["n03"] == MAINT and probed["n02"] == NORMAL and len(probed) == 39

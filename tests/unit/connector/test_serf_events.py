@@ -179,3 +179,29 @@ def test_progress_is_read_from_the_event_table_not_by_asking_for_every_member(
     asyncio.run(main())
     assert rpc.members_asked == 1
     assert "n2" in connector.serf_members
+
+
+def test_a_member_serf_has_not_reported_is_alive_by_its_probes(tmp_path):
+    """Before Serf gossips n3 to n1, n1's topology counts it by its signed probes
+    (maintenance included), echoes its tag (the acknowledgement maintenance waits
+    for) and takes the view as the baseline events diff from."""
+    connector = make_connector(tmp_path)
+    connector._apply_member_event(event("member-join", ("n2", "alive")))
+    connector.prober.probed = lambda pool: {"n3": "1:kernel"}  # type: ignore[method-assign]
+
+    async def scenario():
+        task = asyncio.create_task(connector.recompute())
+        connector.dirty.set()
+        while "web" not in connector.topology:
+            await asyncio.sleep(0.01)
+        task.cancel()
+
+    asyncio.run(scenario())
+    members = connector.topology["web"].members
+    assert {n: m.state for n, m in members.items()} == {
+        "n1": "alive",
+        "n2": "alive",
+        "n3": "maintenance",
+    }
+    assert connector._maint_seen()["n3"] == "1:kernel"
+    assert connector.baseline  # every member seen: by Serf, or by its probes

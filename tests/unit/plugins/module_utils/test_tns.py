@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ansible_collections.takelan.multiall.plugins.module_utils.tns import (
+    ALIVE,
     FAILED,
     LEFT,
     MAINTENANCE,
@@ -12,6 +13,7 @@ from ansible_collections.takelan.multiall.plugins.module_utils.tns import (
     parse_maintenance_tag,
     pool_topology,
     topology_events,
+    with_probed,
 )
 
 POOL = ["n1", "n2", "n3", "n4", "n5"]
@@ -171,3 +173,46 @@ def test_one_broken_link_does_not_cost_quorum_in_the_own_view():
     obs["n1"]["n3"] = False  # only the n1-n3 link is down
     topo = pool_topology("web", POOL, serf(), obs, me="n1")
     assert topo.quorum and topo.members["n3"].state == SUSPECT
+
+
+# ------------------------------------------------ members alive by their probes
+def test_a_member_serf_has_not_seen_is_alive_by_its_probes():
+    table = {n: m for n, m in serf().items() if n != "n5"}  # n5 not joined in this Serf yet
+    assert pool_topology("web", POOL, table, all_see_all()).members["n5"].state == LEFT
+    members, promoted = with_probed(table, {"n5": "0"})
+    topo = pool_topology("web", POOL, members, all_see_all(), me="n1")
+    assert topo.members["n5"].state == ALIVE and promoted == {"n5": "0"}
+
+
+def test_serf_failed_stays_failed_whatever_the_probes_say():
+    """Serf's failed wins, as before: probes only promote a member Serf has not seen."""
+    members, promoted = with_probed(serf("n3"), {"n3": "0"})
+    assert pool_topology("web", POOL, members, all_see_all()).members["n3"].state == FAILED
+    assert promoted == {}
+
+
+def test_probes_keep_a_member_in_maintenance_before_serf_gossips_its_tag():
+    table = {n: m for n, m in serf().items() if n != "n2"}
+    members, promoted = with_probed(table, {"n2": "1:kernel"})
+    topo = pool_topology("web", POOL, members, all_see_all())
+    assert topo.members["n2"].state == MAINTENANCE and topo.members["n2"].reason == "kernel"
+    assert topo.leader == "n1" and promoted == {"n2": "1:kernel"}
+
+
+def test_probes_never_overrule_a_leave_or_what_serf_knows_of_a_live_member():
+    left = serf("n4", status="left")
+    alive = serf(maint={"n3": "disk"})
+    members, promoted = with_probed({**left, "n3": alive["n3"]}, {"n4": "0", "n3": "0"})
+    topo = pool_topology("web", POOL, members, all_see_all())
+    assert topo.members["n4"].state == LEFT
+    assert topo.members["n3"].state == MAINTENANCE  # Serf's tag, not the probed one
+    assert promoted == {}
+
+
+def test_a_member_alive_by_probes_is_failed_when_its_observers_lose_it():
+    obs = all_see_all()
+    for observer in ("n1", "n2", "n3"):
+        obs[observer]["n5"] = False
+    table = {n: m for n, m in serf().items() if n != "n5"}
+    members, _promoted = with_probed(table, {"n5": "0"})
+    assert pool_topology("web", POOL, members, obs).members["n5"].state == FAILED
