@@ -24,6 +24,7 @@ import secrets
 import signal
 import sys
 import time
+from collections import defaultdict
 from typing import Any
 
 from ansible_collections.takelan.multiall.plugins.module_utils.pools import PoolModel, load
@@ -119,6 +120,9 @@ class Connector(SerfLink):
         # maint tags as of the last applied topology; its own from the start (probe
         # packets carry it: peers count this node alive by them before Serf gossips it).
         self._maint: dict[str, str] = {self.node: self.maint_tag}
+        # Per pool: members counted alive by probes that Serf has not reported yet
+        # (tns.with_probed: when their evidence stops, they are failed, not left).
+        self._probed_seen: dict[str, dict[str, str]] = defaultdict(dict)
         self._joining: asyncio.Task | None = None
         self._rtts_of: dict[str, Any] | None = None
         self._rtt_cache: dict[str, float] = {}
@@ -212,7 +216,7 @@ class Connector(SerfLink):
                 self.baseline = declared <= seen or time.monotonic() - self.started > 15
             maint = {n: m.tags.get("maint", maintenance_tag(False)) for n, m in serf.items()}
             for pool in self.pools:
-                members, promoted = with_probed(serf, probed[pool])
+                members, promoted = with_probed(serf, probed[pool], self._probed_seen[pool])
                 maint.update(promoted)
                 observations = self.prober.observations(pool=pool)
                 new = pool_topology(

@@ -211,7 +211,13 @@ def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.05) 
 
 
 def wait_converged(lab: Lab, nodes: list[str] | None = None, timeout: float = 30) -> None:
-    """Wait until every connector sees every pool member alive."""
+    """Wait until every connector sees every pool member alive, and its Serf agent every node.
+
+    TNS counts a member alive by its probes before Serf's gossip has carried its
+    join, so the pools converge first. A test must start from the settled state
+    (a Serf query, a partition's ``failed``, a rejoin all act through Serf), not
+    race Serf's join.
+    """
     deadline = time.monotonic() + timeout
     nodes = nodes or list(lab.nodes)
     last: Any = None
@@ -228,6 +234,9 @@ def wait_converged(lab: Lab, nodes: list[str] | None = None, timeout: float = 30
                     if any(m["sbm"] in ("", "3") for m in topo["members"].values()):
                         ok = False
                 if not status["pools"]:
+                    ok = False
+                serf = status.get("serf", {})
+                if any(serf.get(n) != "alive" for n in nodes):
                     ok = False
             if ok:
                 return

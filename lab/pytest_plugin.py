@@ -106,6 +106,37 @@ def pg_cluster() -> Iterator[PgDatabase]:
         yield pg
 
 
+LOG_TAIL_LINES = 60
+
+
+def lab_log_tails(lab: Lab, lines: int = LOG_TAIL_LINES) -> str:
+    """The last lines of every node's connector log, for a failed test's report.
+
+    The lab is torn down right after its module, so without this a failure on a
+    CI machine leaves nothing to read but the assertion.
+    """
+    out = []
+    for node in sorted(lab.nodes):
+        tail = lab.service_log(node, "connector").splitlines()[-lines:]
+        out.append(f"--- {node} connector.log (last {len(tail)} lines)")
+        out.extend(line[:400] for line in tail)
+    return "\n".join(out)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed lab test reports the tails of its live labs' connector logs."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and _LIVE:
+        for lab in _LIVE:
+            try:
+                text = lab_log_tails(lab)
+            except OSError as exc:  # a node dir removed by the test itself
+                text = f"(connector logs unreadable: {exc})"
+            report.sections.append((f"lab connector logs ({report.when})", text))
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "lab: needs root and builds network-namespace lab nodes")
     for sig in (signal.SIGTERM, signal.SIGHUP):

@@ -163,7 +163,9 @@ _OVERRULED = frozenset({"none", ""})
 
 
 def with_probed(
-    serf: dict[str, SerfMember], probed: Mapping[str, str] | None
+    serf: dict[str, SerfMember],
+    probed: Mapping[str, str] | None,
+    seen: dict[str, str] | None = None,
 ) -> tuple[dict[str, SerfMember], dict[str, str]]:
     """SERF with every member that probes prove alive but Serf has not reported yet.
 
@@ -174,13 +176,19 @@ def with_probed(
     Serf reports (alive, failed, left) is kept: for a member Serf knows, its
     gossiped state and tags stay the truth.
 
+    ``seen`` is the caller's memory for one pool, updated in place: the members
+    once promoted here that Serf has still not reported. When their evidence
+    stops they are ``failed``, not ``left``: they were seen alive and went
+    silent, which is what a crash or a partition looks like (``left`` is an
+    intentional leave, and Serf would have said so). Without it, a partition
+    soon after a start, before Serf's gossip had carried the far side's joins,
+    showed the far side as having left, and nothing failed it.
+
     Returns the table and the ``maint`` tags of the members it promoted.
     """
     promoted: dict[str, str] = {}
-    if not probed:
-        return serf, promoted
     out = serf
-    for name, tag in probed.items():
+    for name, tag in (probed or {}).items():
         member = serf.get(name)
         if member is not None and member.status not in _OVERRULED:
             continue
@@ -190,6 +198,16 @@ def with_probed(
         tags["maint"] = tag
         out[name] = SerfMember(name, member.address if member else "", "alive", tags)
         promoted[name] = tag
+    if seen is None:
+        return out, promoted
+    for name in [n for n in seen if n in serf and serf[n].status not in _OVERRULED]:
+        del seen[name]  # Serf has reported it: its word stands from now on
+    seen.update(promoted)
+    for name, tag in seen.items():
+        if name not in promoted and name not in serf:
+            if out is serf:
+                out = dict(serf)
+            out[name] = SerfMember(name, "", "failed", {"maint": tag})
     return out, promoted
 
 

@@ -34,6 +34,17 @@ def tns_lab(lab_module):
     return lab
 
 
+@pytest.fixture(autouse=True)
+def settled(tns_lab):
+    """Each test starts from a settled lab: every view alive, every Serf agent joined.
+
+    An earlier test's kill, partition or restart may still be healing in Serf
+    (a rejoin, a refuted suspicion after a heal); a test that asserted a state
+    at one instant then raced it.
+    """
+    wait_converged(tns_lab, timeout=60)
+
+
 def state_of(lab, observer: str, pool: str, member: str) -> str:
     return control(lab, observer, {"op": "status"})["pools"][pool]["members"][member]["state"]
 
