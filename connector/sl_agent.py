@@ -145,7 +145,7 @@ class SlAgent:
         self._stamps = self._mtimes()
         try:
             facts = await asyncio.to_thread(collect, self.node)
-        except FactsError as exc:
+        except (FactsError, OSError) as exc:  # OSError: a file that went away mid-read
             self.error = str(exc)
             log.error("sl facts: %s", exc)
             self._collected.set()  # the agent starts without a digest; the next try sets it

@@ -76,6 +76,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             f" ({topo['declared']} declared)"
         )
         print(f"  {'member':12} {'state':12} {'sbm':5} {'rtt ms':>8}  note")
+        serf = reply.get("serf")
         for name, member in topo["members"].items():
             rtt = reply["probe_rtt_ms"].get(name, member["rtt_ms"])
             rtt_text = f"{rtt:8.2f}" if isinstance(rtt, (int, float)) else f"{'-':>8}"
@@ -84,6 +85,11 @@ def cmd_status(args: argparse.Namespace) -> int:
                 if member["down_votes"]
                 else ""
             )
+            if serf is not None and name not in serf and member["state"] != "left":
+                # Counted by its probes alone (tns.with_probed): say so, or an admin
+                # comparing with `serf members` sees a contradiction.
+                note = f"{note}; " if note else ""
+                note += "judged by probes alone (not in Serf yet)"
             mark = " *" if name == reply["node"] else ""
             print(
                 f"  {name + mark:12} {member['state']:12} {member['sbm'] or '-':5}"

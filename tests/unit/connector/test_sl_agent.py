@@ -243,9 +243,15 @@ def test_the_serf_agent_starts_with_the_first_facts_digest(monkeypatch):
     assert asyncio.run(main()) == "9d8e6099"
 
 
-def test_the_serf_agent_does_not_wait_for_facts_that_fail(monkeypatch):
+@pytest.mark.parametrize(
+    "error",
+    [sl_agent.FactsError("dpkg-query -W failed (exit 2)"), FileNotFoundError(2, "gone")],
+)
+def test_the_serf_agent_does_not_wait_for_facts_that_fail(monkeypatch, error):
+    """Neither a failed command nor an OSError holds the agent's start for 5 s."""
+
     def broken(node):
-        raise sl_agent.FactsError("dpkg-query -W failed (exit 2)")
+        raise error
 
     monkeypatch.setattr(sl_agent, "collect", broken)
     connector = SimpleNamespace(node="n1", rpc=None, serf_members={})
@@ -256,3 +262,4 @@ def test_the_serf_agent_does_not_wait_for_facts_that_fail(monkeypatch):
         return await asyncio.wait_for(agent.first_facts(), 1)
 
     assert asyncio.run(main()) == ""
+    assert agent.error

@@ -41,3 +41,31 @@ def test_brief_status_counts_states_and_names_who_is_not_alive(tmp_path, capsys,
     args.json = True
     tns_cmd.cmd_status(args)
     assert json.loads(capsys.readouterr().out)["pools"]["web"]["states"]["failed"] == 1
+
+
+def test_full_status_marks_members_counted_by_their_probes_alone(capsys, monkeypatch):
+    """Serf has not reported n3 yet: TNS counts it alive by its probes, and says so."""
+    member = {"state": "alive", "sbm": "0", "rtt_ms": None, "reason": "", "down_votes": 0}
+    reply = {
+        "node": "n1",
+        "address": "198.18.0.11",
+        "version": "1",
+        "probe_rtt_ms": {},
+        "serf": {"n1": "alive", "n2": "alive"},
+        "pools": {
+            "web": {
+                "leader": "n1",
+                "quorum": True,
+                "declared": 3,
+                "members": {n: {**member, "observers": 2} for n in ("n1", "n2", "n3")},
+            }
+        },
+    }
+    monkeypatch.setattr(tns_cmd, "control_request", lambda *_a, **_k: reply)
+    args = argparse.Namespace(socket="/x", json=False, command="status", brief=False)
+    assert tns_cmd.cmd_status(args) == 0
+    lines = {
+        line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line[:3] == "  n"
+    }
+    assert lines["n3"].endswith("judged by probes alone (not in Serf yet)")
+    assert "Serf" not in lines["n1"] and "Serf" not in lines["n2"]
