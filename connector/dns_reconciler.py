@@ -312,11 +312,16 @@ class DnsReconciler:
         next resync. When the server disagrees with what was applied, the
         leader takes the server's word and reconciles now.
         """
-        if not acting:  # not writing: the server is the only record
+        state = self.state[pool]
+        if not acting or state["served"] is None:
+            # Not writing: the server is the only record. Or leading again (a healed
+            # partition) before the loop's first step has read the server: choosing
+            # from nothing held back every member the majority's leader had put in
+            # (hold-down gates adding), and a dns_reaction run applied that choice,
+            # pulling the majority out of DNS (test_partitions_on_lab).
             self._note_served(pool, served)
             return
-        state = self.state[pool]
-        if state["applied"] != applied or state["served"] is None:
+        if state["applied"] != applied:
             return  # the leader wrote while we read: its record is the newer one
         now_served = served_members(self.settings[pool], self.addresses[pool], served)
         if now_served != set(applied or ()):

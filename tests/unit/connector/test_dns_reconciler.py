@@ -260,3 +260,20 @@ def test_report_says_what_the_server_serves_after_another_writer(server):
     sent = len(server.sent)
     asyncio.run(r._step("web"))  # the leader reconciles at once, from the server's state
     assert server.sent[sent:] == [["n2"]] and r.state["web"]["applied"] == ("n2",)
+
+
+def test_a_leader_back_in_quorum_reports_what_is_served_before_its_first_step(server):
+    """A healed partition: the old minority leader regains quorum, and the
+    dns_reaction playbook asks for its choice before the reconcile loop has run
+    once. The majority's leader had served n3 alone; n3 has just become fit
+    again in this node's view, so hold-down would hold it back if it were not
+    served. The choice must keep it, not replace the record with n1 and n2."""
+    server.members = ["n3"]
+    r = reconciler("n1", hold_down=0.3)
+    r.observe("web", topology("n3"))
+    time.sleep(0.35)  # n1 and n2 past their hold-down
+    r.observe("web", topology())  # n3 fit again just now: in hold-down unless served
+    assert r.acting("web")[0] and r.state["web"]["served"] is None
+    report = asyncio.run(r.report("web"))["pools"]["web"]
+    assert report["members"]["members"] == NODES, report["members"]
+    assert server.sent == []
