@@ -222,7 +222,7 @@ def test_a_member_alive_by_probes_that_goes_silent_is_failed_not_left():
     """A partition soon after a start, before Serf gossiped the far side's joins."""
     table = {n: m for n, m in serf().items() if n not in ("n4", "n5")}
     seen: dict[str, str] = {}
-    members, _ = with_probed(table, {"n4": "0", "n5": "0"}, seen)
+    members, _promoted = with_probed(table, {"n4": "0", "n5": "0"}, seen)
     assert pool_topology("web", POOL, members, all_see_all()).members["n5"].state == ALIVE
     # Their evidence stops (the link is cut) and Serf still has not reported them.
     members, promoted = with_probed(table, {}, seen)
@@ -230,7 +230,7 @@ def test_a_member_alive_by_probes_that_goes_silent_is_failed_not_left():
     assert topo.members["n4"].state == FAILED and topo.members["n5"].state == FAILED
     assert promoted == {}
     # A member never seen at all is still "not joined" (left), as at a start.
-    members, _ = with_probed({n: m for n, m in table.items() if n != "n3"}, {}, seen)
+    members, _promoted = with_probed({n: m for n, m in table.items() if n != "n3"}, {}, seen)
     assert pool_topology("web", POOL, members, all_see_all()).members["n3"].state == LEFT
 
 
@@ -241,5 +241,5 @@ def test_once_serf_reports_a_probed_member_serf_decides_again():
     left = serf("n5", status="left")
     with_probed(left, {}, seen)  # Serf now has n5 (its leave): forgotten here
     assert seen == {}
-    members, _ = with_probed(table, {}, seen)  # and reaped by Serf later: not joined again
+    members, _promoted = with_probed(table, {}, seen)  # and reaped by Serf later: not joined again
     assert pool_topology("web", POOL, members, all_see_all()).members["n5"].state == LEFT
