@@ -24,6 +24,7 @@ import yaml
 from connector.ansible_env import ansible_env
 from lab.connector import control, start_all, wait_converged, wait_for
 from lab.dns import install_dns, served
+from lab.procs import LabError
 from lab.sl_repo import APT_OPTIONS, build_repo, install_repo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -132,7 +133,14 @@ def installed(lab, node: str, package: str) -> bool:
 def test_rolling_converge_drains_each_node_from_dns_while_it_changes(rolling_lab):
     with DnsWatch() as watch:
         proc = roll(rolling_lab)
-        time.sleep(1)
+        # The last node returns after its hold-down (1 s) and a DNS update: wait for
+        # it (a fixed 1 s sleep raced that under CI load), bounded.
+        with contextlib.suppress(LabError):
+            wait_for(
+                lambda: watch.samples and watch.samples[-1][1] == set(ADDRESS.values()),
+                15,
+                "every node back in DNS",
+            )
     assert proc.returncode == 0, proc.stdout[-4000:]
     windows = {}
     for node, address in ADDRESS.items():
