@@ -8,6 +8,13 @@ the peer applies the previous one). Any failure - the process died, a reply
 timed out, a malformed reply - closes the session and fails every pending
 request with ``LinkError``; the caller reconnects with backoff and resends
 from its ack watermark (the peer skips what it already holds).
+
+Each session process has its own ``_Session`` (pending requests, reader
+tasks, stderr): the end of an old session, noticed late, can only fail that
+session's requests, never those of the session that replaced it. Every wait
+here is bounded, and no task is ever awaited after it may have been
+cancelled: a shipper's task must never end by a CancelledError that was not
+meant for it (that stopped a peer's shipping, silently, for good).
 """
 
 from __future__ import annotations
@@ -22,10 +29,50 @@ from .db_wire import WireError, header_line, parse_reply
 
 log = logging.getLogger("multiall.db")
 STDERR_TAIL = 5
+EXIT_WAIT = 5.0  # seconds a killed session process gets to be reaped
+# Seconds the stderr reader gets after the exit, for ssh's last words. A
+# process the session left behind may hold the pipe open (older OpenSSH kept
+# a ControlPersist master's stderr), so its end of file may never come: the
+# reader is cancelled after this grace.
+STDERR_GRACE = 1.0
+
+
+async def _reaped(proc: asyncio.subprocess.Process, timeout: float) -> None:
+    """Wait (at most TIMEOUT) until PROC has exited.
+
+    Not ``proc.wait()``: on Python 3.11 it also waits until every pipe is
+    closed, and a pipe held by another process (a ControlPersist master) keeps
+    it waiting for as long as that process lives.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout
+    while proc.returncode is None and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
 
 
 class LinkError(Exception):
     """The session to a peer failed; the message says how (and the peer's stderr)."""
+
+
+class _Session:
+    """One session process and what belongs to it alone."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.pending: deque[asyncio.Future] = deque()
+        self.stderr: deque[str] = deque(maxlen=STDERR_TAIL)
+        self.reader: asyncio.Task | None = None
+        self.err_task: asyncio.Task | None = None
+        self.ended = False
+
+    @property
+    def alive(self) -> bool:
+        return not self.ended and self.proc.returncode is None
+
+    def fail_pending(self, error: LinkError) -> None:
+        while self.pending:
+            future = self.pending.popleft()
+            if not future.done():
+                future.set_exception(error)
 
 
 class PeerLink:
@@ -33,85 +80,87 @@ class PeerLink:
 
     def __init__(self, argv: list[str], peer: str, timeout: float = 60.0) -> None:
         self.argv, self.peer, self.timeout = argv, peer, timeout
-        self.proc: asyncio.subprocess.Process | None = None
-        self.pending: deque[asyncio.Future] = deque()
-        self.reader: asyncio.Task | None = None
-        self.stderr: deque[str] = deque(maxlen=STDERR_TAIL)
-        self.err_task: asyncio.Task | None = None
+        self.session: _Session | None = None
 
     @property
     def open(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
+        return self.session is not None and self.session.alive
 
     async def start(self) -> None:
-        """Start the session process (the first request proves it works)."""
-        self.stderr.clear()
-        self.proc = await asyncio.create_subprocess_exec(
+        """Start a session process (the first request proves it works)."""
+        if self.session is not None:
+            await self.close()  # a session that ended on its own: reaped before the next
+        proc = await asyncio.create_subprocess_exec(
             *self.argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             limit=16 * 1024 * 1024,
         )
-        self.reader = asyncio.create_task(self._read_replies(), name=f"db-link-{self.peer}")
-        self.err_task = asyncio.create_task(self._read_stderr(), name=f"db-err-{self.peer}")
+        session = _Session(proc)
+        session.reader = asyncio.create_task(
+            self._read_replies(session), name=f"db-link-{self.peer}"
+        )
+        session.err_task = asyncio.create_task(
+            self._read_stderr(session), name=f"db-err-{self.peer}"
+        )
+        self.session = session
 
-    async def _read_stderr(self) -> None:
-        assert self.proc and self.proc.stderr
-        while line := await self.proc.stderr.readline():
+    async def _read_stderr(self, session: _Session) -> None:
+        assert session.proc.stderr
+        while line := await session.proc.stderr.readline():
             text = line.decode(errors="replace").strip()
             if text:
-                self.stderr.append(text[:500])
+                session.stderr.append(text[:500])
                 log.warning("db session to %s: %s", self.peer, text[:500])
 
-    async def _read_replies(self) -> None:
-        assert self.proc and self.proc.stdout
+    async def _read_replies(self, session: _Session) -> None:
+        assert session.proc.stdout
         error: Exception | None = None
         try:
             while True:
-                line = await self.proc.stdout.readline()
+                line = await session.proc.stdout.readline()
                 if not line:
                     break
                 reply = parse_reply(line)
-                if not self.pending:
+                if not session.pending:
                     raise WireError(f"unasked reply from {self.peer}: {line[:200]!r}")
-                future = self.pending.popleft()
+                future = session.pending.popleft()
                 if not future.done():
                     future.set_result(reply)
         except (WireError, ValueError, ConnectionError) as exc:
             error = exc
-        await self._fail(error)
+        await self._end(session, error)
 
-    async def _fail(self, error: Exception | None) -> None:
-        """The session is over: fail what is pending with the best explanation."""
-        if self.proc and self.proc.returncode is None:
+    async def _end(self, session: _Session, error: Exception | None) -> None:
+        """SESSION is over: reap it, then fail its pending requests with the best explanation."""
+        if session.ended:
+            return
+        session.ended = True
+        if session.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
-        if self.proc:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.proc.wait(), 5)
-        if self.err_task:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.err_task, 1)
-        why = str(error) if error else f"session ended (exit {self.proc and self.proc.returncode})"
-        if self.stderr:
-            why += ": " + " | ".join(self.stderr)
-        while self.pending:
-            future = self.pending.popleft()
-            if not future.done():
-                future.set_exception(LinkError(f"{self.peer}: {why}"))
+                session.proc.kill()
+        await _reaped(session.proc, EXIT_WAIT)
+        if session.err_task:
+            await asyncio.wait({session.err_task}, timeout=STDERR_GRACE)
+            session.err_task.cancel()
+        why = str(error) if error else f"session ended (exit {session.proc.returncode})"
+        if session.stderr:
+            why += ": " + " | ".join(session.stderr)
+        session.fail_pending(LinkError(f"{self.peer}: {why}"))
 
     def send(self, op: str, payload: bytes = b"", **fields: Any) -> asyncio.Future:
         """Queue one request; the future resolves to the peer's reply."""
-        if not self.open or not self.proc or not self.proc.stdin:
+        session = self.session
+        if session is None or not session.alive or not session.proc.stdin:
             raise LinkError(f"{self.peer}: no session")
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         # A pipelined request dropped with its session is resent, never awaited: not a leak.
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self.pending.append(future)
-        self.proc.stdin.write(header_line(op, payload, **fields))
+        session.pending.append(future)
+        session.proc.stdin.write(header_line(op, payload, **fields))
         if payload:
-            self.proc.stdin.write(payload)
+            session.proc.stdin.write(payload)
         return future
 
     async def request(self, op: str, payload: bytes = b"", **fields: Any) -> dict[str, Any]:
@@ -122,12 +171,17 @@ class PeerLink:
         return await self.wait(future)
 
     async def wait(self, future: asyncio.Future) -> dict[str, Any]:
-        """The reply of a sent request; the session is closed if it does not come in time."""
-        assert self.proc and self.proc.stdin
+        """The reply of a sent request; the session is closed if it does not come in time.
+
+        Sending is bounded too: a peer that stops reading (a receiver stuck in
+        its database) fills the pipe, and an unbounded drain waited forever.
+        """
+        session = self.session
         try:
-            await self.proc.stdin.drain()
+            if session is not None and session.alive and session.proc.stdin:
+                await asyncio.wait_for(session.proc.stdin.drain(), self.timeout)
             return await asyncio.wait_for(asyncio.shield(future), self.timeout)
-        except (ConnectionError, BrokenPipeError) as exc:
+        except ConnectionError as exc:
             await self.close()
             raise LinkError(f"{self.peer}: session broke: {exc}") from None
         except TimeoutError:
@@ -135,14 +189,17 @@ class PeerLink:
             raise LinkError(f"{self.peer}: no reply within {self.timeout:g} s") from None
 
     async def close(self) -> None:
-        """End the session (pending requests fail with LinkError)."""
-        if self.proc and self.proc.returncode is None:
-            if self.proc.stdin:
-                with contextlib.suppress(Exception):
-                    self.proc.stdin.close()
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
-        if self.reader:
+        """End the session (pending requests fail with LinkError); bounded, never raises."""
+        session, self.session = self.session, None
+        if session is None:
+            return
+        stdin = session.proc.stdin
+        if stdin is not None and not stdin.is_closing():
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.reader, 5)
-        self.proc = None
+                stdin.close()
+        await self._end(session, None)
+        if session.reader is not None:
+            # Ended by its reader, which may still be inside _end: let it finish.
+            await asyncio.wait({session.reader}, timeout=EXIT_WAIT + STDERR_GRACE + 1)
+            session.reader.cancel()
+        session.fail_pending(LinkError(f"{self.peer}: session closed"))

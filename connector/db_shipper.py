@@ -54,6 +54,12 @@ BATCH_CACHE = 8  # full encoded batches kept for the other peers replaying the s
 CONFLICT_EVENTS = 20  # per batch; the count is always in status
 
 
+def _being_cancelled() -> bool:
+    """Whether the running task was asked to stop (``Task.cancelling``, Python 3.11+)."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
+
+
 def hlc_wall(hlc: str | None) -> float | None:
     """Wall-clock seconds of an HLC stamp (its leading milliseconds field)."""
     if not hlc:
@@ -281,18 +287,25 @@ class DbSync:
                     # TNS already says why (failed, maintenance): not an error of ours.
                     self.peer[peer]["error"] = None
                     continue
-                self._peer_failed(peer, str(exc))
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
-                self.kick[peer].set()
+                backoff = await self._retry_later(peer, str(exc), backoff)
             except Exception as exc:  # an engine error: shown, retried
-                self._peer_failed(peer, f"{type(exc).__name__}: {exc}")
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
-                self.kick[peer].set()
+                backoff = await self._retry_later(peer, f"{type(exc).__name__}: {exc}", backoff)
+            except asyncio.CancelledError:
+                if _being_cancelled():
+                    raise
+                # Not meant for this task (a helper task it awaited was cancelled): this
+                # peer's shipping must go on, or its backlog waits forever with no error.
+                backoff = await self._retry_later(peer, "internal: a step was cancelled", backoff)
             finally:
                 async with self.synced:
                     self.synced.notify_all()
+
+    async def _retry_later(self, peer: str, message: str, backoff: float) -> float:
+        """Show MESSAGE as PEER's error, wait BACKOFF, kick again; the next backoff."""
+        self._peer_failed(peer, message)
+        await asyncio.sleep(backoff)
+        self.kick[peer].set()
+        return min(backoff * 2, BACKOFF_MAX)
 
     def _peer_failed(self, peer: str, message: str) -> None:
         if self.peer[peer]["error"] != message:

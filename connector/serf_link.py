@@ -28,6 +28,7 @@ from ansible_collections.takelan.multiall.plugins.module_utils.tns import (
 
 from . import __version__, sbm_answer
 from .serf import SerfClient, SerfError, join_targets
+from .serf_pidfile import record_agent, stop_stale_agent
 
 log = logging.getLogger("multiall.connector")
 serf_log = logging.getLogger("multiall.serf")
@@ -130,21 +131,37 @@ class SerfLink:
         self.serf_started = time.monotonic()  # RPC refusals until it runs are no fault
         await self.sl.first_facts()  # its digest goes in the agent's initial tags
         while not self.stopping:
+            stale = await asyncio.to_thread(stop_stale_agent, self.cfg.state_dir, self.node)
+            if stale:
+                log.warning(
+                    "stopped the serf agent a previous connector left running",
+                    extra={"fields": {"pid": stale}},
+                )
             self.serf_proc = await asyncio.create_subprocess_exec(
                 *self._niced(self._serf_argv()),
-                stdout=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
             )
+            record_agent(self.cfg.state_dir, self.serf_proc.pid)
             log.info("serf agent started", extra={"fields": {"pid": self.serf_proc.pid}})
             started = self.serf_started = time.monotonic()
-            assert self.serf_proc.stderr is not None
-            tail = await _log_lines(self.serf_proc.stderr, self.serf_proc.pid)
+            assert self.serf_proc.stderr is not None and self.serf_proc.stdout is not None
+            tail, said = await asyncio.gather(
+                _log_lines(self.serf_proc.stderr, self.serf_proc.pid),
+                _tail_lines(self.serf_proc.stdout),
+            )
             await self.serf_proc.wait()
             if self.stopping:
                 return
             log.warning(
                 "serf agent exited; restarting",
-                extra={"fields": {"rc": self.serf_proc.returncode, "stderr": "\n".join(tail)}},
+                extra={
+                    "fields": {
+                        "rc": self.serf_proc.returncode,
+                        "stderr": "\n".join(tail),
+                        "output": "\n".join(said),
+                    }
+                },
             )
             if self.rpc:
                 await self.rpc.close()
@@ -400,6 +417,26 @@ class SerfLink:
         Built once per recompute, not once per packet.
         """
         return self._maint
+
+
+async def _tail_lines(stream: asyncio.StreamReader) -> list[str]:
+    """The last few lines of the agent's stdout, read as they come (never logged).
+
+    Serf prints its start-up banner there, and also why it could not start
+    ("==> Failed to start the Serf agent: ... address already in use"): the
+    tail goes into the "agent exited" warning.
+    """
+    tail: deque[str] = deque(maxlen=SERF_STDERR_TAIL)
+    while True:
+        try:
+            raw = await stream.readline()
+        except ValueError:  # a line over the reader's limit: dropped, the stream goes on
+            continue
+        if not raw:
+            return list(tail)
+        line = raw.decode(errors="replace").rstrip()
+        if line:
+            tail.append(line[:1000])
 
 
 async def _log_lines(stream: asyncio.StreamReader, pid: int) -> list[str]:

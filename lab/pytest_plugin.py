@@ -106,7 +106,9 @@ def pg_cluster() -> Iterator[PgDatabase]:
         yield pg
 
 
-LOG_TAIL_LINES = 60
+# Lines of each node's connector log in a failed test's report
+# (MULTIALL_LAB_LOG_LINES overrides: 0 prints whole logs, for a reproduction run).
+LOG_TAIL_LINES = int(os.environ.get("MULTIALL_LAB_LOG_LINES", "60"))
 
 
 def lab_log_tails(lab: Lab, lines: int = LOG_TAIL_LINES) -> str:
@@ -117,7 +119,7 @@ def lab_log_tails(lab: Lab, lines: int = LOG_TAIL_LINES) -> str:
     """
     out = []
     for node in sorted(lab.nodes):
-        tail = lab.service_log(node, "connector").splitlines()[-lines:]
+        tail = lab.service_log(node, "connector").splitlines()[-lines if lines else 0 :]
         out.append(f"--- {node} connector.log (last {len(tail)} lines)")
         out.extend(line[:400] for line in tail)
     return "\n".join(out)

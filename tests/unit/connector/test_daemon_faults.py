@@ -513,6 +513,78 @@ def test_a_dying_agent_reports_its_last_lines_only(tmp_path, caplog):
     assert exited.fields["stderr"].splitlines() == [f"line {i}" for i in range(280, 300)]
 
 
+def test_why_an_agent_could_not_start_is_in_the_exit_warning(tmp_path, caplog):
+    """Serf says why it cannot start on stdout, not stderr: the warning carries it."""
+    why = "==> Failed to start the Serf agent: bind: address already in use"
+    connector = make_connector(tmp_path, binary=fake_agent(tmp_path, f'echo "{why}"; exit 1'))
+
+    async def scenario():
+        task = asyncio.create_task(connector.supervise_serf())
+        while not any(r.getMessage().startswith("serf agent exited") for r in caplog.records):
+            await asyncio.sleep(0.02)
+        connector.stopping = True
+        task.cancel()
+
+    with caplog.at_level(logging.WARNING, logger="multiall"):
+        asyncio.run(asyncio.wait_for(scenario(), GUARD))
+    exited = next(r for r in caplog.records if r.getMessage().startswith("serf agent exited"))
+    assert why in exited.fields["output"]
+
+
+def test_a_restarted_connector_stops_the_agent_its_killed_predecessor_left(tmp_path, caplog):
+    """After a SIGKILL of the connector its agent holds the ports: the next start ends it."""
+    # Not exec: the command line stays "serf agent"; ends on SIGTERM within 0.1 s.
+    binary = fake_agent(tmp_path, "trap 'exit 0' TERM; while :; do sleep 0.1; done")
+    first = make_connector(tmp_path, binary=binary)
+    second = make_connector(tmp_path, binary=binary)
+
+    async def scenario():
+        task = asyncio.create_task(first.supervise_serf())
+        while first.serf_proc is None:
+            await asyncio.sleep(0.02)
+        orphan = first.serf_proc
+        task.cancel()  # the connector is gone; its agent is not
+        await asyncio.sleep(0.1)
+        assert orphan.returncode is None
+        task = asyncio.create_task(second.supervise_serf())
+        while second.serf_proc is None:
+            await asyncio.sleep(0.02)
+        await asyncio.wait_for(orphan.wait(), 5)
+        running = second.serf_proc.returncode is None
+        second.stopping = True
+        second.serf_proc.terminate()
+        await task
+        return orphan.pid, running
+
+    with caplog.at_level(logging.WARNING, logger="multiall"):
+        orphan, running = asyncio.run(asyncio.wait_for(scenario(), GUARD))
+    assert running
+    stopped = [r for r in caplog.records if r.getMessage().startswith("stopped the serf agent")]
+    assert [r.fields["pid"] for r in stopped] == [orphan]
+
+
+def test_a_pid_file_naming_another_process_stops_nothing(tmp_path):
+    """A recycled pid (an unrelated process, another node's agent) is never signalled."""
+    from connector.serf_pidfile import record_agent, stop_stale_agent
+
+    other = fake_agent(tmp_path, "trap 'exit 0' TERM; while :; do sleep 0.1; done")
+    procs = [
+        subprocess.Popen(["sleep", "30"]),
+        subprocess.Popen([other, "agent", "-node", "n2"]),
+    ]
+    try:
+        for proc in procs:
+            record_agent(str(tmp_path), proc.pid)
+            assert stop_stale_agent(str(tmp_path), "n1") is None
+            assert proc.poll() is None
+        (tmp_path / "serf.pid").write_text("not a pid\n")
+        assert stop_stale_agent(str(tmp_path), "n1") is None
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.mark.parametrize(("nice", "below"), [(None, 0), (10, 10)])
 def test_the_serf_agent_runs_below_the_connectors_cpu_priority(tmp_path, nice, below):
     """Probe rounds are the fast path; on a busy node the connector gets the CPU first."""

@@ -243,3 +243,37 @@ def test_a_session_outside_what_the_pool_key_allows_is_refused(
     stdout = io.BytesIO()
     assert session(pool, db, origin, "b", nodes["b"].model, io.BytesIO(), stdout) == 1
     assert error in stdout.getvalue().decode()
+
+
+def test_a_stray_cancellation_in_a_round_is_an_error_and_shipping_goes_on(
+    nodes: dict[str, Node], tmp_path: Path
+) -> None:
+    """A CancelledError not meant for the peer's task (a helper task it awaited was
+    cancelled) once ended that peer's shipping for good, with no error shown."""
+
+    async def scenario() -> list[str | None]:
+        acks = AckStore(str(tmp_path / "acks.db"))
+        sync, _events = shipper(nodes, acks, {"b": "alive", "c": "failed"})
+        real_round, errors = sync._ship_round, []
+
+        async def round_once_cancelled(peer: str) -> bool:
+            if not errors:
+                errors.append(None)
+                raise asyncio.CancelledError
+            errors.append(sync.peer[peer]["error"])
+            return await real_round(peer)
+
+        sync._ship_round = round_once_cancelled
+        task = asyncio.create_task(sync.run())
+        try:
+            nodes["a"].sql("INSERT INTO items VALUES (1, 'one');")
+            await until(lambda: sync.peer["b"]["acked"] == 1)
+            assert sync.peer["b"]["error"] is None  # cleared by the round that worked
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            acks.close()
+        return errors
+
+    errors = asyncio.run(scenario())
+    assert errors[1] == "internal: a step was cancelled"
