@@ -147,8 +147,8 @@ class SerfLink:
             started = self.serf_started = time.monotonic()
             assert self.serf_proc.stderr is not None and self.serf_proc.stdout is not None
             tail, said = await asyncio.gather(
-                _log_lines(self.serf_proc.stderr, self.serf_proc.pid),
-                _tail_lines(self.serf_proc.stdout),
+                _read_lines(self.serf_proc.stderr, self.serf_proc.pid, logged=True),
+                _read_lines(self.serf_proc.stdout, self.serf_proc.pid, logged=False),
             )
             await self.serf_proc.wait()
             if self.stopping:
@@ -419,43 +419,28 @@ class SerfLink:
         return self._maint
 
 
-async def _tail_lines(stream: asyncio.StreamReader) -> list[str]:
-    """The last few lines of the agent's stdout, read as they come (never logged).
+async def _read_lines(stream: asyncio.StreamReader, pid: int, *, logged: bool) -> list[str]:
+    """Read the agent's output as it comes; log each line when LOGGED; return the last few.
 
-    Serf prints its start-up banner there, and also why it could not start
-    ("==> Failed to start the Serf agent: ... address already in use"): the
-    tail goes into the "agent exited" warning.
-    """
-    tail: deque[str] = deque(maxlen=SERF_STDERR_TAIL)
-    while True:
-        try:
-            raw = await stream.readline()
-        except ValueError:  # a line over the reader's limit: dropped, the stream goes on
-            continue
-        if not raw:
-            return list(tail)
-        line = raw.decode(errors="replace").rstrip()
-        if line:
-            tail.append(line[:1000])
-
-
-async def _log_lines(stream: asyncio.StreamReader, pid: int) -> list[str]:
-    """Log each line the Serf agent writes to stderr as it comes; return the last few.
-
-    Serf runs with ``-log-level warn``: what it writes matters now (a bad key,
-    a port in use), not when it exits, and a long-lived agent must not grow a
-    buffer in memory.
+    stderr is logged: Serf runs with ``-log-level warn``, so what it writes
+    there matters now (a bad key, a port in use), not when it exits. stdout is
+    only kept: it holds the start-up banner, and also why the agent could not
+    start ("==> Failed to start the Serf agent: ... address already in use"),
+    which goes into the "agent exited" warning. A long-lived agent must not
+    grow a buffer in memory: only the tail is kept.
     """
     tail: deque[str] = deque(maxlen=SERF_STDERR_TAIL)
     while True:
         try:
             raw = await stream.readline()
         except ValueError:  # asyncio drops a line longer than its limit (64 KiB): say so
-            serf_log.warning("serf agent: (a stderr line over 64 KiB was dropped)")
+            if logged:
+                serf_log.warning("serf agent: (a stderr line over 64 KiB was dropped)")
             continue
         if not raw:
             return list(tail)
         line = raw.decode(errors="replace").rstrip()
         if line:
             tail.append(line[:1000])
-            serf_log.warning("serf agent: %s", line[:4000], extra={"fields": {"pid": pid}})
+            if logged:
+                serf_log.warning("serf agent: %s", line[:4000], extra={"fields": {"pid": pid}})
