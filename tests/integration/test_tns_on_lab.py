@@ -342,6 +342,30 @@ def test_connector_restarts_its_serf_agent_when_it_dies(tns_lab):
     wait_converged(lab, ["n5", "n3"], timeout=60)
 
 
+def test_a_connector_killed_outright_ends_its_orphan_serf_agent_on_restart(tns_lab):
+    """SIGKILL leaves the connector's Serf agent running with the ports: the restarted
+    connector must end it and run its own, not fail to start one every 10 s."""
+    lab = tns_lab
+    orphan = lab.exec("n5", ["pgrep", "-x", "serf"]).stdout.split()
+    # Stopped, the orphan cannot die on its own either (Go exits on a write to the
+    # dead connector's pipe, whenever Serf next logs): it holds the ports until ended.
+    lab.exec("n5", ["kill", "-STOP", *orphan])
+    killed = lab.service_status("n5", "connector")["pid"]
+    lab.exec("n5", ["kill", "-9", str(killed)])
+    wait_for(
+        lambda: lab.service_status("n5", "connector")["pid"] not in (None, killed),
+        20,
+        "the supervisor to restart n5's connector",
+    )
+    wait_converged(lab, ["n5", "n3"], timeout=60)
+    agents = lab.exec("n5", ["pgrep", "-x", "serf"]).stdout.split()
+    assert len(agents) == 1 and agents != orphan, (orphan, agents)
+    log = lab.service_log("n5", "connector")
+    restarted = log[log.rfind('"msg": "connector started"') :]
+    assert "stopped the serf agent a previous connector left running" in restarted, restarted
+    assert "serf agent exited" not in restarted, restarted
+
+
 def test_cli_on_a_node_shows_the_pool_table_and_refuses_other_nodes(tns_lab):
     multiall = str(ROOT / ".venv" / "bin" / "multiall")
     sock = ["--socket", "/run/lab/connector.sock"]
