@@ -26,6 +26,7 @@ from collections import deque
 from typing import Any
 
 from .db_wire import WireError, header_line, parse_reply
+from .subprocs import reaped
 
 log = logging.getLogger("multiall.db")
 STDERR_TAIL = 5
@@ -35,18 +36,6 @@ EXIT_WAIT = 5.0  # seconds a killed session process gets to be reaped
 # a ControlPersist master's stderr), so its end of file may never come: the
 # reader is cancelled after this grace.
 STDERR_GRACE = 1.0
-
-
-async def _reaped(proc: asyncio.subprocess.Process, timeout: float) -> None:
-    """Wait (at most TIMEOUT) until PROC has exited.
-
-    Not ``proc.wait()``: on Python 3.11 it also waits until every pipe is
-    closed, and a pipe held by another process (a ControlPersist master) keeps
-    it waiting for as long as that process lives.
-    """
-    deadline = asyncio.get_running_loop().time() + timeout
-    while proc.returncode is None and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(0.01)
 
 
 class LinkError(Exception):
@@ -140,7 +129,7 @@ class PeerLink:
         if session.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 session.proc.kill()
-        await _reaped(session.proc, EXIT_WAIT)
+        await reaped(session.proc, EXIT_WAIT)
         if session.err_task:
             await asyncio.wait({session.err_task}, timeout=STDERR_GRACE)
             session.err_task.cancel()

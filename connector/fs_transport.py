@@ -21,9 +21,12 @@ from ansible_collections.takelan.multiall.plugins.module_utils.peer_transport im
     ssh_argv,
 )
 
+from .subprocs import reaped
+
 log = logging.getLogger("multiall.fs")
 # Longest reply line read from a session (an index of 100 000 paths is ~10 MB).
 MAX_REPLY = 1 << 28
+EXIT_WAIT = 5.0  # seconds a killed session or rsync gets to be reaped
 
 
 class PeerError(RuntimeError):
@@ -87,7 +90,7 @@ class FsTransport:
         with contextlib.suppress(TimeoutError, ValueError):
             assert proc.stderr is not None
             err = await asyncio.wait_for(proc.stderr.read(), 2)
-        await proc.wait()
+        await reaped(proc, EXIT_WAIT)
         lines = err.decode(errors="replace").strip().splitlines()
         return lines[-1] if lines else f"exit {proc.returncode}"
 
@@ -102,7 +105,10 @@ class FsTransport:
                 proc.stdin.write(
                     (json.dumps({"op": op, "from": self.node, **data}) + "\n").encode()
                 )
-                await proc.stdin.drain()
+                # Sending is bounded too: a peer that stops reading (a receiver stuck
+                # on its disk) fills the pipe, and an unbounded drain held this
+                # (tree, peer) lock, and every later push to the peer, for good.
+                await asyncio.wait_for(proc.stdin.drain(), self.cfg["timeout"])
                 line = await asyncio.wait_for(proc.stdout.readline(), self.cfg["timeout"])
             except TimeoutError:
                 await self._drop_session(key)
@@ -148,7 +154,7 @@ class FsTransport:
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
-            await proc.wait()
+            await reaped(proc, EXIT_WAIT)
             raise PeerError(f"{peer}: rsync of {len(paths)} paths into {tree} timed out") from None
         # 24: a source file vanished meanwhile (its delete is queued already).
         if proc.returncode not in (0, 24):
