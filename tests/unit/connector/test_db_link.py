@@ -63,7 +63,7 @@ def test_a_session_whose_stderr_outlives_it_is_replaced_cleanly(tmp_path: Path) 
     """Each ended session fails only its own requests; the next one answers, close never raises."""
     answering = program(tmp_path, "answering.py", ANSWERING)
     # The background sleep keeps the session's stderr open after the session exits.
-    argv = ["sh", "-c", f'sleep 3 </dev/null >/dev/null & exec "{sys.executable}" "{answering}"']
+    argv = ["sh", "-c", f'sleep 1.5 </dev/null >/dev/null & exec "{sys.executable}" "{answering}"']
     link = PeerLink(argv, "n2", timeout=5)
 
     async def scenario() -> list[int]:
@@ -82,6 +82,7 @@ def test_a_session_whose_stderr_outlives_it_is_replaced_cleanly(tmp_path: Path) 
                 await link.close()  # twice: nothing left to close, and no error
         finally:
             await link.close()
+            await asyncio.sleep(1.6)  # the last holders exit: every pipe closes in this loop
         return seen
 
     assert asyncio.run(asyncio.wait_for(scenario(), GUARD)) == [1, 1] * 3
