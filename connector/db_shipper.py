@@ -176,10 +176,16 @@ class DbSync:
 
     # ------------------------------------------------------------------- loop
     async def run(self) -> None:
-        """Poll the local sequence, kick peers, ship; until cancelled."""
+        """Poll the local sequence, kick peers, ship; until cancelled.
+
+        The peers' ship tasks are awaited with the watch loop: one that ends (a
+        bug: each catches its failures and retries) ends this database's run, so
+        the daemon logs it as a core task that stopped and exits to be restarted,
+        instead of that peer's backlog waiting forever with no error.
+        """
         tasks = [asyncio.create_task(self._ship(p), name=f"db-{self.name}-{p}") for p in self.peers]
         try:
-            await self._watch()
+            await asyncio.gather(self._watch(), *tasks)
         finally:
             for task in tasks:
                 task.cancel()

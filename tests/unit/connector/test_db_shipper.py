@@ -277,3 +277,24 @@ def test_a_stray_cancellation_in_a_round_is_an_error_and_shipping_goes_on(
 
     errors = asyncio.run(scenario())
     assert errors[1] == "internal: a step was cancelled"
+
+
+def test_a_ship_task_that_ends_ends_the_run_loudly(nodes: dict[str, Node], tmp_path: Path) -> None:
+    """A peer's ship task must never end quietly: the run ends with it, so the daemon
+    logs a stopped core task and is restarted (before, the watch loop ran on alone)."""
+
+    async def scenario() -> None:
+        acks = AckStore(str(tmp_path / "acks.db"))
+        sync, _events = shipper(nodes, acks, {"b": "alive", "c": "alive"})
+
+        async def broken(peer: str) -> None:
+            raise RuntimeError(f"a bug in the ship task of {peer}")
+
+        sync._ship = broken
+        try:
+            with pytest.raises(RuntimeError, match="a bug in the ship task"):
+                await asyncio.wait_for(sync.run(), 10)
+        finally:
+            acks.close()
+
+    asyncio.run(scenario())
