@@ -26,11 +26,10 @@ from collections import deque
 from typing import Any
 
 from .db_wire import WireError, header_line, parse_reply
-from .subprocs import reaped
+from .subprocs import EXIT_WAIT, reaped
 
 log = logging.getLogger("multiall.db")
 STDERR_TAIL = 5
-EXIT_WAIT = 5.0  # seconds a killed session process gets to be reaped
 # Seconds the stderr reader gets after the exit, for ssh's last words. A
 # process the session left behind may hold the pipe open (older OpenSSH kept
 # a ControlPersist master's stderr), so its end of file may never come: the
@@ -129,7 +128,7 @@ class PeerLink:
         if session.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 session.proc.kill()
-        await reaped(session.proc, EXIT_WAIT)
+        await reaped(session.proc)
         if session.err_task:
             await asyncio.wait({session.err_task}, timeout=STDERR_GRACE)
             session.err_task.cancel()

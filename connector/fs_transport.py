@@ -26,7 +26,6 @@ from .subprocs import reaped
 log = logging.getLogger("multiall.fs")
 # Longest reply line read from a session (an index of 100 000 paths is ~10 MB).
 MAX_REPLY = 1 << 28
-EXIT_WAIT = 5.0  # seconds a killed session or rsync gets to be reaped
 
 
 class PeerError(RuntimeError):
@@ -90,7 +89,7 @@ class FsTransport:
         with contextlib.suppress(TimeoutError, ValueError):
             assert proc.stderr is not None
             err = await asyncio.wait_for(proc.stderr.read(), 2)
-        await reaped(proc, EXIT_WAIT)
+        await reaped(proc)
         lines = err.decode(errors="replace").strip().splitlines()
         return lines[-1] if lines else f"exit {proc.returncode}"
 
@@ -154,7 +153,7 @@ class FsTransport:
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
-            await reaped(proc, EXIT_WAIT)
+            await reaped(proc)
             raise PeerError(f"{peer}: rsync of {len(paths)} paths into {tree} timed out") from None
         # 24: a source file vanished meanwhile (its delete is queued already).
         if proc.returncode not in (0, 24):

@@ -6,7 +6,6 @@ are described there and in docs/security.md ("TNS").
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import json
 import math
@@ -14,6 +13,8 @@ import os
 import time
 from collections.abc import Mapping
 from typing import Any
+
+from .state_files import read_int, write_private
 
 EPOCH_FILE = "probe.epoch"
 
@@ -88,13 +89,7 @@ def next_epoch(state_dir: str) -> int:
     yields a newer epoch and peers accept the restarted node.
     """
     path = os.path.join(state_dir, EPOCH_FILE)
-    last = 0
-    with contextlib.suppress(OSError, ValueError), open(path, encoding="ascii") as handle:
-        last = int(handle.read().strip() or 0)
-    epoch = max(last + 1, int(time.time() * 1000))
+    epoch = max((read_int(path) or 0) + 1, int(time.time() * 1000))
     os.makedirs(state_dir, exist_ok=True)
-    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as handle:
-        handle.write(f"{epoch}\n")
-    os.replace(path + ".tmp", path)
+    write_private(path, f"{epoch}\n")
     return epoch

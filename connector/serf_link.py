@@ -29,6 +29,7 @@ from ansible_collections.takelan.multiall.plugins.module_utils.tns import (
 from . import __version__, sbm_answer
 from .serf import SerfClient, SerfError, join_targets
 from .serf_pidfile import record_agent, stop_stale_agent
+from .state_files import write_private
 
 log = logging.getLogger("multiall.connector")
 serf_log = logging.getLogger("multiall.serf")
@@ -94,10 +95,7 @@ class SerfLink:
         if self.cfg.serf.get("encrypt_key"):
             conf["encrypt_key"] = self.cfg.serf["encrypt_key"]
         path = os.path.join(self.cfg.state_dir, "serf.json")
-        fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(conf, handle)
-        os.replace(path + ".tmp", path)
+        write_private(path, json.dumps(conf))
         return [
             self.cfg.serf["binary"],
             "agent",

@@ -21,6 +21,8 @@ import os
 
 import psutil
 
+from .state_files import read_int, write_private
+
 PIDFILE = "serf.pid"
 STOP_WAIT = 3.0  # seconds a stale agent gets to end on SIGTERM before SIGKILL
 
@@ -39,11 +41,8 @@ def _is_our_agent(proc: psutil.Process, node: str) -> bool:
 
 def stop_stale_agent(state_dir: str, node: str) -> int | None:
     """Stop the agent the pid file names if it still runs; its pid, or None if none ran."""
-    path = os.path.join(state_dir, PIDFILE)
-    try:
-        with open(path, encoding="ascii") as handle:
-            pid = int(handle.read().strip())
-    except (OSError, ValueError):
+    pid = read_int(os.path.join(state_dir, PIDFILE))
+    if pid is None:
         return None  # no file, or not a pid: nothing of ours to stop
     try:
         proc = psutil.Process(pid)
@@ -63,7 +62,4 @@ def stop_stale_agent(state_dir: str, node: str) -> int | None:
 
 def record_agent(state_dir: str, pid: int) -> None:
     """Name PID as this state dir's running agent (written whole: a crash leaves the old file)."""
-    path = os.path.join(state_dir, PIDFILE)
-    with open(path + ".tmp", "w", encoding="ascii") as handle:
-        handle.write(f"{pid}\n")
-    os.replace(path + ".tmp", path)
+    write_private(os.path.join(state_dir, PIDFILE), f"{pid}\n")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+EXIT_WAIT = 5.0  # seconds a killed child (a session, an rsync) gets to be reaped
 
-async def reaped(proc: asyncio.subprocess.Process, timeout: float) -> bool:
+
+async def reaped(proc: asyncio.subprocess.Process, timeout: float = EXIT_WAIT) -> bool:
     """Wait (at most TIMEOUT) until PROC has exited; whether it has.
 
     Not ``proc.wait()``: on Python 3.11 it also waits until every pipe of the
