@@ -518,10 +518,14 @@ def test_a_dying_agent_reports_its_last_lines_only(tmp_path, caplog):
     assert not any(why in r.getMessage() for r in caplog.records if r is not exited)
 
 
+# An agent whose command line stays "serf agent ..." (no exec) and that ends on SIGTERM
+# within 0.1 s.
+LINGERING_AGENT = "trap 'exit 0' TERM; while :; do sleep 0.1; done"
+
+
 def test_a_restarted_connector_stops_the_agent_its_killed_predecessor_left(tmp_path, caplog):
     """After a SIGKILL of the connector its agent holds the ports: the next start ends it."""
-    # Not exec: the command line stays "serf agent"; ends on SIGTERM within 0.1 s.
-    binary = fake_agent(tmp_path, "trap 'exit 0' TERM; while :; do sleep 0.1; done")
+    binary = fake_agent(tmp_path, LINGERING_AGENT)
     first = make_connector(tmp_path, binary=binary)
     second = make_connector(tmp_path, binary=binary)
 
@@ -554,7 +558,7 @@ def test_a_pid_file_naming_another_process_stops_nothing(tmp_path):
     """A recycled pid (an unrelated process, another node's agent) is never signalled."""
     from connector.serf_pidfile import record_agent, stop_stale_agent
 
-    other = fake_agent(tmp_path, "trap 'exit 0' TERM; while :; do sleep 0.1; done")
+    other = fake_agent(tmp_path, LINGERING_AGENT)
     procs = [
         subprocess.Popen(["sleep", "30"]),
         subprocess.Popen([other, "agent", "-node", "n2"]),
